@@ -1,0 +1,1 @@
+"""HTTP adapters: the FHIR REST API and the small operational endpoints."""

@@ -1,0 +1,1 @@
+"""FHIR R4 REST: requests routed to interactions, independent of the HTTP server."""

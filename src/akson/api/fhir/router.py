@@ -1,0 +1,100 @@
+"""Route a FhirRequest to its interaction, in a session of the right kind (R4 http.html summary)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from akson.api.fhir import bundles, crud, searching
+from akson.api.fhir.capability import capability_statement
+from akson.api.fhir.context import FhirContext
+from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.api.fhir.validate_op import validate_op
+from akson.fhir.ids import ID_RE
+from akson.fhir.outcome import FhirError
+from akson.fhir.validation import RESOURCE_TYPES
+from akson.store.repository import Session
+
+Handler = Callable[..., Awaitable[FhirResponse]]
+
+
+def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
+    """The handler, its path arguments and whether it writes, or a 404/405 FhirError."""
+    path, method = req.path, req.method
+    n = len(path)
+    if n == 0:
+        if method == "POST" and not req.in_bundle:
+            return _bundle, (), True
+        raise _not_allowed(method, "the base URL")
+    head = path[0]
+    if head == "_history" and n == 1 and method == "GET":
+        return searching.history, (), False
+    if head not in RESOURCE_TYPES:
+        raise FhirError(404, f"Unknown resource type '{head[:64]}'", "not-supported")
+    res_type = head
+    if n == 1:
+        condition = urlencode(req.query)
+        if method == "GET":
+            return searching.search_type, (res_type,), False
+        if method == "POST":
+            return crud.create, (res_type,), True
+        if method == "PUT" and condition:
+            return crud.conditional_update, (res_type, condition), True
+        if method == "DELETE" and condition:
+            return crud.conditional_delete, (res_type, condition), True
+        raise _not_allowed(method, f"/{res_type}" + (" without search parameters" if not condition else ""))
+    second = path[1]
+    if n == 2 and second == "_search" and method == "POST":
+        return searching.search_type, (res_type,), False
+    if n == 2 and second == "_history" and method == "GET":
+        return searching.history, (res_type,), False
+    if n == 2 and second == "$validate" and method == "POST":
+        return validate_op, (res_type,), False
+    if not ID_RE.fullmatch(second):
+        raise FhirError(404, f"'{second[:80]}' is not a valid resource id", "not-found")
+    res_id = second
+    if n == 2:
+        if method in ("GET", "HEAD"):
+            return crud.read, (res_type, res_id), False
+        if method == "PUT":
+            return crud.update, (res_type, res_id), True
+        if method == "PATCH":
+            return crud.patch, (res_type, res_id), True
+        if method == "DELETE":
+            return crud.delete, (res_type, res_id), True
+        raise _not_allowed(method, f"/{res_type}/[id]")
+    if n == 3 and path[2] == "_history" and method == "GET":
+        return searching.history, (res_type, res_id), False
+    if n == 3 and path[2] == "$validate" and method == "POST":
+        return validate_op, (res_type, res_id), False
+    if n == 4 and path[2] == "_history" and method in ("GET", "HEAD"):
+        return crud.vread, (res_type, res_id, path[3]), False
+    raise FhirError(404, "No FHIR interaction at this URL", "not-found")
+
+
+def _not_allowed(method: str, where: str) -> FhirError:
+    return FhirError(405, f"{method} is not supported on {where}", "not-supported")
+
+
+async def _bundle(ctx: FhirContext, s: Session | None, req: FhirRequest) -> FhirResponse:
+    return await bundles.process(ctx, req, dispatch_in_session)
+
+
+async def dispatch_in_session(ctx: FhirContext, s: Session, req: FhirRequest) -> FhirResponse:
+    """Run one request inside an existing session (a transaction entry)."""
+    handler, args, _ = resolve(req)
+    if handler is _bundle:
+        raise FhirError(400, "A Bundle entry cannot itself be a transaction or batch", "invalid")
+    return await handler(ctx, s, req, *args)
+
+
+async def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
+    """Run one HTTP request: metadata needs no session, Bundles open their own."""
+    if req.path == ["metadata"] and req.method in ("GET", "HEAD"):
+        return FhirResponse(200, capability_statement(ctx.registry, req.base_url))
+    handler, args, write = resolve(req)
+    if handler is _bundle:
+        return await _bundle(ctx, None, req)
+    async with ctx.store.session(write=write) as s:
+        return await handler(ctx, s, req, *args)

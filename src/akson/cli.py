@@ -1,0 +1,69 @@
+"""The `akson` command line: serve, db upgrade, import."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from akson.config import Settings
+
+
+@click.group()
+@click.version_option(package_name="akson")
+def main() -> None:
+    """Akson — a FHIR-native shared health record. Database from AKSON_DATABASE_URL."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Unauthenticated until trust services land: keep loopback.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=None, type=int,
+              help="Worker processes (default: 1 on SQLite, number of cores on PostgreSQL).")
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Apply database migrations before serving.")
+def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
+    """Serve FHIR R4 at /fhir (and /health, /openapi.json)."""
+    import uvicorn
+
+    settings = Settings.from_env()
+    if migrate:
+        from akson.store.migrate import upgrade
+
+        upgrade(settings.database_url)
+    if workers is None:
+        workers = 1 if settings.database_url.startswith("sqlite") else (os.cpu_count() or 1)
+    click.echo(f"Akson FHIR R4 at http://{host}:{port}/fhir  (metadata: /fhir/metadata)")
+    uvicorn.run("akson.app:create_app", factory=True, host=host, port=port, workers=workers,
+                access_log=False,  # URLs carry national ids: never log them
+                log_level="warning", lifespan="on", server_header=False)
+
+
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations (Alembic) to the database in AKSON_DATABASE_URL."""
+    from akson.store.migrate import upgrade
+
+    upgrade(Settings.from_env().database_url, revision)
+    click.echo("Database is at revision " + revision)
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+def import_cmd(paths: tuple[str, ...]) -> None:
+    """Load transaction/batch Bundles (.json) or NDJSON files (.ndjson), or folders of them."""
+    from akson.importer import run_import
+
+    summary = run_import(Settings.from_env(), list(paths))
+    click.echo(summary.render())
+    sys.exit(0 if not summary.rejected else 1)

@@ -1,0 +1,1 @@
+"""Pure FHIR R4: validation, references, search parameters, patches, outcomes — no I/O."""

@@ -1,0 +1,434 @@
+"""Turn a resource into search-index rows, one list per search-parameter type.
+
+The store writes these rows into its index tables at write time. What a parameter indexes is its
+compiled FHIRPath expression (:mod:`akson.fhir.searchparams`); how a value becomes rows depends on
+the parameter type and the value's FHIR datatype, inferred from its JSON shape (a dict with
+``coding`` is a CodeableConcept, ``start``/``end`` a Period, …), following the tables in
+https://hl7.org/fhir/R4/search.html#token, #string, #date, #reference, #quantity, #number, #uri.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from akson.fhir.dates import MAX_US, MIN_US, date_range
+from akson.fhir.outcome import FhirError
+from akson.fhir.searchparams import SearchParamRegistry
+from akson.fhir.text import normalize
+
+Token = tuple[str, str | None, str | None]
+StringRow = tuple[str, str, str]
+DateRow = tuple[str, int, int]
+ReferenceRow = tuple[str, str | None, str | None, str | None]
+QuantityRow = tuple[str, float, str | None, str | None]
+
+
+@dataclass
+class IndexRows:
+    """Index rows of one resource; each row starts with the parameter code. No duplicates.
+
+    - ``tokens``: (param, system, code) — Coding, CodeableConcept (one per coding), Identifier
+      (system, value), ContactPoint (its system such as ``phone``, value), code/string/id
+      (None, value), boolean (None, ``true``/``false``).
+    - ``identifier_types``: (param, type system, type code, value) for Identifiers with a
+      ``type`` coding, for the ``:of-type`` modifier (search.html#token).
+    - ``strings``: (param, :func:`akson.fhir.text.normalize` form, exact text).
+    - ``dates``: (param, low µs, high µs), inclusive (see :mod:`akson.fhir.dates`).
+    - ``references``: (param, target type, target id, absolute url or None).
+    - ``quantities``: (param, value, system, code — the unit when there is no code).
+    - ``numbers``: (param, value); ``uris``: (param, uri).
+    """
+
+    tokens: list[Token] = field(default_factory=list)
+    identifier_types: list[tuple[str, str | None, str | None, str]] = field(default_factory=list)
+    strings: list[StringRow] = field(default_factory=list)
+    dates: list[DateRow] = field(default_factory=list)
+    references: list[ReferenceRow] = field(default_factory=list)
+    quantities: list[QuantityRow] = field(default_factory=list)
+    numbers: list[tuple[str, float]] = field(default_factory=list)
+    uris: list[tuple[str, str]] = field(default_factory=list)
+
+    def dedupe(self) -> None:
+        """Drop repeated rows, keeping first-seen order."""
+        for name in _ROW_LISTS:
+            rows = getattr(self, name)
+            if len(rows) > 1:
+                unique = dict.fromkeys(rows)
+                if len(unique) != len(rows):
+                    setattr(self, name, list(unique))
+
+
+_ROW_LISTS = (
+    "tokens", "identifier_types", "strings", "dates", "references", "quantities", "numbers", "uris"
+)
+
+# --- references --------------------------------------------------------------------------------
+
+_REF_RE = re.compile(
+    r"(?:(?P<base>[A-Za-z][A-Za-z0-9+.\-]*://.*?)/)?"
+    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/[A-Za-z0-9\-.]{1,64})?(?:\|.*)?"
+)
+
+
+def split_reference(ref: str) -> tuple[str | None, str | None, str | None] | None:
+    """Split a reference string into (target type, target id, absolute url).
+
+    ``Patient/123`` and ``Patient/123/_history/2`` → (``Patient``, ``123``, None);
+    ``https://x/fhir/Patient/123`` → (``Patient``, ``123``, the url); a canonical
+    ``http://hl7.org/fhir/ValueSet/x|4.0.1`` likewise (version ignored for the split);
+    ``urn:uuid:…`` or any other url → (None, None, the url); ``#contained`` → None (not indexed).
+    https://hl7.org/fhir/R4/references.html#literal
+    """
+    if not ref or ref[0] == "#":
+        return None
+    m = _REF_RE.fullmatch(ref)
+    if m is None:
+        return None, None, ref
+    return m.group("type"), m.group("id"), (ref if m.group("base") else None)
+
+
+# --- per-type row builders -------------------------------------------------------------------
+
+_CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
+_STRING_PARTS = frozenset({
+    # HumanName
+    "family", "given", "prefix", "suffix",
+    # Address
+    "line", "city", "district", "state", "postalCode", "country",
+    # both, and CodeableConcept
+    "text",
+})
+
+
+def _add_tokens(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.tokens
+    for v in values:
+        cls = v.__class__
+        if cls is str:
+            out.append((code, None, v))
+        elif cls is bool:
+            out.append((code, None, "true" if v else "false"))
+        elif cls is dict:
+            coding = v.get("coding")
+            if coding is not None:  # CodeableConcept
+                for c in coding if coding.__class__ is list else (coding,):
+                    if c.__class__ is dict:
+                        _coding(code, c, out)
+            elif "code" in v:  # Coding (also a Quantity's code, harmless)
+                _coding(code, v, out)
+            elif "value" in v:
+                system, value = v.get("system"), v.get("value")
+                if value.__class__ is not str:
+                    continue
+                if system in _CONTACT_SYSTEMS and "type" not in v and "assigner" not in v:
+                    out.append((code, system, value))  # ContactPoint
+                else:  # Identifier
+                    out.append((code, system if system.__class__ is str else None, value))
+                    _identifier_type(code, v, value, rows)
+            elif v.get("system").__class__ is str:
+                out.append((code, v["system"], None))  # Identifier/Coding with a system only
+        elif cls is int or cls is float:
+            out.append((code, None, str(v)))
+
+
+def _coding(param: str, c: dict, out: list[Token]) -> None:
+    system, code = c.get("system"), c.get("code")
+    if system.__class__ is not str:
+        system = None
+    if code.__class__ is not str:
+        code = None
+    if system is not None or code is not None:
+        out.append((param, system, code))
+
+
+def _identifier_type(param: str, ident: dict, value: str, rows: IndexRows) -> None:
+    itype = ident.get("type")
+    if itype.__class__ is not dict:
+        return
+    for c in itype.get("coding") or ():
+        if c.__class__ is dict and (c.get("system") or c.get("code")):
+            rows.identifier_types.append((param, c.get("system"), c.get("code"), value))
+
+
+def _add_strings(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.strings
+    for v in values:
+        if v.__class__ is str:
+            if v:
+                out.append((code, normalize(v), v))
+        elif v.__class__ is dict:  # HumanName, Address, CodeableConcept.text
+            for part, p in v.items():
+                if part not in _STRING_PARTS:
+                    continue
+                for s in p if p.__class__ is list else (p,):
+                    if s.__class__ is str and s:
+                        out.append((code, normalize(s), s))
+
+
+def _date(value: Any) -> tuple[int, int] | None:
+    if value.__class__ is not str:
+        return None
+    try:
+        return date_range(value)
+    except FhirError:
+        # Validation refuses malformed dates before a write; never fail indexing over one.
+        return None
+
+
+def _add_dates(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.dates
+    for v in values:
+        if v.__class__ is str:
+            r = _date(v)
+            if r is not None:
+                out.append((code, r[0], r[1]))
+        elif v.__class__ is dict:
+            if "event" in v or "repeat" in v:  # Timing: each event; else its bounds
+                events = v.get("event") or ()
+                for e in events if events.__class__ is list else (events,):
+                    r = _date(e)
+                    if r is not None:
+                        out.append((code, r[0], r[1]))
+                bounds = (v.get("repeat") or {}).get("boundsPeriod")
+                if not events and bounds.__class__ is dict:
+                    _period(code, bounds, out)
+            elif "start" in v or "end" in v:
+                _period(code, v, out)
+
+
+def _period(code: str, p: dict, out: list[DateRow]) -> None:
+    start, end = _date(p.get("start")), _date(p.get("end"))
+    if start is None and end is None:
+        return
+    out.append((code, start[0] if start else MIN_US, end[1] if end else MAX_US))
+
+
+def _add_references(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.references
+    for v in values:
+        if v.__class__ is dict:
+            ref = v.get("reference")
+            if ref.__class__ is str:
+                parts = split_reference(ref)
+                if parts is not None:
+                    out.append((code, *parts))
+            elif v.get("resourceType").__class__ is str and v.get("id").__class__ is str:
+                out.append((code, v["resourceType"], v["id"], None))  # Bundle.entry[0].resource
+            # Identifier-only (logical) references are not indexed here.
+        elif v.__class__ is str:  # canonical / uri
+            parts = split_reference(v)
+            if parts is not None:
+                out.append((code, *parts))
+
+
+def _quantity(code: str, q: dict, out: list[QuantityRow]) -> None:
+    value = q.get("value")
+    if value.__class__ not in (int, float):
+        return
+    currency = q.get("currency")
+    if currency.__class__ is str:  # Money
+        out.append((code, float(value), "urn:iso:std:iso:4217", currency))
+        return
+    system, unit_code = q.get("system"), q.get("code")
+    if unit_code is None and system is None:
+        unit_code = q.get("unit")
+    out.append((code, float(value), system, unit_code))
+
+
+def _add_quantities(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.quantities
+    for v in values:
+        if v.__class__ is not dict:
+            continue
+        if "value" in v:
+            _quantity(code, v, out)
+        elif "low" in v or "high" in v:  # Range: both ends (approximation, see module doc)
+            for end in (v.get("low"), v.get("high")):
+                if end.__class__ is dict:
+                    _quantity(code, end, out)
+        # SampledData (origin + data) is not indexed.
+
+
+def _add_numbers(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.numbers
+    for v in values:
+        if v.__class__ is int or v.__class__ is float:
+            out.append((code, float(v)))
+        elif v.__class__ is dict:
+            for n in (v.get("value"), (v.get("low") or {}).get("value"),
+                      (v.get("high") or {}).get("value")):
+                if n.__class__ is int or n.__class__ is float:
+                    out.append((code, float(n)))
+
+
+def _add_uris(code: str, values: list[Any], rows: IndexRows) -> None:
+    out = rows.uris
+    for v in values:
+        if v.__class__ is str and v:
+            out.append((code, v))
+
+
+_Builder = Callable[[str, list[Any], IndexRows], None]
+_BUILDERS: dict[str, _Builder] = {
+    "token": _add_tokens,
+    "string": _add_strings,
+    "date": _add_dates,
+    "reference": _add_references,
+    "quantity": _add_quantities,
+    "number": _add_numbers,
+    "uri": _add_uris,
+}
+# Kept as resource columns by the store, not as index rows.
+_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+
+_Plan = tuple[tuple[str, Callable[[dict], list[Any]], _Builder], ...]
+# Per registry (weakly held) and resource type: (registry version, plan).
+_PLANS: weakref.WeakKeyDictionary[SearchParamRegistry, dict[str, tuple[int, _Plan]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _plan(registry: SearchParamRegistry, resource_type: str) -> _Plan:
+    """(code, extractor, row builder) for every indexable parameter of the type (cached)."""
+    per_type = _PLANS.get(registry)
+    if per_type is None:
+        per_type = _PLANS.setdefault(registry, {})
+    cached = per_type.get(resource_type)
+    if cached is not None and cached[0] == registry.version:
+        return cached[1]
+    version = registry.version
+    plan = []
+    for code, p in registry.for_type(resource_type).items():
+        builder = _BUILDERS.get(p.type)
+        fn = p.extractor(resource_type)
+        if builder is None or fn is None or code in _COLUMN_PARAMS:
+            continue  # composite and special parameters are not indexed (yet)
+        plan.append((code, fn, builder))
+    result = tuple(plan)
+    per_type[resource_type] = (version, result)
+    return result
+
+
+def extract(resource: dict, registry: SearchParamRegistry | None = None) -> IndexRows:
+    """Index rows for every search parameter of the resource's type.
+
+    Includes the common ``_tag``, ``_security`` (tokens), ``_profile`` and ``_source`` (uris);
+    leaves out ``_id`` and ``_lastUpdated`` (store columns), composite and special parameters.
+    Values that cannot be indexed (a malformed date, a ``#contained`` or identifier-only
+    reference) are skipped rather than raised: validation is the place to refuse them.
+    """
+    reg = registry or SearchParamRegistry.default()
+    rows = IndexRows()
+    rtype = resource.get("resourceType")
+    if rtype.__class__ is not str:
+        return rows
+    for code, fn, builder in _plan(reg, rtype):
+        values = fn(resource)
+        if values:
+            builder(code, values, rows)
+    rows.dedupe()
+    return rows
+
+
+# --- patient compartment -----------------------------------------------------------------------
+
+# Parameters linking a resource to its patient, in order of preference, after the R4 Patient
+# CompartmentDefinition (https://hl7.org/fhir/R4/compartmentdefinition-patient.html). Only the
+# parameters naming the record's subject are kept, not those where a patient merely acts
+# (performer, author, sender …), so a resource lands in the record it is about. Group and Person
+# are absent on purpose: they link several patients and belong to none.
+PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
+    "Account": ("subject",),
+    "AdverseEvent": ("subject",),
+    "AllergyIntolerance": ("patient",),
+    "Appointment": ("patient", "actor"),
+    "AppointmentResponse": ("patient", "actor"),
+    "AuditEvent": ("patient",),
+    "Basic": ("patient", "subject"),
+    "BodyStructure": ("patient",),
+    "CarePlan": ("patient", "subject"),
+    "CareTeam": ("patient", "subject"),
+    "ChargeItem": ("patient", "subject"),
+    "Claim": ("patient",),
+    "ClaimResponse": ("patient",),
+    "ClinicalImpression": ("patient", "subject"),
+    "Communication": ("patient", "subject"),
+    "CommunicationRequest": ("patient", "subject"),
+    "Composition": ("patient", "subject"),
+    "Condition": ("patient", "subject"),
+    "Consent": ("patient",),
+    "Coverage": ("beneficiary", "patient", "subscriber", "policy-holder"),
+    "CoverageEligibilityRequest": ("patient",),
+    "CoverageEligibilityResponse": ("patient",),
+    "DetectedIssue": ("patient",),
+    "DeviceRequest": ("patient", "subject"),
+    "DeviceUseStatement": ("patient", "subject"),
+    "DiagnosticReport": ("patient", "subject"),
+    "DocumentManifest": ("patient", "subject"),
+    "DocumentReference": ("patient", "subject"),
+    "Encounter": ("patient", "subject"),
+    "EnrollmentRequest": ("patient", "subject"),
+    "EpisodeOfCare": ("patient",),
+    "ExplanationOfBenefit": ("patient",),
+    "FamilyMemberHistory": ("patient",),
+    "Flag": ("patient", "subject"),
+    "Goal": ("patient", "subject"),
+    "ImagingStudy": ("patient", "subject"),
+    "Immunization": ("patient",),
+    "ImmunizationEvaluation": ("patient",),
+    "ImmunizationRecommendation": ("patient",),
+    "Invoice": ("patient", "subject"),
+    "List": ("patient", "subject"),
+    "MeasureReport": ("patient", "subject"),
+    "Media": ("patient", "subject"),
+    "MedicationAdministration": ("patient", "subject"),
+    "MedicationDispense": ("patient", "subject"),
+    "MedicationRequest": ("patient", "subject"),
+    "MedicationStatement": ("patient", "subject"),
+    "MolecularSequence": ("patient",),
+    "NutritionOrder": ("patient",),
+    "Observation": ("patient", "subject"),
+    "Procedure": ("patient", "subject"),
+    "Provenance": ("patient",),
+    "QuestionnaireResponse": ("patient", "subject"),
+    "RelatedPerson": ("patient",),
+    "RequestGroup": ("patient", "subject"),
+    "ResearchSubject": ("individual", "patient"),
+    "RiskAssessment": ("patient", "subject"),
+    "Schedule": ("actor",),
+    "ServiceRequest": ("patient", "subject"),
+    "Specimen": ("patient", "subject"),
+    "SupplyDelivery": ("patient",),
+    "SupplyRequest": ("subject",),
+    "Task": ("patient",),
+    "VisionPrescription": ("patient",),
+}
+_FALLBACK_PARAMS = ("patient", "subject", "beneficiary", "individual")
+_NO_COMPARTMENT = frozenset({"Group", "Person"})
+
+
+def patient_compartment(resource: dict, rows: IndexRows) -> str | None:
+    """The id of the Patient whose record this resource belongs to, or None.
+
+    A Patient belongs to itself. Otherwise the first local (relative) reference to a Patient
+    among the type's parameters in :data:`PATIENT_COMPARTMENT` (in that order) wins; types not
+    listed try ``patient``, ``subject``, ``beneficiary``, ``individual``. Absolute references are
+    ignored: a patient on another server is not a record here. Best effort, not the full
+    CompartmentDefinition (https://hl7.org/fhir/R4/compartmentdefinition-patient.html).
+    """
+    rtype = resource.get("resourceType")
+    if rtype.__class__ is not str or rtype in _NO_COMPARTMENT:
+        return None
+    if rtype == "Patient":
+        rid = resource.get("id")
+        return rid if rid.__class__ is str else None
+    for param in PATIENT_COMPARTMENT.get(rtype, _FALLBACK_PARAMS):
+        for code, target_type, target_id, url in rows.references:
+            if code == param and target_type == "Patient" and url is None and target_id:
+                return target_id
+    return None

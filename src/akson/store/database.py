@@ -1,0 +1,207 @@
+"""Async database access with one SQL dialect surface for SQLite and PostgreSQL.
+
+SQL in this package is written with `%s` placeholders (psycopg's); the SQLite adapter rewrites them
+to `?`. Values are always bound parameters, never formatted into SQL text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+Row = tuple[Any, ...]
+
+
+class Tx(Protocol):
+    """A unit of work on one connection: all statements commit together or not at all."""
+
+    dialect: str
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    """Opens units of work; `write=True` ones may change data."""
+
+    dialect: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def transaction(self, *, write: bool) -> Any: ...  # async context manager yielding Tx
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The SQLAlchemy/Alembic form of a database URL (psycopg 3 driver for PostgreSQL)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def connect(url: str, *, pool_size: int = 10) -> Database:
+    """Build the Database for a URL: `sqlite:///path` or `postgresql+psycopg://…`."""
+    if url.startswith("sqlite:"):
+        return SqliteDatabase(sqlite_path(url))
+    if url.startswith(("postgresql", "postgres:")):
+        return PostgresDatabase(pg_conninfo(url), pool_size=pool_size)
+    raise ValueError("AKSON_DATABASE_URL must start with sqlite:/// or postgresql+psycopg://")
+
+
+def sqlite_path(url: str) -> str:
+    path = url.split(":///", 1)[1] if ":///" in url else url.removeprefix("sqlite:")
+    return path or ":memory:"
+
+
+def pg_conninfo(url: str) -> str:
+    """Turn a SQLAlchemy-style URL into a libpq URL psycopg understands."""
+    parsed = urlparse(url)
+    return parsed._replace(scheme="postgresql").geturl().replace(parsed.path, unquote(parsed.path))
+
+
+# ---------------------------------------------------------------- SQLite
+
+
+@lru_cache(maxsize=2048)
+def _qmark(sql: str) -> str:
+    return sql.replace("%s", "?")
+
+
+class _SqliteTx:
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(_qmark(sql), params).fetchall()
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._conn.execute(_qmark(sql), params).fetchone()
+        return row
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(_qmark(sql), params).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._conn.executemany(_qmark(sql), rows)
+
+
+class SqliteDatabase:
+    """Embedded SQLite in WAL mode: one writer at a time (an asyncio lock), readers alongside.
+
+    Statements run synchronously on the event loop: SQLite answers in microseconds, and a
+    hop to a thread would cost more than the query. `synchronous=FULL` so an acknowledged write
+    survives a crash of the process or the machine.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect()
+        # An in-memory database is private to its connection, so readers share the writer.
+        self._reader = self._writer if self.path == ":memory:" else self._connect()
+
+    async def close(self) -> None:
+        for conn in {id(c): c for c in (self._reader, self._writer) if c}.values():
+            conn.close()
+        self._writer = self._reader = None
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
+        assert self._writer is not None and self._reader is not None, "database not opened"
+        if not write:
+            # Each statement sees a consistent snapshot; read-only work needs nothing more.
+            yield _SqliteTx(self._reader)
+            return
+        async with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class _PgTx:
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = await self._conn.execute(sql, params)
+        rows: list[Row] = await cur.fetchall()
+        return rows
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        cur = await self._conn.execute(sql, params)
+        row: Row | None = await cur.fetchone()
+        return row
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = await self._conn.execute(sql, params)
+        return int(cur.rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            async with self._conn.cursor() as cur:
+                await cur.executemany(sql, rows)
+
+
+class PostgresDatabase:
+    """PostgreSQL through psycopg 3 with an async connection pool."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conninfo: str, *, pool_size: int = 10) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self._pool = AsyncConnectionPool(
+            conninfo, min_size=min(2, pool_size), max_size=pool_size, open=False
+        )
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True, timeout=15)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
+        async with self._pool.connection() as conn:
+            if write:
+                async with conn.transaction():
+                    yield _PgTx(conn)
+            else:
+                # The pool's context ends the (read-only) transaction when the connection returns.
+                yield _PgTx(conn)

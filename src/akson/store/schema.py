@@ -1,0 +1,107 @@
+"""The relational schema: current resources, every version, and one index table per param type.
+
+Every table that holds patient data carries `res_pk`, and `resource` carries `patient_id`, so the
+same schema can later be distributed by patient (ARCHITECTURE.md, Storage).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+#: Text compared byte-wise, so prefix ranges use the index on PostgreSQL as on SQLite.
+BinaryText = sa.String().with_variant(sa.String(collation="C"), "postgresql")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid
+
+resource = sa.Table(
+    "resource",
+    metadata,
+    sa.Column("pk", BigId, primary_key=True, autoincrement=True),
+    sa.Column("res_type", sa.String(64), nullable=False),
+    sa.Column("res_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.BigInteger, nullable=False),  # µs since epoch, UTC
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("patient_id", sa.String(64)),
+    sa.Column("org", sa.String(32)),  # writing municipality (orgnr): data controller, pjl § 9
+    sa.Column("unit", sa.String(64)),
+    sa.Column("content", sa.LargeBinary),  # the stored JSON, exactly as served
+    sa.UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
+    sa.Index("ix_resource_type_updated", "res_type", "last_updated"),
+    sa.Index("ix_resource_patient", "patient_id"),
+)
+
+resource_version = sa.Table(
+    "resource_version",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("res_pk", sa.BigInteger, nullable=False),
+    sa.Column("res_type", sa.String(64), nullable=False),
+    sa.Column("res_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("content", sa.LargeBinary),
+    sa.UniqueConstraint("res_type", "res_id", "version", name="uq_version"),
+    sa.Index("ix_version_updated", "last_updated"),
+    sa.Index("ix_version_type_updated", "res_type", "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: sa.Column, lookup: tuple[str, ...]) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("res_pk", sa.BigInteger, nullable=False),
+        sa.Column("res_type", sa.String(64), nullable=False),
+        sa.Column("param", sa.String(100), nullable=False),
+        *columns,
+        sa.Index(f"ix_{name}_lookup", "res_type", "param", *lookup),
+        sa.Index(f"ix_{name}_res", "res_pk"),
+    )
+
+
+sp_token = _index_table(
+    "sp_token",
+    sa.Column("system", BinaryText),
+    sa.Column("code", BinaryText),
+    lookup=("code", "system"),
+)
+sp_string = _index_table(
+    "sp_string",
+    sa.Column("value_norm", BinaryText, nullable=False),
+    sa.Column("value_exact", sa.String, nullable=False),
+    lookup=("value_norm",),
+)
+sp_date = _index_table(
+    "sp_date",
+    sa.Column("low", sa.BigInteger, nullable=False),
+    sa.Column("high", sa.BigInteger, nullable=False),
+    lookup=("low", "high"),
+)
+sp_reference = sa.Table(
+    "sp_reference",
+    metadata,
+    sa.Column("res_pk", sa.BigInteger, nullable=False),
+    sa.Column("res_type", sa.String(64), nullable=False),
+    sa.Column("param", sa.String(100), nullable=False),
+    sa.Column("target_type", sa.String(64)),
+    sa.Column("target_id", sa.String(64)),
+    sa.Column("url", BinaryText),
+    sa.Index("ix_sp_reference_target", "target_id", "target_type", "res_type", "param"),
+    sa.Index("ix_sp_reference_url", "url"),
+    sa.Index("ix_sp_reference_res", "res_pk"),
+)
+sp_quantity = _index_table(
+    "sp_quantity",
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("system", BinaryText),
+    sa.Column("code", BinaryText),
+    lookup=("value",),
+)
+sp_number = _index_table("sp_number", sa.Column("value", sa.Float, nullable=False), lookup=("value",))
+sp_uri = _index_table("sp_uri", sa.Column("uri", BinaryText, nullable=False), lookup=("uri",))
+
+INDEX_TABLES = ("sp_token", "sp_string", "sp_date", "sp_reference", "sp_quantity", "sp_number", "sp_uri")

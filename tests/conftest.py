@@ -1,0 +1,120 @@
+"""Shared fixtures: a real Akson server on SQLite and on PostgreSQL, and clients for it.
+
+PostgreSQL tests create their own database on the local server (127.0.0.1:5432, trust auth) and
+drop it afterwards. In CI (CI=true) a PostgreSQL that cannot be reached is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from akson.app import Akson
+from akson.config import Settings
+from akson.store.migrate import upgrade
+
+PG_ADMIN = os.environ.get("AKSON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_admin_connect():
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    import psycopg
+
+    name = f"akson_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        admin = _pg_admin_connect()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and could not be reached: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+    with _pg_admin_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_url(backend: str, tmp: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / 'akson.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThreadServer:
+    """Uvicorn serving an Akson app in a background thread, on a free loopback port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.app = Akson(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        started = threading.Event()
+
+        def wait() -> None:
+            while not self.server.started and self.thread.is_alive():
+                started.wait(0.02)
+
+        wait()
+        if not self.server.started:
+            raise RuntimeError("Akson test server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[ThreadServer]:
+    url = database_url(backend, tmp_path_factory.mktemp(backend), request)
+    upgrade(url)
+    settings = Settings(database_url=url, max_body_bytes=2 * 1024 * 1024)
+    with ThreadServer(settings) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: ThreadServer) -> Iterator[httpx.Client]:
+    """An HTTP client on the FHIR base of the running server."""
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30,
+                      headers={"Accept": "application/fhir+json"}) as c:
+        yield c
