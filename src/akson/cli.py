@@ -67,3 +67,18 @@ def import_cmd(paths: tuple[str, ...]) -> None:
     summary = run_import(Settings.from_env(), list(paths))
     click.echo(summary.render())
     sys.exit(0 if not summary.rejected else 1)
+
+
+@main.command()
+@click.option("--persons", default=200, show_default=True, type=int)
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--if-empty", is_flag=True, help="Do nothing when the database holds resources.")
+def demo(persons: int, seed: int, if_empty: bool) -> None:
+    """Load a deterministic synthetic Norwegian population (Tenor-style national ids)."""
+    from akson.demo import run_demo
+
+    summary = run_demo(Settings.from_env(), persons, seed, if_empty)
+    if summary is None:
+        click.echo("Database already holds data; demo not loaded.")
+    else:
+        click.echo(f"Demo data: {summary.render()}")

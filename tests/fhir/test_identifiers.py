@@ -148,7 +148,11 @@ def valid_numbers(draw: st.DrawFn) -> str:
     """A random valid number: real/D-nummer/synthetic date form, any K1 the 2032 rule allows."""
     yy = draw(st.integers(0, 99))
     month = draw(st.integers(1, 12))
-    max_day = 29 if month == 2 and yy % 4 == 0 else (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+    max_day = (
+        29
+        if month == 2 and yy % 4 == 0
+        else (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+    )
     day = draw(st.integers(1, max_day))
     day += draw(st.sampled_from((0, 40)))  # D-nummer
     month += draw(st.sampled_from((0, 40, 80)))  # synthetic forms

@@ -6,6 +6,7 @@ but parsing the request and running the interaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -23,6 +24,8 @@ _BODY_TYPES = {
     "PATCH": _JSON_TYPES | {"application/json-patch+json"},
 }
 _FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+#: C0 controls other than tab, CR and LF: never part of a FHIR string (R4 datatypes.html#string).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _ACCEPTABLE = {"*/*", "application/*", "application/json", "application/fhir+json",
                "application/json+fhir", "application/json-patch+json"}
 
@@ -51,9 +54,15 @@ class FhirApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         raw_path = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1").split("?", 1)[0][len(self.prefix):]
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        # Percent-decoding the query as UTF-8 (parse_qsl on a latin-1 str would double-decode).
-        query = [(_utf8(k), _utf8(v)) for k, v in query]
+        # Decode escapes byte-for-byte (latin-1), then read the bytes as UTF-8: right for both
+        # percent-encoded and raw UTF-8 query strings.
+        query = [(_utf8(k), _utf8(v)) for k, v in parse_qsl(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True,
+            encoding="latin-1")]
+        if any(_CONTROL.search(k) or _CONTROL.search(v) for k, v in query):
+            # PostgreSQL text cannot even hold NUL; no FHIR value contains these characters.
+            raise FhirError(400, "The query contains a control character (such as NUL), "
+                            "which no FHIR value can hold", "value")
         body = await _read_body(receive, headers, ctx.settings.max_body_bytes)
         return FhirRequest(
             method=scope["method"],

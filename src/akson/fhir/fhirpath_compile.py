@@ -456,6 +456,13 @@ class _Compiler:
             if node.base is None:
                 raise FhirPathCompileError(f"{name}() needs an input path")
             return self._as(node.base, args[0].name, at_root)
+        if (name, len(args)) not in _FUNCTIONS:
+            if name == "resolve":
+                # Nothing is resolved at index time; `resolve() is T` is handled in _type_op.
+                raise FhirPathCompileError("resolve() is only supported as 'resolve() is Type'")
+            raise FhirPathCompileError(
+                f"unsupported function {name}() with {len(args)} argument(s)"
+            )
         base: _Fn | None = _identity if node.base is None else self.compile(node.base, at_root)
         if base is None:
             return _const_empty_result(name)
@@ -486,9 +493,6 @@ class _Compiler:
             return lambda items, root: base(items, root)[:1]
         if name == "last" and not args:
             return lambda items, root: base(items, root)[-1:]
-        if name == "resolve" and not args:
-            # We cannot resolve at index time; only `resolve() is T` is meaningful (see _type_op).
-            raise FhirPathCompileError("resolve() is only supported as 'resolve() is Type'")
         if name == "extension" and len(args) == 1 and isinstance(args[0], Literal):
             url = args[0].value
             ext = _chain(base, (("extension", False),))
@@ -585,6 +589,13 @@ class _Compiler:
 
             return or_
         raise FhirPathCompileError(f"unsupported operator {op!r}")
+
+
+# (name, arity) of the functions _call implements besides as()/ofType().
+_FUNCTIONS = frozenset({
+    ("where", 1), ("exists", 0), ("exists", 1), ("empty", 0), ("not", 0), ("hasValue", 0),
+    ("first", 0), ("last", 0), ("extension", 1),
+})
 
 
 def _identity(items: list[Any], root: dict) -> list[Any]:

@@ -116,7 +116,7 @@ def _add_tokens(code: str, values: list[Any], rows: IndexRows) -> None:
         elif cls is dict:
             coding = v.get("coding")
             if coding is not None:  # CodeableConcept
-                for c in coding if coding.__class__ is list else (coding,):
+                for c in _as_list(coding):
                     if c.__class__ is dict:
                         _coding(code, c, out)
             elif "code" in v:  # Coding (also a Quantity's code, harmless)
@@ -125,10 +125,12 @@ def _add_tokens(code: str, values: list[Any], rows: IndexRows) -> None:
                 system, value = v.get("system"), v.get("value")
                 if value.__class__ is not str:
                     continue
+                if system.__class__ is not str:
+                    system = None
                 if system in _CONTACT_SYSTEMS and "type" not in v and "assigner" not in v:
                     out.append((code, system, value))  # ContactPoint
                 else:  # Identifier
-                    out.append((code, system if system.__class__ is str else None, value))
+                    out.append((code, system, value))
                     _identifier_type(code, v, value, rows)
             elif v.get("system").__class__ is str:
                 out.append((code, v["system"], None))  # Identifier/Coding with a system only
@@ -150,9 +152,22 @@ def _identifier_type(param: str, ident: dict, value: str, rows: IndexRows) -> No
     itype = ident.get("type")
     if itype.__class__ is not dict:
         return
-    for c in itype.get("coding") or ():
-        if c.__class__ is dict and (c.get("system") or c.get("code")):
-            rows.identifier_types.append((param, c.get("system"), c.get("code"), value))
+    for c in _as_list(itype.get("coding")):
+        if c.__class__ is dict:
+            system, code = c.get("system"), c.get("code")
+            if system.__class__ is not str:
+                system = None
+            if code.__class__ is not str:
+                code = None
+            if system is not None or code is not None:
+                rows.identifier_types.append((param, system, code, value))
+
+
+def _as_list(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A JSON value as a sequence of items: lists as is, None as empty, anything else as one."""
+    if value.__class__ is list:
+        return value
+    return () if value is None else (value,)
 
 
 def _add_strings(code: str, values: list[Any], rows: IndexRows) -> None:
@@ -165,7 +180,7 @@ def _add_strings(code: str, values: list[Any], rows: IndexRows) -> None:
             for part, p in v.items():
                 if part not in _STRING_PARTS:
                     continue
-                for s in p if p.__class__ is list else (p,):
+                for s in _as_list(p):
                     if s.__class__ is str and s:
                         out.append((code, normalize(s), s))
 
@@ -189,12 +204,13 @@ def _add_dates(code: str, values: list[Any], rows: IndexRows) -> None:
                 out.append((code, r[0], r[1]))
         elif v.__class__ is dict:
             if "event" in v or "repeat" in v:  # Timing: each event; else its bounds
-                events = v.get("event") or ()
-                for e in events if events.__class__ is list else (events,):
+                events = _as_list(v.get("event"))
+                for e in events:
                     r = _date(e)
                     if r is not None:
                         out.append((code, r[0], r[1]))
-                bounds = (v.get("repeat") or {}).get("boundsPeriod")
+                repeat = v.get("repeat")
+                bounds = repeat.get("boundsPeriod") if repeat.__class__ is dict else None
                 if not events and bounds.__class__ is dict:
                     _period(code, bounds, out)
             elif "start" in v or "end" in v:
@@ -235,8 +251,13 @@ def _quantity(code: str, q: dict, out: list[QuantityRow]) -> None:
         out.append((code, float(value), "urn:iso:std:iso:4217", currency))
         return
     system, unit_code = q.get("system"), q.get("code")
+    if system.__class__ is not str:
+        system = None
+    if unit_code.__class__ is not str:
+        unit_code = None
     if unit_code is None and system is None:
-        unit_code = q.get("unit")
+        unit = q.get("unit")
+        unit_code = unit if unit.__class__ is str else None
     out.append((code, float(value), system, unit_code))
 
 
@@ -259,9 +280,13 @@ def _add_numbers(code: str, values: list[Any], rows: IndexRows) -> None:
     for v in values:
         if v.__class__ is int or v.__class__ is float:
             out.append((code, float(v)))
-        elif v.__class__ is dict:
-            for n in (v.get("value"), (v.get("low") or {}).get("value"),
-                      (v.get("high") or {}).get("value")):
+        elif v.__class__ is dict:  # Quantity-like or Range
+            low, high = v.get("low"), v.get("high")
+            for n in (
+                v.get("value"),
+                low.get("value") if low.__class__ is dict else None,
+                high.get("value") if high.__class__ is dict else None,
+            ):
                 if n.__class__ is int or n.__class__ is float:
                     out.append((code, float(n)))
 

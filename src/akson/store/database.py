@@ -7,15 +7,32 @@ to `?`. Values are always bound parameters, never formatted into SQL text.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from akson.fhir.outcome import FhirError
+
 Row = tuple[Any, ...]
+Params = Sequence[Any] | Mapping[str, Any]
+log = logging.getLogger("akson.store")
+
+
+def _value_refused(exc: BaseException) -> FhirError:
+    """A bound value the database cannot hold or compare: the request's fault, so a 400.
+
+    Bad input never yields a 500 (ARCHITECTURE.md, principle 5): a number beyond 64 bits, or a
+    NUL character that PostgreSQL text refuses, is reported without echoing the value (requests
+    hold personal data).
+    """
+    log.info("database refused a bound value: %s", type(exc).__name__)
+    return FhirError(400, "A value in the request is outside what this server can store or "
+                     "search (e.g. a number beyond 64 bits or a NUL character)", "value")
 
 
 class Tx(Protocol):
@@ -23,9 +40,9 @@ class Tx(Protocol):
 
     dialect: str
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
 
@@ -74,25 +91,37 @@ def _qmark(sql: str) -> str:
     return sql.replace("%s", "?")
 
 
+@contextmanager
+def _sqlite_values() -> Iterator[None]:
+    try:
+        yield
+    except OverflowError as exc:  # an integer parameter beyond SQLite's 64-bit INTEGER
+        raise _value_refused(exc) from None
+
+
 class _SqliteTx:
     dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self._conn.execute(_qmark(sql), params).fetchall()
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        with _sqlite_values():
+            return self._conn.execute(_qmark(sql), params).fetchall()
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self._conn.execute(_qmark(sql), params).fetchone()
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        with _sqlite_values():
+            row: Row | None = self._conn.execute(_qmark(sql), params).fetchone()
         return row
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._conn.execute(_qmark(sql), params).rowcount
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        with _sqlite_values():
+            return self._conn.execute(_qmark(sql), params).rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._conn.executemany(_qmark(sql), rows)
+            with _sqlite_values():
+                self._conn.executemany(_qmark(sql), rows)
 
 
 class SqliteDatabase:
@@ -152,30 +181,44 @@ class SqliteDatabase:
 # ---------------------------------------------------------------- PostgreSQL
 
 
+@contextmanager
+def _pg_values() -> Iterator[None]:
+    import psycopg
+
+    try:
+        yield
+    except psycopg.DataError as exc:  # SQLSTATE class 22, or a NUL refused before sending
+        raise _value_refused(exc) from None
+
+
 class _PgTx:
     dialect = "postgresql"
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = await self._conn.execute(sql, params)
-        rows: list[Row] = await cur.fetchall()
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        with _pg_values():
+            cur = await self._conn.execute(sql, params)
+            rows: list[Row] = await cur.fetchall()
         return rows
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        cur = await self._conn.execute(sql, params)
-        row: Row | None = await cur.fetchone()
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        with _pg_values():
+            cur = await self._conn.execute(sql, params)
+            row: Row | None = await cur.fetchone()
         return row
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, params)
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        with _pg_values():
+            cur = await self._conn.execute(sql, params)
         return int(cur.rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            async with self._conn.cursor() as cur:
-                await cur.executemany(sql, rows)
+            with _pg_values():
+                async with self._conn.cursor() as cur:
+                    await cur.executemany(sql, rows)
 
 
 class PostgresDatabase:
@@ -186,8 +229,10 @@ class PostgresDatabase:
     def __init__(self, conninfo: str, *, pool_size: int = 10) -> None:
         from psycopg_pool import AsyncConnectionPool
 
+        # Autocommit: a read is one round trip (no BEGIN/COMMIT); writes open explicit transactions.
         self._pool = AsyncConnectionPool(
-            conninfo, min_size=min(2, pool_size), max_size=pool_size, open=False
+            conninfo, min_size=min(2, pool_size), max_size=pool_size, open=False,
+            kwargs={"autocommit": True},
         )
 
     async def open(self) -> None:
@@ -203,5 +248,4 @@ class PostgresDatabase:
                 async with conn.transaction():
                     yield _PgTx(conn)
             else:
-                # The pool's context ends the (read-only) transaction when the connection returns.
                 yield _PgTx(conn)

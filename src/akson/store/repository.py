@@ -18,6 +18,7 @@ from akson.fhir import dates, indexing, jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import SearchQuery
 from akson.fhir.searchparams import SearchParamRegistry
+from akson.store import pg_write
 from akson.store.database import Database, Tx
 from akson.store.search_sql import Where, compile_where
 
@@ -165,6 +166,11 @@ class Session:
         rows = indexing.extract(doc, self.registry)
         patient_id = indexing.patient_compartment(doc, rows)
         content = jsonio.dumps(doc)
+        if self.dialect == "postgresql":
+            sql = pg_write.UPDATE_SQL if current is not None else pg_write.INSERT_SQL
+            await self.tx.fetchone(sql, pg_write.params(res_type, res_id, version, now,
+                                                        patient_id, content, method, rows))
+            return Stored(res_type, res_id, version, now, False, content, method)
         if current is None:
             row = await self.tx.fetchone(
                 "INSERT INTO resource (res_type, res_id, version, last_updated, deleted, "

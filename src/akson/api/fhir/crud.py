@@ -87,7 +87,9 @@ async def create(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str) 
             raise FhirError(412, f"If-None-Exist matched {len(matches)} {res_type} resources",
                             "duplicate")
         if matches:
-            return resource_response(req, matches[0], 200)
+            # Location names the matched resource, so a transaction-response entry says which
+            # resource its ifNoneExist resolved to (http.html#trules).
+            return resource_response(req, matches[0], 200, location=True)
     stored = await s.create(res_type, resource, res_id=req.assigned_id)
     return resource_response(req, stored, 201, location=True)
 

@@ -6,7 +6,7 @@ from sqlalchemy import create_engine, pool
 from akson.store.schema import metadata
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+url = config.get_main_option("sqlalchemy.url") or ""
 connectable = config.attributes.get("connection")
 
 if connectable is None:
