@@ -171,3 +171,62 @@ def test_concurrent_conditional_updates_make_exactly_one(server, client):
     assert statuses.count(201) == 1, statuses
     assert statuses.count(200) == 19, statuses
     assert len(_ids(client, ident)) == 1
+
+
+def test_concurrent_conditional_creates_with_differently_written_conditions(server, client):
+    """The same condition spelled differently (escaping, type prefix) is still one condition."""
+    ident = _ident()
+    spellings = [f"identifier={SYS}|{ident}",
+                 f"identifier={SYS.replace(':', '%3A').replace('/', '%2F')}%7C{ident}",
+                 f"Patient?identifier={SYS}|{ident}",
+                 f"identifier={SYS}%7C{ident}&_count=1"]
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+                                     limits=httpx.Limits(max_connections=40)) as ac:
+            return await asyncio.gather(*[
+                ac.post("/Patient", json=_patient(ident),
+                        headers={"If-None-Exist": spellings[i % len(spellings)]})
+                for i in range(40)
+            ])
+
+    statuses = sorted(r.status_code for r in asyncio.run(run()))
+    assert statuses.count(201) == 1, statuses
+    assert len(_ids(client, ident)) == 1
+
+
+def test_concurrent_if_match_updates_one_wins(server, client):
+    rid = client.post("/Patient", json=_patient(_ident())).json()["id"]
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+                                     limits=httpx.Limits(max_connections=20)) as ac:
+            return await asyncio.gather(*[
+                ac.put(f"/Patient/{rid}", json={**_patient(_ident()), "id": rid},
+                       headers={"If-Match": 'W/"1"'}) for _ in range(20)
+            ])
+
+    statuses = sorted(r.status_code for r in asyncio.run(run()))
+    assert statuses.count(200) == 1, statuses
+    assert statuses.count(412) == 19, statuses
+    assert client.get(f"/Patient/{rid}").headers["etag"] == 'W/"2"'
+
+
+def test_concurrent_transactions_with_if_none_exist_make_one(server, client):
+    ident = _ident()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": _patient(ident),
+         "request": {"method": "POST", "url": "Patient",
+                     "ifNoneExist": f"identifier={SYS}|{ident}"}}]}
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+                                     limits=httpx.Limits(max_connections=20)) as ac:
+            return await asyncio.gather(*[ac.post("", json=bundle) for _ in range(20)])
+
+    responses = asyncio.run(run())
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses][:2]
+    created = [r for r in responses
+               if r.json()["entry"][0]["response"]["status"].startswith("201")]
+    assert len(created) == 1
+    assert len(_ids(client, ident)) == 1

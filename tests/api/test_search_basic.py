@@ -296,3 +296,13 @@ def test_search_in_bundle_entries_have_no_history_fields(client):
     _make(client, system)
     bundle = client.get("/Patient", params={"identifier": f"{system}|"}).json()
     assert "request" not in bundle["entry"][0]
+
+
+def test_string_prefix_ending_in_highest_code_points(client):
+    system = _system()
+    top = _make(client, system, name=[{"family": "Zz\U0010ffffa"}])
+    edge = _make(client, system, name=[{"family": "Zz\ud7ffb"}])
+    scope = {"identifier": f"{system}|"}
+    assert _ids(client, **scope, family="zz\U0010ffff") == {top}
+    assert _ids(client, **scope, family="zz\ud7ff") == {edge}
+    assert _ids(client, **scope, family="zz") == {top, edge}

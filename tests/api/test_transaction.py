@@ -237,3 +237,58 @@ def test_transaction_patch_entry(client):
     resp = client.post("", json=_tx(entry))
     assert resp.status_code == 200, resp.text
     assert client.get(f"/Patient/{rid}").json()["active"] is True
+
+
+def test_transaction_conditional_update_and_delete_entries(client):
+    keep, gone = _ident(), _ident()
+    kept = client.post("/Patient", json=_patient(keep)).json()["id"]
+    removed = client.post("/Patient", json=_patient(gone)).json()["id"]
+    new = _ident()
+    resp = client.post("", json=_tx(
+        {"resource": _patient(keep, active=True),
+         "request": {"method": "PUT", "url": f"Patient?identifier={SYS}|{keep}"}},
+        {"resource": _patient(new),
+         "request": {"method": "PUT", "url": f"Patient?identifier={SYS}|{new}"}},
+        {"request": {"method": "DELETE", "url": f"Patient?identifier={SYS}|{gone}"}},
+    ))
+    assert resp.status_code == 200, resp.text
+    out = resp.json()["entry"]
+    assert out[0]["response"]["status"].startswith("200")
+    assert kept in out[0]["response"]["location"]
+    assert out[1]["response"]["status"].startswith("201")
+    assert client.get(f"/Patient/{kept}").json()["active"] is True
+    assert client.get(f"/Patient/{removed}").status_code == 410
+    assert _count(client, "Patient", identifier=f"{SYS}|{new}") == 1
+
+
+def test_transaction_urn_uuid_of_conditional_update_entry(client):
+    """A reference to the fullUrl of a conditional PUT points at the resource it resolved to."""
+    existing_ident, new_ident = _ident(), _ident()
+    existing = client.post("/Patient", json=_patient(existing_ident)).json()["id"]
+    urn_existing, urn_new = _urn(), _urn()
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": urn_existing}, "performer": [{"reference": urn_new}]}
+    resp = client.post("", json=_tx(
+        {"fullUrl": urn_existing, "resource": _patient(existing_ident, active=True),
+         "request": {"method": "PUT", "url": f"Patient?identifier={SYS}|{existing_ident}"}},
+        {"fullUrl": urn_new, "resource": _patient(new_ident),
+         "request": {"method": "PUT", "url": f"Patient?identifier={SYS}|{new_ident}"}},
+        _post(obs),
+    ))
+    assert resp.status_code == 200, resp.text
+    out = resp.json()["entry"]
+    new_id = out[1]["response"]["location"].split("/Patient/")[1].split("/")[0]
+    oid = out[2]["response"]["location"].split("/Observation/")[1].split("/")[0]
+    stored = client.get(f"/Observation/{oid}").json()
+    assert stored["subject"]["reference"] == f"Patient/{existing}"
+    assert stored["performer"][0]["reference"] == f"Patient/{new_id}"
+
+
+def test_transaction_response_carries_resources_when_asked(client):
+    ident = _ident()
+    resp = client.post("", json=_tx(_post(_patient(ident))),
+                       headers={"Prefer": "return=representation"})
+    assert resp.status_code == 200
+    entry = resp.json()["entry"][0]
+    assert entry["resource"]["resourceType"] == "Patient"
+    assert entry["fullUrl"].endswith(f"/Patient/{entry['resource']['id']}")

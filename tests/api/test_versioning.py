@@ -109,3 +109,28 @@ def test_last_modified_matches_meta(client):
     meta = datetime.fromisoformat(resp.json()["meta"]["lastUpdated"].replace("Z", "+00:00"))
     header = parsedate_to_datetime(resp.headers["last-modified"])
     assert abs((meta - header).total_seconds()) < 1
+
+
+def test_prefer_minimal_does_not_empty_reads(client):
+    rid = client.post("/Patient", json=_patient()).json()["id"]
+    resp = client.get(f"/Patient/{rid}", headers={"Prefer": "return=minimal"})
+    assert resp.status_code == 200 and resp.json()["id"] == rid
+    resp = client.post("", headers={"Prefer": "return=minimal"}, json={
+        "resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": _patient(), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "GET", "url": f"Patient/{rid}"}}]})
+    assert resp.status_code == 200, resp.text
+    out = resp.json()["entry"]
+    assert "resource" not in out[0]
+    assert out[1]["resource"]["id"] == rid
+
+
+def test_prefer_minimal_on_conditional_create_match(client):
+    body = _patient()
+    ident = body["identifier"][0]["value"]
+    rid = client.post("/Patient", json=body).json()["id"]
+    resp = client.post("/Patient", json=body, headers={
+        "Prefer": "return=minimal", "If-None-Exist": f"identifier={SYS}|{ident}"})
+    assert resp.status_code == 200
+    assert resp.content == b""
+    assert rid in resp.headers["location"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from akson.fhir.dates import MAX_US, MIN_US, date_range
+from akson.fhir.jsonio import ExactDecimal
 from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.text import normalize
@@ -25,6 +26,8 @@ StringRow = tuple[str, str, str]
 DateRow = tuple[str, int, int]
 ReferenceRow = tuple[str, str | None, str | None, str | None]
 QuantityRow = tuple[str, float, str | None, str | None]
+#: JSON numbers as parsed: ExactDecimal is a float that keeps its digits (akson.fhir.jsonio).
+_NUMBER_TYPES = (int, float, ExactDecimal)
 
 
 @dataclass
@@ -134,7 +137,7 @@ def _add_tokens(code: str, values: list[Any], rows: IndexRows) -> None:
                     _identifier_type(code, v, value, rows)
             elif v.get("system").__class__ is str:
                 out.append((code, v["system"], None))  # Identifier/Coding with a system only
-        elif cls is int or cls is float:
+        elif cls is int or cls is float or cls is ExactDecimal:
             out.append((code, None, str(v)))
 
 
@@ -244,7 +247,7 @@ def _add_references(code: str, values: list[Any], rows: IndexRows) -> None:
 
 def _quantity(code: str, q: dict, out: list[QuantityRow]) -> None:
     value = q.get("value")
-    if value.__class__ not in (int, float):
+    if value.__class__ not in _NUMBER_TYPES:
         return
     currency = q.get("currency")
     if currency.__class__ is str:  # Money
@@ -278,7 +281,7 @@ def _add_quantities(code: str, values: list[Any], rows: IndexRows) -> None:
 def _add_numbers(code: str, values: list[Any], rows: IndexRows) -> None:
     out = rows.numbers
     for v in values:
-        if v.__class__ is int or v.__class__ is float:
+        if v.__class__ in _NUMBER_TYPES:
             out.append((code, float(v)))
         elif v.__class__ is dict:  # Quantity-like or Range
             low, high = v.get("low"), v.get("high")
@@ -287,7 +290,7 @@ def _add_numbers(code: str, values: list[Any], rows: IndexRows) -> None:
                 low.get("value") if low.__class__ is dict else None,
                 high.get("value") if high.__class__ is dict else None,
             ):
-                if n.__class__ is int or n.__class__ is float:
+                if n.__class__ in _NUMBER_TYPES:
                     out.append((code, float(n)))
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from akson.fhir import dates, indexing, jsonio
 from akson.fhir.outcome import FhirError
@@ -220,7 +221,8 @@ class Session:
         """
         if self.dialect != "postgresql":
             return
-        digest = hashlib.blake2b(f"{res_type}?{condition}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(_condition_key(res_type, condition).encode(),
+                                 digest_size=8).digest()
         key = int.from_bytes(digest, "big", signed=True)
         await self.tx.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
@@ -306,6 +308,19 @@ class Session:
             total = len(rows)
         next_cursor = rows[-1][0] if more and rows else None
         return Page([_stored(r[1:]) for r in rows], next_cursor, None, total)
+
+
+#: Parameters that shape a result page, not the match: they do not change a condition.
+_NOT_CONDITION = frozenset({"_count", "_total", "_format", "_pretty", "_cursor"})
+
+
+def _condition_key(res_type: str, condition: str) -> str:
+    """One spelling per condition: `Patient?identifier=a%7Cb` and `identifier=a|b&_count=1` must
+    take the same lock, or two requests writing the condition differently could both insert."""
+    query = condition.split("?", 1)[-1]
+    pairs = sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+                   if k not in _NOT_CONDITION)
+    return f"{res_type}?{urlencode(pairs)}"
 
 
 def _stored(row: Sequence[Any]) -> Stored:

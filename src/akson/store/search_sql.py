@@ -127,8 +127,24 @@ def _string(modifier: str, raw: str) -> tuple[str, list[Any]]:
     if not norm:
         return "1=1", []
     # A prefix match as a range, so the byte-ordered index answers it on both databases.
-    upper = norm[:-1] + chr(ord(norm[-1]) + 1)
+    upper = _successor(norm)
+    if upper is None:
+        return "value_norm >= %s", [norm]
     return "(value_norm >= %s AND value_norm < %s)", [norm, upper]
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string above every string starting with `prefix` (None: there is none).
+
+    Code-point order is UTF-8 byte order; the bound must itself be encodable, so it skips the
+    surrogates (U+D800–U+DFFF) and carries past U+10FFFF instead of overflowing.
+    """
+    while prefix:
+        code = ord(prefix[-1]) + 1
+        if code <= 0x10FFFF:
+            return prefix[:-1] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
+        prefix = prefix[:-1]
+    return None
 
 
 def _date_clause(where: Where, clause: Clause, low: str, high: str, *, direct: bool) -> None:

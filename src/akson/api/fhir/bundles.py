@@ -12,7 +12,7 @@ import binascii
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from akson.api.fhir import crud
 from akson.api.fhir.context import FhirContext
@@ -155,6 +155,20 @@ async def _assign_ids(ctx: FhirContext, s: Session, req: FhirRequest, subs: list
                 id_map[full_url] = f"{res_type}/{sub.assigned_id}"
         elif sub.method == "PUT" and len(sub.path) == 2 and isinstance(full_url, str):
             id_map[full_url] = f"{sub.path[0]}/{sub.path[1]}"
+        elif sub.method == "PUT" and len(sub.path) == 1 and sub.query and isinstance(full_url, str):
+            # Conditional update: references to its fullUrl must point at the resource the
+            # condition resolves to, or at the id it will be created with (http.html#trules).
+            res_type = sub.path[0]
+            condition = urlencode(sub.query)
+            await s.lock_condition(res_type, condition)
+            matches = await crud.find_matches(ctx, s, req, res_type, condition)
+            if len(matches) == 1:
+                id_map[full_url] = f"{res_type}/{matches[0].res_id}"
+            elif not matches:
+                body_id = sub.parsed_body.get("id") if isinstance(sub.parsed_body, dict) else None
+                sub.assigned_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+                id_map[full_url] = f"{res_type}/{sub.assigned_id}"
+            # Several matches: the entry itself fails with 412 when it runs.
     return id_map
 
 

@@ -127,7 +127,8 @@ async def conditional_update(ctx: FhirContext, s: Session, req: FhirRequest, res
                         "invalid", ("id",))
     resource = {**resource, "id": target.res_id}
     stored, _ = await s.update(res_type, target.res_id, resource, if_match=if_match(req))
-    return resource_response(req, stored, 200)
+    # The client named no id, so Location is how it (or a transaction-response) learns which one.
+    return resource_response(req, stored, 200, location=True)
 
 
 async def patch(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str

@@ -22,7 +22,10 @@ def resource_response(
     headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated)}
     if location:
         headers["Location"] = version_url(req.base_url, stored)
-    prefer = req.prefer.get("return", "representation")
+    # `Prefer: return=` is about writes (http.html#ops); a read always returns the resource, also
+    # as a GET entry of a transaction that asked for minimal write responses.
+    prefer = "representation" if req.method in ("GET", "HEAD") else \
+        req.prefer.get("return", "representation")
     body: bytes | dict | None = stored.content
     if prefer == "minimal":
         body = None
