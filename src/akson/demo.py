@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest
 from akson.config import Settings
+from akson.fhir.identifiers import make_fnr, make_orgnr
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.importer import Summary, call, count_bundle
 from akson.store.database import connect
@@ -40,26 +41,20 @@ KOMMUNER = [("0301", "Oslo"), ("4601", "Bergen"), ("5001", "Trondheim"), ("1103"
 PROBLEMS = [("T90", "Diabetes type 2"), ("K86", "Hypertensjon ukomplisert"), ("R96", "Astma"),
             ("P76", "Depresjon"), ("L03", "Korsryggsymptomer")]
 
-_K1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
-_K2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
-
-
 def synthetic_fnr(rng: random.Random, born: date, female: bool) -> str:
-    """A Tenor-style synthetic fødselsnummer (month + 80) with valid check digits."""
+    """A Tenor-style synthetic fødselsnummer (month + 80) with valid check digits.
+
+    The third individnummer digit is even for women and odd for men, as in numbers issued
+    before 2032.
+    """
+    low, high = (500, 1000) if born.year >= 2000 else (0, 500)
     while True:
-        individ = rng.randrange(500 if born.year >= 2000 else 0, 1000 if born.year >= 2000 else 500)
-        if individ % 2 == female:  # third individ digit: even for women, odd for men
+        individ = rng.randrange(low, high)
+        if individ % 2 == female:
             continue
-        digits = [int(c) for c in f"{born.day:02d}{born.month + 80:02d}{born.year % 100:02d}{individ:03d}"]
-        k1 = 11 - sum(w * d for w, d in zip(_K1, digits, strict=True)) % 11
-        k1 = 0 if k1 == 11 else k1
-        if k1 == 10:
-            continue
-        k2 = 11 - sum(w * d for w, d in zip(_K2, [*digits, k1], strict=True)) % 11
-        k2 = 0 if k2 == 11 else k2
-        if k2 == 10:
-            continue
-        return "".join(map(str, digits)) + f"{k1}{k2}"
+        number = make_fnr(born, individ, synthetic="tenor")
+        if number is not None:
+            return number
 
 
 def population(persons: int, seed: int) -> dict:
@@ -76,7 +71,7 @@ def population(persons: int, seed: int) -> dict:
     gps = []
     for i, (number, name) in enumerate(KOMMUNER):
         org = add({"resourceType": "Organization", "name": f"{name} kommune",
-                   "identifier": [{"system": ORGNR, "value": f"9{i:02d}000000"[:9]}],
+                   "identifier": [{"system": ORGNR, "value": make_orgnr(rng)}],
                    "address": [{"city": name, "district": number}]})
         female = rng.random() < 0.5
         gp = add({"resourceType": "Practitioner",

@@ -1,14 +1,15 @@
 """`akson import`: load Bundles and NDJSON into the store through the normal FHIR interactions.
 
 Every resource passes the same validation and indexing as a REST write. Bundles run as the
-transaction or batch they are. NDJSON lines run in chunks, each chunk one transaction; a chunk
-that fails is retried line by line so one bad line is rejected with its reason and the rest load.
-Resources with an `id` keep it (PUT, update-as-create) so references between files hold.
+transaction or batch they are, through the FHIR router. NDJSON lines are validated one by one (a
+bad line is rejected with its reason, the rest load) and bulk-loaded in chunks, one transaction
+each. Resources with an `id` keep it, so references between files hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from akson.config import Settings
 from akson.fhir import jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
+from akson.fhir.validation import validate
+from akson.store.bulk import bulk_create
 from akson.store.database import connect
 from akson.store.migrate import upgrade
 from akson.store.repository import ResourceStore
@@ -135,28 +138,25 @@ async def _ndjson(ctx: FhirContext, path: Path, summary: Summary) -> None:
         await _resources(ctx, chunk, summary)
 
 
-def _entry(resource: object) -> dict:
-    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        return {"request": {"method": "POST", "url": "Invalid"}, "resource": resource}
-    res_type, res_id = resource["resourceType"], resource.get("id")
-    if isinstance(res_id, str) and res_id:
-        return {"resource": resource, "request": {"method": "PUT", "url": f"{res_type}/{res_id}"}}
-    return {"resource": resource, "request": {"method": "POST", "url": res_type}}
-
-
 async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary: Summary) -> None:
-    """One transaction for the chunk; on failure, one transaction per resource."""
-    bundle = {"resourceType": "Bundle", "type": "transaction",
-              "entry": [_entry(r) for _, r in items]}
-    resp = await call(ctx, FhirRequest("POST", [], parsed_body=bundle, base_url=BASE_URL))
-    if resp.status < 300:
-        summary.loaded += len(items)
+    """Validate each resource, then bulk-load the valid ones in one transaction.
+
+    Resources keep their `id` (new ones get a server id); an existing id becomes a new version.
+    """
+    valid: list[tuple[str, str, dict]] = []
+    for where, resource in items:
+        issues = validate(resource)
+        if issues:
+            summary.rejected.append((where, issues[0].diagnostics))
+            continue
+        assert isinstance(resource, dict)
+        res_id = resource.get("id") or str(uuid.uuid4())
+        valid.append((resource["resourceType"], res_id, resource))
+    if not valid:
         return
-    if len(items) == 1:
-        summary.rejected.append((items[0][0], _why(resp)))
-        return
-    for item in items:
-        await _resources(ctx, [item], summary)
+    async with ctx.store.session(write=True) as s:
+        await bulk_create(s, valid)
+    summary.loaded += len(valid)
 
 
 async def call(ctx: FhirContext, req: FhirRequest) -> FhirResponse:

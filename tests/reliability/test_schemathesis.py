@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import time
 import types
-import unittest
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.internal.conjecture import utils as conjecture_utils
 from schemathesis import DataGenerationMethod
 from schemathesis.checks import not_a_server_error
+from schemathesis.exceptions import SkipTest
 
 MAX_EXAMPLES = 25
 BUDGET_SECONDS = 120
@@ -47,6 +48,21 @@ class _LegacyMany:
         self._many.reject(why)
 
 
+def outcome_on_error(response: Any, case: schemathesis.Case) -> None:
+    """Every FHIR error is an OperationOutcome (ARCHITECTURE.md principle 5)."""
+    if response.content == b"Invalid HTTP request received.":
+        return  # uvicorn's HTTP parser refused the request (e.g. a header value h11 rejects)
+    if case.path.startswith("/fhir") and response.status_code >= 400:
+        where = f"{response.status_code} for {case.method} {response.request.url}"
+        try:
+            body = response.json()
+        except ValueError:
+            raise AssertionError(f"{where}: the body is not JSON: {response.content[:200]!r} "
+                                 f"(headers {dict(response.headers)})") from None
+        assert body.get("resourceType") == "OperationOutcome", f"{where}: {response.text[:300]}"
+        assert body.get("issue"), f"{where}: {response.text[:300]}"
+
+
 @pytest.fixture(autouse=True)
 def _hypothesis_jsonschema_compat(monkeypatch: pytest.MonkeyPatch) -> None:
     from hypothesis_jsonschema import _from_schema
@@ -70,26 +86,28 @@ def test_openapi_document_loads(server) -> None:
 def test_no_server_errors(server, method: DataGenerationMethod) -> None:
     schema = schemathesis.from_uri(server.url + "/openapi.json", base_url=server.url,
                                    data_generation_methods=[method])
+    session = requests.Session()  # one keep-alive connection for all cases
     started = time.monotonic()
     failures: list[str] = []
     skipped: list[str] = []
     calls = 0
     for result in schema.get_all_operations():
         operation = result.ok()
+        strategy = operation.as_strategy(data_generation_method=method)
 
         @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
                   phases=[Phase.explicit, Phase.generate],  # a failure is reported, not shrunk
                   suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy(data_generation_method=method))
+        @given(case=strategy)
         def check(case: schemathesis.Case) -> None:
             nonlocal calls
             calls += 1
-            response = case.call(base_url=server.url, timeout=30)
-            case.validate_response(response, checks=(not_a_server_error,))
+            response = case.call(base_url=server.url, session=session, timeout=30)
+            case.validate_response(response, checks=(not_a_server_error, outcome_on_error))
 
         try:
             check()
-        except unittest.SkipTest:  # e.g. no negative cases exist for an operation without inputs
+        except SkipTest:  # e.g. no negative cases exist for an operation without inputs
             skipped.append(operation.verbose_name)
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report
             failures.append(f"{operation.verbose_name}: {type(exc).__name__}: {str(exc)[:1500]}")

@@ -11,13 +11,20 @@ from functools import lru_cache
 from akson import __version__
 from akson.fhir.validation import RESOURCE_TYPES
 
+_FHIR_JSON = "application/fhir+json"
 _OUTCOME = {"description": "OperationOutcome naming what was wrong",
-            "content": {"application/fhir+json": {"schema": {"type": "object"}}}}
-_RESOURCE = {"content": {"application/fhir+json": {"schema": {
-    "type": "object", "required": ["resourceType"],
-    "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}}}}}}
-_OK = {"description": "A FHIR resource or Bundle",
-       "content": {"application/fhir+json": {"schema": {"type": "object"}}}}
+            "content": {_FHIR_JSON: {"schema": {
+                "type": "object", "required": ["resourceType", "issue"],
+                "properties": {"resourceType": {"type": "string", "enum": ["OperationOutcome"]},
+                               "issue": {"type": "array", "minItems": 1,
+                                         "items": {"type": "object"}}}}}}}
+_RESOURCE_SCHEMA = {"type": "object", "required": ["resourceType"],
+                    "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}}}
+_OK = {"description": "A FHIR resource, Bundle or OperationOutcome",
+       "content": {_FHIR_JSON: {"schema": {"type": "object", "required": ["resourceType"]}}}}
+_EMPTY = {"description": "No body"}
+#: Error statuses any FHIR interaction may answer, always with an OperationOutcome.
+_ERRORS = ("400", "404", "405", "406", "409", "410", "412", "413", "415", "422")
 
 
 def _param(name: str, where: str = "path", schema: dict | None = None, required: bool | None = None
@@ -26,25 +33,43 @@ def _param(name: str, where: str = "path", schema: dict | None = None, required:
             "schema": schema or {"type": "string"}}
 
 
+def _query(name: str, schema: dict | None = None) -> dict:
+    return _param(name, "query", schema, required=False)
+
+
+def _header(name: str) -> dict:
+    return _param(name, "header", required=False)
+
+
 def _responses(*codes: str) -> dict:
-    out = {code: _OK for code in codes}
-    for code in ("400", "404", "406", "410", "412", "413", "415", "422"):
+    out = {code: (_EMPTY if code in ("204", "304") else _OK) for code in codes}
+    for code in _ERRORS:
         out[code] = _OUTCOME
     return out
+
+
+def _body(schema: dict | None = None, *, media: str = _FHIR_JSON) -> dict:
+    return {"required": True, "content": {media: {"schema": schema or _RESOURCE_SCHEMA}}}
 
 
 @lru_cache(maxsize=4)
 def openapi_document(server_url: str) -> dict:
     res_type = _param("type", schema={"type": "string", "enum": sorted(RESOURCE_TYPES)})
     res_id = _param("id", schema={"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"})
+    count = _query("_count", {"type": "integer", "minimum": 0})
+    # A sample of search parameters (all of R4's are supported: see /fhir/metadata).
     search_params = [
-        _param("_id", "query", required=False), _param("_lastUpdated", "query", required=False),
-        _param("_count", "query", {"type": "integer", "minimum": 0}, required=False),
-        _param("identifier", "query", required=False), _param("name", "query", required=False),
-        _param("family", "query", required=False), _param("subject", "query", required=False),
-        _param("date", "query", required=False), _param("code", "query", required=False),
+        _query("_id"), _query("_lastUpdated"), count, _query("_total"), _query("_sort"),
+        _query("identifier"), _query("name"), _query("family"), _query("subject"),
+        _query("patient"), _query("date"), _query("code"), _query("status"),
     ]
-    body = {"required": True, **_RESOURCE}
+    history_params = [count, _query("_since")]
+    prefer = _header("Prefer")
+    if_match = _header("If-Match")
+    form = {"type": "object", "additionalProperties": {"type": "string"}}
+    json_patch = {"type": "array", "items": {"type": "object", "required": ["op", "path"],
+                                             "properties": {"op": {"type": "string"},
+                                                            "path": {"type": "string"}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Akson FHIR R4 API", "version": __version__,
@@ -53,33 +78,64 @@ def openapi_document(server_url: str) -> dict:
         "paths": {
             "/health": {"get": {"responses": {"200": {"description": "Ready"},
                                               "503": {"description": "Not ready"}}}},
-            "/fhir/metadata": {"get": {"summary": "CapabilityStatement", "responses": _responses("200")}},
-            "/fhir": {"post": {"summary": "Transaction or batch Bundle", "requestBody": body,
+            "/fhir/metadata": {"get": {"summary": "CapabilityStatement",
+                                       "responses": _responses("200")}},
+            "/fhir": {"post": {"summary": "Transaction or batch Bundle",
+                               "parameters": [prefer], "requestBody": _body(),
                                "responses": _responses("200")}},
-            "/fhir/_history": {"get": {"summary": "System history",
-                                       "parameters": [_param("_count", "query", {"type": "integer", "minimum": 0}, required=False)],
+            "/fhir/_history": {"get": {"summary": "System history", "parameters": history_params,
                                        "responses": _responses("200")}},
             "/fhir/{type}": {
                 "parameters": [res_type],
-                "get": {"summary": "Search", "parameters": search_params, "responses": _responses("200")},
-                "post": {"summary": "Create", "requestBody": body, "responses": _responses("200", "201")},
+                "get": {"summary": "Search", "parameters": search_params,
+                        "responses": _responses("200")},
+                "post": {"summary": "Create (conditional with If-None-Exist)",
+                         "parameters": [_header("If-None-Exist"), prefer],
+                         "requestBody": _body(), "responses": _responses("200", "201")},
+                "put": {"summary": "Conditional update (needs search parameters)",
+                        "parameters": [*search_params, if_match, prefer], "requestBody": _body(),
+                        "responses": _responses("200", "201")},
+                "delete": {"summary": "Conditional delete (needs search parameters)",
+                           "parameters": search_params, "responses": _responses("200", "204")},
+            },
+            "/fhir/{type}/_search": {
+                "parameters": [res_type],
+                "post": {"summary": "Search with a form body", "parameters": search_params,
+                         "requestBody": {"required": False, "content": {
+                             "application/x-www-form-urlencoded": {"schema": form}}},
+                         "responses": _responses("200")},
+            },
+            "/fhir/{type}/_history": {
+                "parameters": [res_type],
+                "get": {"summary": "Type history", "parameters": history_params,
+                        "responses": _responses("200")},
             },
             "/fhir/{type}/{id}": {
                 "parameters": [res_type, res_id],
-                "get": {"summary": "Read", "responses": _responses("200")},
-                "put": {"summary": "Update or create", "requestBody": body,
-                        "responses": _responses("200", "201")},
+                "get": {"summary": "Read", "parameters": [_header("If-None-Match")],
+                        "responses": _responses("200", "304")},
+                "put": {"summary": "Update or create", "parameters": [if_match, prefer],
+                        "requestBody": _body(), "responses": _responses("200", "201")},
                 "delete": {"summary": "Delete", "responses": _responses("200", "204")},
-                "patch": {"summary": "JSON Patch", "requestBody": {"required": True, "content": {
-                    "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}}}},
-                    "responses": _responses("200")},
+                "patch": {"summary": "JSON Patch, or FHIRPath Patch (a Parameters resource)",
+                          "parameters": [if_match, prefer],
+                          "requestBody": {"required": True, "content": {
+                              "application/json-patch+json": {"schema": json_patch},
+                              _FHIR_JSON: {"schema": _RESOURCE_SCHEMA}}},
+                          "responses": _responses("200")},
             },
-            "/fhir/{type}/{id}/_history": {"parameters": [res_type, res_id],
-                                           "get": {"summary": "Instance history", "responses": _responses("200")}},
+            "/fhir/{type}/{id}/_history": {
+                "parameters": [res_type, res_id],
+                "get": {"summary": "Instance history", "parameters": history_params,
+                        "responses": _responses("200")}},
             "/fhir/{type}/{id}/_history/{vid}": {
                 "parameters": [res_type, res_id, _param("vid")],
                 "get": {"summary": "Version read", "responses": _responses("200")}},
             "/fhir/{type}/$validate": {"parameters": [res_type], "post": {
-                "summary": "Validate without storing", "requestBody": body, "responses": _responses("200")}},
+                "summary": "Validate without storing", "requestBody": _body(),
+                "responses": _responses("200")}},
+            "/fhir/{type}/{id}/$validate": {"parameters": [res_type, res_id], "post": {
+                "summary": "Validate an update without storing", "requestBody": _body(),
+                "responses": _responses("200")}},
         },
     }

@@ -2,16 +2,16 @@
 
 https://hl7.org/fhir/R4/validation.html — this is the "structure" level of validation (the R4 JSON
 schema, https://hl7.org/fhir/R4/json.html#schema) plus a few cheap rules the schema cannot
-express: reference syntax (https://hl7.org/fhir/R4/references.html#literal) and the check digits of
-fødselsnummer / D-nummer identifiers (DOMAIN.md §1). Profiles, invariants and terminology are not
-checked here.
+express: reference syntax (https://hl7.org/fhir/R4/references.html#literal) and the form and check
+digits of Norwegian identifiers: FNR / D-nummer, felles hjelpenummer, HPR-nr, orgnr, HER-id
+(DOMAIN.md §1). Profiles, invariants and terminology are not checked here.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from itertools import chain, islice
@@ -21,7 +21,22 @@ import jsonschema_rs
 import orjson
 
 from akson.fhir import jsonio
-from akson.fhir.identifiers import fnr_is_valid
+from akson.fhir.identifiers import (
+    fhn_is_valid,
+    fnr_is_valid,
+    her_id_is_valid,
+    hpr_is_valid,
+    orgnr_is_valid,
+)
+from akson.fhir.naming import (
+    DNR_SYSTEM,
+    FHN_SYSTEM,
+    FNR_SYSTEM,
+    FNR_SYSTEM_URL,
+    HER_ID_SYSTEM,
+    HPR_SYSTEM,
+    ORGNR_SYSTEM,
+)
 from akson.fhir.outcome import Issue
 
 __all__ = ["FNR_SYSTEMS", "MAX_DEPTH", "MAX_ISSUES", "RESOURCE_TYPES", "to_fhirpath", "validate"]
@@ -37,9 +52,33 @@ _SCHEMA_URI = "http://hl7.org/fhir/json-schema/4.0"
 _DEF_PREFIX = "#/definitions/"
 
 FNR_SYSTEMS: dict[str, str] = {
-    "urn:oid:2.16.578.1.12.4.1.4.1": "Fødselsnummer",
-    "http://hl7.no/fhir/NamingSystem/FNR": "Fødselsnummer",
-    "urn:oid:2.16.578.1.12.4.1.4.2": "D-nummer",
+    FNR_SYSTEM: "Fødselsnummer",
+    FNR_SYSTEM_URL: "Fødselsnummer",
+    DNR_SYSTEM: "D-nummer",
+}
+
+_FNR_CHECK = (fnr_is_valid, 11, "is not 11 digits", "has an invalid check digit or birth date")
+_NUMBER_SHAPE = "is not a number of 1-9 digits without leading zeros"
+#: Identifier systems whose values are checked: system → (name, is_valid, digit count or None,
+#: problem when not that many ASCII digits, problem when the digits are wrong).
+_ID_CHECKS: dict[str, tuple[str, Callable[[str], bool], int | None, str, str]] = {
+    **{system: (name, *_FNR_CHECK) for system, name in FNR_SYSTEMS.items()},
+    FHN_SYSTEM: (
+        "Felles hjelpenummer",
+        fhn_is_valid,
+        11,
+        "is not 11 digits",
+        "does not start with 8 or 9 or has an invalid check digit",
+    ),
+    HPR_SYSTEM: ("HPR-nummer", hpr_is_valid, None, _NUMBER_SHAPE, _NUMBER_SHAPE),
+    ORGNR_SYSTEM: (
+        "Organisasjonsnummer",
+        orgnr_is_valid,
+        9,
+        "is not 9 digits",
+        "has an invalid check digit",
+    ),
+    HER_ID_SYSTEM: ("HER-id", her_id_is_valid, None, _NUMBER_SHAPE, _NUMBER_SHAPE),
 }
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -183,9 +222,10 @@ def validate(resource: object, *, expected_type: str | None = None) -> list[Issu
     Checks, in order: a JSON object with a known R4 `resourceType` (equal to `expected_type` when
     given — on mismatch nothing else is checked), nesting at most MAX_DEPTH, the R4 JSON schema
     (contained and Bundle/Parameters resources against their own type), reference syntax and
-    FNR/D-nummer check digits. Each issue names the element with a FHIRPath `expression`;
-    diagnostics never repeat element values, which may be personal data. At most MAX_ISSUES
-    errors are reported, followed by one informational issue when more were cut.
+    Norwegian identifier values (FNR/D-nummer, FHN, HPR-nr, orgnr, HER-id). Each issue names the
+    element with a FHIRPath `expression`; diagnostics never repeat element values, which may be
+    personal data. At most MAX_ISSUES errors are reported, followed by one informational issue
+    when more were cut.
     """
     if not isinstance(resource, dict):
         return [Issue("The body is not a JSON object holding a FHIR resource", "structure")]
@@ -383,14 +423,17 @@ def _check_identifier(
     node: dict[str, Any], rtype: str, path: Sequence[PathPart], issues: list[Issue]
 ) -> None:
     system, value = node.get("system"), node.get("value")
-    kind = FNR_SYSTEMS.get(system) if isinstance(system, str) else None
-    if kind is None or not isinstance(value, str) or fnr_is_valid(value):
+    check = _ID_CHECKS.get(system) if isinstance(system, str) else None
+    if check is None or not isinstance(value, str):
+        return
+    kind, is_valid, length, shape_problem, digits_problem = check
+    if is_valid(value):
         return
     where = to_fhirpath(rtype, path)
-    if len(value) != 11 or not value.isascii() or not value.isdigit():
-        problem = "is not 11 digits"
+    if len(value) != length or not value.isascii() or not value.isdigit():
+        problem = shape_problem
     else:
-        problem = "has an invalid check digit or birth date"
+        problem = digits_problem
     # The value is personal data: name where it is, never what it is.
     issues.append(Issue(f"{kind} in {where} {problem}", "value", "error", (f"{where}.value",)))
 
