@@ -24,22 +24,31 @@ _INDEX_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-async def bulk_create(s: Session, items: Sequence[tuple[str, str, dict]]) -> list[Stored]:
+async def bulk_create(s: Session, items: Sequence[tuple[str, str, dict]], *,
+                      assume_new: bool = False) -> list[Stored]:
     """Store `(type, id, resource)` items as version 1 (or a new version where the id exists).
 
-    Everything runs in the caller's session: it commits or rolls back with it.
+    Returns the stored versions in the order of `items`. `assume_new` skips the lookup of
+    existing ids, for ids the caller has just generated. Everything runs in the caller's
+    session: it commits or rolls back with it.
     """
     if not items:
         return []
-    existing = await _existing(s, items)
+    existing = set() if assume_new else await _existing(s, items)
     fresh = [item for item in items if (item[0], item[1]) not in existing]
-    out: list[Stored] = []
+    updated: dict[tuple[str, str], Stored] = {}
     for res_type, res_id, resource in items:
         if (res_type, res_id) in existing:
-            stored, _ = await s.update(res_type, res_id, resource)
-            out.append(stored)
-    if not fresh:
-        return out
+            updated[(res_type, res_id)], _ = await s.update(res_type, res_id, resource)
+    created: dict[tuple[str, str], Stored] = {}
+    if fresh:
+        created = await _copy_new(s, fresh)
+    return [updated.get((t, i)) or created[(t, i)] for t, i, _ in items]
+
+
+async def _copy_new(s: Session, fresh: Sequence[tuple[str, str, dict]]
+                    ) -> dict[tuple[str, str], Stored]:
+    out: dict[tuple[str, str], Stored] = {}
     pks = await _allocate_pks(s, len(fresh))
     now = dates.now_us()
     resource_rows: list[tuple[Any, ...]] = []
@@ -54,7 +63,7 @@ async def bulk_create(s: Session, items: Sequence[tuple[str, str, dict]]) -> lis
         version_rows.append((pk, res_type, res_id, 1, now, False, "POST", content))
         for table, (field, _) in _INDEX_COLUMNS.items():
             index_rows[table].extend((pk, res_type, *row) for row in getattr(rows, field))
-        out.append(Stored(res_type, res_id, 1, now, False, content, "POST"))
+        out[(res_type, res_id)] = Stored(res_type, res_id, 1, now, False, content, "POST")
     await s.tx.copy_rows("resource", ("pk", "res_type", "res_id", "version", "last_updated",
                                       "deleted", "patient_id", "content"), resource_rows)
     await s.tx.copy_rows("resource_version", ("res_pk", "res_type", "res_id", "version",

@@ -1,37 +1,38 @@
 """PostgreSQL: write a resource version with all its index rows in one statement.
 
 Data-modifying CTEs make the resource row, the version row and every index row one round trip
-(the generic path needs one per table); `unnest` over arrays keeps the statement text fixed, so
-PostgreSQL prepares it once per connection. All CTEs see the same snapshot, so on update the
-DELETEs remove only the old index rows, never the ones inserted beside them.
+(the generic path needs one per table). All index rows travel as ONE JSON parameter, unpacked by
+`json_array_elements` in the server: far cheaper to bind than an array per column, and the
+statement text stays fixed, so PostgreSQL prepares it once per connection. All CTEs see the same
+snapshot, so on update the DELETEs remove only the old index rows, never the new ones.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from akson.fhir.indexing import IndexRows
 
-# (table, IndexRows field, column names, SQL array types)
+# (table, IndexRows field, columns after `param`, SQL cast of each element)
 _TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("sp_token", "tokens", ("param", "system", "code"), ("text", "text", "text")),
-    ("sp_string", "strings", ("param", "value_norm", "value_exact"), ("text", "text", "text")),
-    ("sp_date", "dates", ("param", "low", "high"), ("text", "int8", "int8")),
-    ("sp_reference", "references", ("param", "target_type", "target_id", "url"),
-     ("text", "text", "text", "text")),
-    ("sp_quantity", "quantities", ("param", "value", "system", "code"),
-     ("text", "float8", "text", "text")),
-    ("sp_number", "numbers", ("param", "value"), ("text", "float8")),
-    ("sp_uri", "uris", ("param", "uri"), ("text", "text")),
+    ("sp_token", "tokens", ("system", "code"), ("text", "text")),
+    ("sp_string", "strings", ("value_norm", "value_exact"), ("text", "text")),
+    ("sp_date", "dates", ("low", "high"), ("bigint", "bigint")),
+    ("sp_reference", "references", ("target_type", "target_id", "url"), ("text", "text", "text")),
+    ("sp_quantity", "quantities", ("value", "system", "code"), ("float8", "text", "text")),
+    ("sp_number", "numbers", ("value",), ("float8",)),
+    ("sp_uri", "uris", ("uri",), ("text",)),
 )
 
 _INSERT_RESOURCE = (
     "r AS (INSERT INTO resource (res_type, res_id, version, last_updated, deleted, patient_id, "
-    "content) VALUES (%(t)s, %(id)s, %(v)s, %(now)s, false, %(pat)s, %(c)s) RETURNING pk)"
+    "content) VALUES (%(t)s, %(id)s, %(v)s, %(now)s, false, %(pat)s, %(c)b) RETURNING pk)"
 )
 _UPDATE_RESOURCE = (
     "r AS (UPDATE resource SET version = %(v)s, last_updated = %(now)s, deleted = false, "
-    "patient_id = %(pat)s, content = %(c)s WHERE res_type = %(t)s AND res_id = %(id)s "
+    "patient_id = %(pat)s, content = %(c)b WHERE res_type = %(t)s AND res_id = %(id)s "
     "RETURNING pk)"
 )
 
@@ -44,14 +45,14 @@ def _statement(update: bool) -> str:
     ctes.append(
         "v AS (INSERT INTO resource_version (res_pk, res_type, res_id, version, last_updated, "
         "deleted, method, content) SELECT pk, %(t)s, %(id)s, %(v)s, %(now)s, false, %(m)s, "
-        "%(c)s FROM r)"
+        "%(c)b FROM r)"
     )
-    for table, field, columns, types in _TABLES:
-        names = [f"{field}_{i}" for i in range(len(columns))]
-        arrays = ", ".join(f"%({n})s::{t}[]" for n, t in zip(names, types, strict=True))
+    for i, (table, _field, columns, casts) in enumerate(_TABLES):
+        values = ", ".join(f"(e->>{j + 1})::{cast}" for j, cast in enumerate(casts))
         ctes.append(
-            f"i_{table} AS (INSERT INTO {table} (res_pk, res_type, {', '.join(columns)}) "
-            f"SELECT r.pk, %(t)s, x.* FROM r, unnest({arrays}) AS x)"
+            f"i_{table} AS (INSERT INTO {table} (res_pk, res_type, param, {', '.join(columns)}) "
+            f"SELECT r.pk, %(t)s, e->>0, {values} "
+            f"FROM r, json_array_elements(%(idx)s::json -> {i}) AS e)"
         )
     return "WITH " + ",\n".join(ctes) + "\nSELECT pk FROM r"
 
@@ -64,11 +65,7 @@ def params(
     res_type: str, res_id: str, version: int, now: int, patient_id: str | None, content: bytes,
     method: str, rows: IndexRows,
 ) -> dict[str, Any]:
-    """Bind values for INSERT_SQL / UPDATE_SQL: index rows transposed into one array per column."""
-    out: dict[str, Any] = {"t": res_type, "id": res_id, "v": version, "now": now,
-                           "pat": patient_id, "c": content, "m": method}
-    for _, field, columns, _types in _TABLES:
-        values = getattr(rows, field)
-        for i in range(len(columns)):
-            out[f"{field}_{i}"] = [row[i] for row in values]
-    return out
+    """Bind values for INSERT_SQL / UPDATE_SQL; `idx` holds every index row, one list per table."""
+    index = [getattr(rows, field) for _, field, _, _ in _TABLES]
+    return {"t": res_type, "id": res_id, "v": version, "now": now, "pat": patient_id,
+            "c": content, "m": method, "idx": orjson.dumps(index).decode()}

@@ -169,8 +169,8 @@ class Session:
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
             sql = pg_write.UPDATE_SQL if current is not None else pg_write.INSERT_SQL
-            await self.tx.fetchone(sql, pg_write.params(res_type, res_id, version, now,
-                                                        patient_id, content, method, rows))
+            await self.tx.execute(sql, pg_write.params(res_type, res_id, version, now,
+                                                       patient_id, content, method, rows))
             return Stored(res_type, res_id, version, now, False, content, method)
         if current is None:
             row = await self.tx.fetchone(

@@ -10,16 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from akson.api.fhir import crud
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.api.fhir.responses import resource_response
 from akson.fhir import jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.validation import RESOURCE_TYPES
+from akson.store.bulk import bulk_create
 from akson.store.repository import Session
 
 Dispatch = Callable[[FhirContext, Session, FhirRequest], Awaitable[FhirResponse]]
@@ -97,14 +100,44 @@ async def _transaction(ctx: FhirContext, req: FhirRequest, entries: list, dispat
         for sub in subs:
             if sub.parsed_body is not None:
                 await _rewrite_references(ctx, s, req, sub.parsed_body, id_map)
-        for i in sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method]):
-            try:
+        order = sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method])
+        # Plain creates (ids already assigned) are stored together: same result, one bulk write.
+        creates = [i for i in order if _is_plain_create(subs[i])]
+        for i in order:
+            if i in creates:
+                if i == creates[0]:
+                    await _create_all(ctx, s, subs, creates, responses)
+                continue
+            with _blame(i):
                 responses[i] = await dispatch(ctx, s, subs[i])
-            except FhirError as err:
-                where = f"Bundle.entry[{i}]"
-                raise FhirError(err.status, f"{where}: {err.diagnostics}", err.code,
-                                (where, *err.expression)) from None
     return FhirResponse(200, _response_bundle("transaction-response", responses))
+
+
+def _is_plain_create(sub: FhirRequest) -> bool:
+    return (sub.method == "POST" and len(sub.path) == 1 and sub.assigned_id is not None
+            and not sub.header("if-none-exist") and sub.path[0] in RESOURCE_TYPES)
+
+
+async def _create_all(ctx: FhirContext, s: Session, subs: list[FhirRequest], indexes: list[int],
+                      responses: list[FhirResponse | None]) -> None:
+    items = []
+    for i in indexes:
+        with _blame(i):
+            resource = crud.checked_resource(subs[i], subs[i].path[0])
+        items.append((subs[i].path[0], str(subs[i].assigned_id), resource))
+    for i, stored in zip(indexes, await bulk_create(s, items, assume_new=True), strict=True):
+        responses[i] = resource_response(subs[i], stored, 201, location=True)
+
+
+@contextmanager
+def _blame(index: int) -> Iterator[None]:
+    """Name the failing entry in the error that rolls the transaction back."""
+    try:
+        yield
+    except FhirError as err:
+        where = f"Bundle.entry[{index}]"
+        raise FhirError(err.status, f"{where}: {err.diagnostics}", err.code,
+                        (where, *err.expression)) from None
 
 
 async def _batch(ctx: FhirContext, req: FhirRequest, entries: list, dispatch: Dispatch
