@@ -25,6 +25,9 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 1000
     pool_size: int = 10
+    #: `production` refuses synthetic national ids (Tenor +80, NAV +40); any other value (e.g.
+    #: `development`, `test`) is a test environment where they are the only ids allowed in demos.
+    environment: str = "development"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -36,4 +39,10 @@ class Settings:
             default_page_size=_int("AKSON_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_int("AKSON_MAX_PAGE_SIZE", cls.max_page_size),
             pool_size=_int("AKSON_POOL_SIZE", cls.pool_size),
+            environment=os.environ.get("AKSON_ENVIRONMENT", cls.environment),
         )
+
+    @property
+    def allow_synthetic_ids(self) -> bool:
+        """Synthetic national ids are accepted everywhere except in production."""
+        return self.environment != "production"

@@ -145,7 +145,7 @@ async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary:
     """
     valid: list[tuple[str, str, dict]] = []
     for where, resource in items:
-        issues = validate(resource)
+        issues = validate(resource, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
         if issues:
             summary.rejected.append((where, issues[0].diagnostics))
             continue

@@ -22,6 +22,7 @@ import orjson
 
 from akson.fhir import jsonio
 from akson.fhir.identifiers import (
+    classify_person_id,
     fhn_is_valid,
     fnr_is_valid,
     her_id_is_valid,
@@ -216,7 +217,9 @@ def to_fhirpath(resource_type: str, parts: Sequence[PathPart]) -> str:
     return "".join(out)
 
 
-def validate(resource: object, *, expected_type: str | None = None) -> list[Issue]:
+def validate(
+    resource: object, *, expected_type: str | None = None, allow_synthetic_ids: bool = True
+) -> list[Issue]:
     """Validate a parsed JSON resource against the R4 structure rules; [] means valid.
 
     Checks, in order: a JSON object with a known R4 `resourceType` (equal to `expected_type` when
@@ -264,7 +267,7 @@ def validate(resource: object, *, expected_type: str | None = None) -> list[Issu
     if problem:
         return [Issue(f"{rtype} {problem}", "too-costly" if "deep" in problem else "structure")]
     try:
-        return _validate(resource, rtype)
+        return _validate(resource, rtype, allow_synthetic_ids)
     except RecursionError:
         # Unreachable given the depth guard; kept so bad input can never become a 500.
         return [Issue(f"{rtype} is nested too deeply to validate", "too-costly")]
@@ -299,9 +302,9 @@ def _not_plain_json(value: object) -> str | None:
     return None
 
 
-def _validate(resource: dict[str, Any], rtype: str) -> list[Issue]:
+def _validate(resource: dict[str, Any], rtype: str, allow_synthetic: bool = True) -> list[Issue]:
     transaction = rtype == "Bundle" and resource.get("type") in ("transaction", "batch")
-    walker = _Walker(rtype, transaction)
+    walker = _Walker(rtype, transaction, allow_synthetic)
     walker.visit(resource, rtype)
     rule_issues, embedded = walker.issues, walker.embedded
     schema_issues = chain.from_iterable(
@@ -332,9 +335,10 @@ class _Walker:
     checks themselves.
     """
 
-    def __init__(self, rtype: str, transaction: bool) -> None:
+    def __init__(self, rtype: str, transaction: bool, allow_synthetic: bool = True) -> None:
         self.rtype = rtype
         self.transaction = transaction
+        self.allow_synthetic = allow_synthetic
         self.elements = _elements()
         self.issues: list[Issue] = []
         self.embedded: list[tuple[dict[str, Any], str, tuple[PathPart, ...]]] = []
@@ -344,7 +348,7 @@ class _Walker:
         if tname == "Reference":
             _check_reference(node, self.rtype, self.path, self.transaction, self.issues)
         elif tname == "Identifier":
-            _check_identifier(node, self.rtype, self.path, self.issues)
+            _check_identifier(node, self.rtype, self.path, self.issues, self.allow_synthetic)
         props = self.elements.get(tname)
         if not props:
             return
@@ -420,7 +424,11 @@ def _reference_problem(ref: str, transaction: bool) -> str | None:
 
 
 def _check_identifier(
-    node: dict[str, Any], rtype: str, path: Sequence[PathPart], issues: list[Issue]
+    node: dict[str, Any],
+    rtype: str,
+    path: Sequence[PathPart],
+    issues: list[Issue],
+    allow_synthetic: bool = True,
 ) -> None:
     system, value = node.get("system"), node.get("value")
     check = _ID_CHECKS.get(system) if isinstance(system, str) else None
@@ -428,6 +436,12 @@ def _check_identifier(
         return
     kind, is_valid, length, shape_problem, digits_problem = check
     if is_valid(value):
+        if not allow_synthetic and system in FNR_SYSTEMS:
+            person = classify_person_id(value)
+            if person is not None and person.synthetic:
+                where = to_fhirpath(rtype, path)
+                issues.append(Issue(f"{kind} in {where} is a synthetic test number, refused in "
+                                    "production", "value", "error", (f"{where}.value",)))
         return
     where = to_fhirpath(rtype, path)
     if len(value) != length or not value.isascii() or not value.isdigit():

@@ -123,7 +123,8 @@ async def _create_all(ctx: FhirContext, s: Session, subs: list[FhirRequest], ind
     items = []
     for i in indexes:
         with _blame(i):
-            resource = crud.checked_resource(subs[i], subs[i].path[0])
+            resource = crud.checked_resource(
+                subs[i], subs[i].path[0], allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
         items.append((subs[i].path[0], str(subs[i].assigned_id), resource))
     for i, stored in zip(indexes, await bulk_create(s, items, assume_new=True), strict=True):
         responses[i] = resource_response(subs[i], stored, 201, location=True)

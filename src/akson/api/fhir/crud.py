@@ -58,8 +58,11 @@ def _must_be_live(stored: Stored | None, res_type: str, res_id: str) -> None:
 # ----------------------------------------------------------------- writes
 
 
-def checked_resource(req: FhirRequest, res_type: str) -> dict:
-    """The request's resource after structural validation; 400/422 naming what is wrong."""
+def checked_resource(req: FhirRequest, res_type: str, *, allow_synthetic_ids: bool = True) -> dict:
+    """The request's resource after structural validation; 400/422 naming what is wrong.
+
+    In production (`allow_synthetic_ids` False) synthetic national ids are refused too.
+    """
     body = req.json()
     if not isinstance(body, dict):
         raise FhirError(400, "The body must be a JSON object (a FHIR resource)", "structure")
@@ -67,7 +70,7 @@ def checked_resource(req: FhirRequest, res_type: str) -> dict:
         found = body.get("resourceType")
         raise FhirError(400, f"The body is a {found!r} resource, the URL says {res_type}",
                         "invalid", ("resourceType",))
-    issues = validate(body, expected_type=res_type)
+    issues = validate(body, expected_type=res_type, allow_synthetic_ids=allow_synthetic_ids)
     if issues:
         raise unprocessable(issues)
     return body
@@ -78,7 +81,7 @@ async def create(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str) 
 
     A body `id` is ignored (the server assigns one), as R4 requires.
     """
-    resource = checked_resource(req, res_type)
+    resource = checked_resource(req, res_type, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
     condition = req.header("if-none-exist")
     if condition:
         await s.lock_condition(res_type, condition)
@@ -97,7 +100,7 @@ async def create(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str) 
 async def update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str
                  ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#update — creates when absent (client-assigned id)."""
-    resource = checked_resource(req, res_type)
+    resource = checked_resource(req, res_type, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
     if resource.get("id") != res_id:
         raise FhirError(400, f"The body's id must equal the id in the URL ({res_id})",
                         "invalid", ("id",))
@@ -108,7 +111,7 @@ async def update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, 
 async def conditional_update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
                              condition: str) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#cond-update: no match creates, one match updates."""
-    resource = checked_resource(req, res_type)
+    resource = checked_resource(req, res_type, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
     await s.lock_condition(res_type, condition)
     matches = await find_matches(ctx, s, req, res_type, condition)
     if len(matches) > 1:
