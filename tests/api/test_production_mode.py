@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import date
 
 import httpx
+from tests.conftest import ThreadServer
 
 from akson.config import Settings
 from akson.fhir.identifiers import make_fnr
 from akson.fhir.naming import FNR_SYSTEM
 from akson.store.migrate import upgrade
-from tests.conftest import ThreadServer
 
 
 def _patient(fnr: str) -> dict:

@@ -15,6 +15,9 @@ import orjson
 
 from akson.fhir.outcome import FhirError
 
+_INF = float("inf")
+#: Integers orjson would not keep exactly: beyond 64 bits (it reads them as floats) and -0.
+_BIG_OR_NEGATIVE_ZERO = re.compile(rb"-?\d{19,}|-0(?![\d.eE])")
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _HAS_FRACTION_OR_EXP = re.compile(rb"\d[.eE]")
 
@@ -27,6 +30,8 @@ class ExactDecimal(float):
 
     def __new__(cls, text: str) -> ExactDecimal:
         value = float.__new__(cls, text)
+        if value in (_INF, -_INF):
+            raise ValueError(f"number {text[:40]} is too large")
         value.text = text
         return value
 
@@ -38,6 +43,8 @@ def _default(obj: Any) -> Any:
 
 
 def _needs_exact(body: bytes) -> bool:
+    if _BIG_OR_NEGATIVE_ZERO.search(body):
+        return True
     if not _HAS_FRACTION_OR_EXP.search(body):
         return False
     for match in _NUMBER.finditer(body):
@@ -53,13 +60,22 @@ def loads(body: bytes, *, max_depth: int = 64) -> Any:
     """Parse a request body; raise FhirError 400 naming the problem if it is not usable JSON."""
     try:
         if _needs_exact(body):
-            tree = json.loads(body, parse_float=ExactDecimal, parse_constant=_reject_constant)
+            tree = json.loads(body, parse_float=ExactDecimal, parse_int=_exact_int,
+                              parse_constant=_reject_constant)
         else:
             tree = orjson.loads(body)
     except (ValueError, RecursionError) as exc:
         raise FhirError(400, f"Request body is not valid JSON: {_short(exc)}", "invalid") from None
     check_depth(tree, max_depth)
     return tree
+
+
+def _exact_int(text: str) -> int | ExactDecimal:
+    """Integers that fit 64 bits stay ints; larger ones and -0 keep their text as decimals."""
+    digits = text.lstrip("-")
+    if text == "-0" or len(digits) > 18 and not -(2**63) <= int(text) < 2**63:
+        return ExactDecimal(text)
+    return int(text)
 
 
 def _reject_constant(name: str) -> None:

@@ -130,6 +130,20 @@ _XSD_WHITESPACE_PATTERNS: dict[str, tuple[str, str]] = {
 }
 
 
+# R4 integers are 32-bit whole numbers (datatypes.html#integer), but the schema says only "number"
+# with a pattern (patterns do not apply to numbers): both the named types and the choice-type
+# properties that inline the pattern (e.g. Patient.multipleBirthInteger) get real bounds.
+_INTEGER_PATTERNS = {
+    "integer": "^-?([0]|([1-9][0-9]*))$",
+    "positiveInt": "^[1-9][0-9]*$",
+    "unsignedInt": "^[0]|([1-9][0-9]*)$",
+}
+_INLINE_INTEGERS: dict[str, dict[str, Any]] = {
+    pattern: {"type": "integer", "minimum": low, "maximum": 2**31 - 1}
+    for pattern, low in zip(_INTEGER_PATTERNS.values(), (-(2**31), 1, 0), strict=True)
+}
+
+
 @cache
 def _registry() -> jsonschema_rs.Registry:
     """The schema's definitions as a registry every per-type validator compiles against.
@@ -144,7 +158,9 @@ def _registry() -> jsonschema_rs.Registry:
         d = {k: v for k, v in definition.items() if k != "description"}
         if "properties" in d:
             d["properties"] = {
-                p: {k: v for k, v in s.items() if k != "description"}
+                p: _INLINE_INTEGERS.get(s.get("pattern", ""))
+                if s.get("type") == "number" and s.get("pattern") in _INLINE_INTEGERS
+                else {k: v for k, v in s.items() if k != "description"}
                 for p, s in d["properties"].items()
             }
         defs[name] = d
@@ -153,6 +169,8 @@ def _registry() -> jsonschema_rs.Registry:
         if defs[prim].get("pattern") != original:
             raise RuntimeError(f"unexpected R4 schema pattern for {prim}")
         defs[prim]["pattern"] = xsd
+    for prim, pattern in _INTEGER_PATTERNS.items():
+        defs[prim] = _INLINE_INTEGERS[pattern]
     defs["ResourceList"] = {
         "type": "object",
         "required": ["resourceType"],
