@@ -154,7 +154,7 @@ async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary:
         valid.append((resource["resourceType"], res_id, resource))
     if not valid:
         return
-    async with ctx.store.session(write=True) as s:
+    async with ctx.store.session(write=True, bulk=True) as s:
         await bulk_create(s, valid)
     summary.loaded += len(valid)
 

@@ -16,6 +16,9 @@ import orjson
 from akson.fhir.outcome import FhirError
 
 _INF = float("inf")
+#: C0 control characters other than tab, LF and CR, as JSON escapes: R4 strings may not hold
+#: them (datatypes.html#string), and PostgreSQL text cannot hold NUL at all.
+_CONTROL_ESCAPE = re.compile(rb"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F])")
 #: Integers orjson would not keep exactly: beyond 64 bits (it reads them as floats) and -0.
 _BIG_OR_NEGATIVE_ZERO = re.compile(rb"-?\d{19,}|-0(?![\d.eE])")
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
@@ -58,6 +61,9 @@ def _needs_exact(body: bytes) -> bool:
 
 def loads(body: bytes, *, max_depth: int = 64) -> Any:
     """Parse a request body; raise FhirError 400 naming the problem if it is not usable JSON."""
+    if _CONTROL_ESCAPE.search(body):
+        raise FhirError(400, "Strings may not contain control characters (U+0000 to U+001F other "
+                        "than tab, line feed and carriage return)", "invalid")
     try:
         if _needs_exact(body):
             tree = json.loads(body, parse_float=ExactDecimal, parse_int=_exact_int,

@@ -79,8 +79,9 @@ class ResourceStore:
         self.registry = registry
 
     @asynccontextmanager
-    async def session(self, *, write: bool) -> AsyncIterator[Session]:
-        async with self.db.transaction(write=write) as tx:
+    async def session(self, *, write: bool, bulk: bool = False) -> AsyncIterator[Session]:
+        """One transaction; `bulk=True` for sessions that call `akson.store.bulk`."""
+        async with self.db.transaction(write=write, bulk=bulk) as tx:
             yield Session(tx, self.registry)
 
 

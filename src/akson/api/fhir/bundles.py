@@ -95,7 +95,7 @@ async def _transaction(ctx: FhirContext, req: FhirRequest, entries: list, dispat
     full_urls = [e.get("fullUrl") if isinstance(e, dict) else None for e in entries]
     _no_duplicate_full_urls(full_urls)
     responses: list[FhirResponse | None] = [None] * len(subs)
-    async with ctx.store.session(write=True) as s:
+    async with ctx.store.session(write=True, bulk=True) as s:
         id_map = await _assign_ids(ctx, s, req, subs, full_urls)
         for sub in subs:
             if sub.parsed_body is not None:
