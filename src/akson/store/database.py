@@ -209,13 +209,14 @@ class _PgTx:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         with _pg_values():
-            cur = await self._conn.execute(sql, params)
+            # Binary results: stored JSON (bytea) arrives as bytes, without hex decoding.
+            cur = await self._conn.execute(sql, params, binary=True)
             rows: list[Row] = await cur.fetchall()
         return rows
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         with _pg_values():
-            cur = await self._conn.execute(sql, params)
+            cur = await self._conn.execute(sql, params, binary=True)
             row: Row | None = await cur.fetchone()
         return row
 
