@@ -9,6 +9,8 @@ import sys
 import click
 
 from akson.config import Settings
+from akson.registry_cli import registry
+from akson.registry_sync_cli import sync
 
 
 @click.group()
@@ -43,6 +45,10 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
                 log_level="warning", lifespan="on", server_header=False)
 
 
+main.add_command(registry)
+registry.add_command(sync)
+
+
 @main.group()
 def db() -> None:
     """Database administration."""
@@ -70,15 +76,29 @@ def import_cmd(paths: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--persons", default=200, show_default=True, type=int)
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--municipalities", default=2, show_default=True, type=click.IntRange(1, 357),
+              help="How many municipalities (one big one always among them).")
+@click.option("--persons", default=200, show_default=True, type=click.IntRange(10),
+              help="How many persons in all.")
+@click.option("--seed", default=1, show_default=True, type=int,
+              help="Same seed, same resources and ids.")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the database holds resources.")
-def demo(persons: int, seed: int, if_empty: bool) -> None:
-    """Load a deterministic synthetic Norwegian population (Tenor-style national ids)."""
-    from akson.demo import run_demo
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def demo(municipalities: int, persons: int, seed: int, if_empty: bool, progress: bool) -> None:
+    """Load a deterministic synthetic Norway: registers, GP lists and clinical history.
 
-    summary = run_demo(Settings.from_env(), persons, seed, if_empty)
-    if summary is None:
+    Only synthetic persons (Tenor-style national ids, birth month + 80). Prints the demo users
+    to log in as.
+    """
+    from akson.demo import render_users, run_demo
+
+    if persons < 10 * municipalities:
+        raise click.BadParameter("at least 10 persons per municipality", param_hint="--persons")
+    result = run_demo(Settings.from_env(), municipalities, persons, seed, if_empty,
+                      progress=progress)
+    if result is None:
         click.echo("Database already holds data; demo not loaded.")
-    else:
-        click.echo(f"Demo data: {summary.render()}")
+        return
+    stats, users = result
+    click.echo(stats.render())
+    click.echo(render_users(users))

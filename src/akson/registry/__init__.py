@@ -1,0 +1,1 @@
+"""Base-data registers (FREG, HPR, Enhetsregisteret, FLR, AR) as FHIR resources (docs/registers.md)."""
