@@ -15,6 +15,7 @@ from akson.api.fhir.context import FhirContext
 from akson.api.http import FhirApp
 from akson.api.openapi import openapi_document
 from akson.config import Settings
+from akson.export_worker import ExportWorker
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.database import connect
 from akson.store.repository import ResourceStore
@@ -28,6 +29,7 @@ class Akson:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.ctx: FhirContext | None = None
+        self.exports: ExportWorker | None = None
         self.fhir = FhirApp(self._context)
         self.site = Starlette(routes=[
             Route("/", _index),
@@ -44,10 +46,15 @@ class Akson:
         db = connect(self.settings.database_url, pool_size=self.settings.pool_size)
         await db.open()
         self.ctx = FhirContext(ResourceStore(db, registry), registry, self.settings)
+        self.exports = ExportWorker(self.ctx.store, self.settings.export_dir)
+        self.exports.start()
         log.warning("Akson serves WITHOUT authentication (trust services are not built yet); "
                     "keep it on a loopback address")
 
     async def shutdown(self) -> None:
+        if self.exports is not None:  # before the database closes: it requeues a running job
+            await self.exports.stop()
+            self.exports = None
         if self.ctx is not None:
             await self.ctx.store.db.close()
             self.ctx = None

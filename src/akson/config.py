@@ -28,6 +28,8 @@ class Settings:
     #: `production` refuses synthetic national ids (Tenor +80, NAV +40); any other value (e.g.
     #: `development`, `test`) is a test environment where they are the only ids allowed in demos.
     environment: str = "development"
+    #: Where Bulk Data `$export` jobs write their NDJSON files (one folder per job).
+    export_dir: str = "./var/export"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -40,6 +42,7 @@ class Settings:
             max_page_size=_int("AKSON_MAX_PAGE_SIZE", cls.max_page_size),
             pool_size=_int("AKSON_POOL_SIZE", cls.pool_size),
             environment=os.environ.get("AKSON_ENVIRONMENT", cls.environment),
+            export_dir=os.environ.get("AKSON_EXPORT_DIR", cls.export_dir),
         )
 
     @property

@@ -116,7 +116,7 @@ def _negotiate(req: FhirRequest) -> None:
         if fmt.split(";")[0].strip().lower() not in _FORMATS:
             raise FhirError(406, f"_format={fmt[:40]} is not supported; this server speaks JSON",
                             "not-supported")
-    else:
+    elif req.path[:1] != ["$export-file"]:  # NDJSON files: their handler checks Accept
         accept = req.header("accept")
         if accept and not _accepts_json(accept):
             raise FhirError(406, "This server answers application/fhir+json only",
@@ -141,9 +141,13 @@ def _accepts_json(accept: str) -> bool:
 
 
 async def _send(send: Callable, resp: FhirResponse, *, head: bool) -> None:
+    stream = getattr(resp, "stream", None)
+    if stream is not None:  # a file (Bulk Data export): sent in chunks, never read whole
+        await stream(send, head=head)
+        return
     body = resp.body_bytes()
     headers: list[tuple[bytes, bytes]] = [(b"content-length", str(len(body)).encode())]
-    if body:
+    if body and "Content-Type" not in resp.headers:
         headers.append((b"content-type", FHIR_JSON.encode()))
     headers += [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in resp.headers.items()]
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})

@@ -3,30 +3,47 @@
 The parse is strict: an unknown parameter, an unsupported modifier or a malformed value is a 400
 naming the parameter, unless the client asked for `Prefer: handling=lenient`
 (https://hl7.org/fhir/R4/search.html#errors), in which case it is dropped and reported.
+
+Besides plain `name[:modifier]=v1,v2` clauses the query holds chains (`subject:Patient.name=x`,
+search.html#chaining), reverse chains (`_has:Observation:patient:code=x`, search.html#has),
+composites (`code-value-quantity=loinc|1$gt5`, search.html#composite), `_sort`
+(search.html#sort) and `_total` (search.html#total). It also extracts the few index rows the
+generic indexer does not write (`extra_index_rows`): token texts for `:text`, identifiers of
+references for `:identifier` and composite tuples — pure functions of the resource, like indexing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from akson.fhir import dates
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry
+from akson.fhir.text import normalize
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 #: Result parameters this server understands (search.html#return); all others are errors.
-RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_format", "_pretty"})
+RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_format", "_pretty", "_sort",
+                           "_explain"})
 #: Modifiers each parameter type supports here; anything else is refused, not ignored.
 MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"", "not", "missing"}),
+    "token": frozenset({"", "not", "missing", "text", "of-type", "in", "not-in"}),
     "string": frozenset({"", "exact", "contains", "missing"}),
     "date": frozenset({"", "missing"}),
-    "reference": frozenset({"", "missing"}),  # plus :[type], checked separately
+    "reference": frozenset({"", "missing", "identifier"}),  # plus :[type], checked separately
     "number": frozenset({"", "missing"}),
     "quantity": frozenset({"", "missing"}),
     "uri": frozenset({"", "missing", "below", "above"}),
+    "composite": frozenset({"", "missing"}),
 }
+#: Composite parameters are indexed when the first component is a token and the second one of
+#: these types (all R4 composites but the three-part ones and `Group.characteristic-reference`).
+COMPOSITE_SECOND = frozenset({"token", "quantity", "date", "string"})
+#: Longest chain accepted (search.html#chaining leaves the depth to the server).
+MAX_CHAIN = 4
 
 
 @dataclass(frozen=True)
@@ -35,17 +52,55 @@ class Value:
 
     raw: str
     prefix: str = "eq"
+    #: Composite values: the value of each component after the first, split on `$`.
+    parts: tuple[Value, ...] = ()
+
+
+@dataclass(frozen=True)
+class Chain:
+    """`ref[:Type].rest=…`: the reference parameter and, per target type, the clause on it."""
+
+    param: SearchParam
+    targets: tuple[tuple[str, Clause], ...]
+
+
+@dataclass(frozen=True)
+class Has:
+    """`_has:Type:ref:rest=…`: resources of `res_type` whose `param` points here match `inner`."""
+
+    res_type: str
+    param: SearchParam
+    inner: Clause
 
 
 @dataclass(frozen=True)
 class Clause:
-    """One `name[:modifier]=v1,v2` parameter: the values are ORed; clauses are ANDed."""
+    """One `name[:modifier]=v1,v2` parameter: the values are ORed; clauses are ANDed.
+
+    `type` is the parameter type, or `chain` / `has` / `compartment` for those forms (then the
+    `chain`, `has` or `codes` field holds the detail).
+    """
 
     name: str
     type: str
     modifier: str
     values: tuple[Value, ...]
     param: SearchParam | None = None  # None for _id / _lastUpdated (resource columns)
+    chain: Chain | None = None
+    has: Has | None = None
+    #: Compartment clauses: the reference parameters linking a resource to the compartment.
+    codes: tuple[str, ...] = ()
+    #: Composite clauses: the type of each component (the first is always `token`).
+    component_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One `_sort` key (search.html#sort): `-name` sorts descending."""
+
+    name: str
+    type: str  # a parameter type, or `id` / `lastUpdated` for the resource columns
+    descending: bool
 
 
 @dataclass
@@ -55,27 +110,44 @@ class SearchQuery:
     resource_type: str | None
     clauses: list[Clause] = field(default_factory=list)
     count: int = 50
+    #: Keyset position: the pk of the last row seen (negative: page backwards from -cursor).
     cursor: int | None = None
+    #: With `_sort`: the sort-key values of that row, so the next page starts right after it.
+    cursor_key: tuple[Any, ...] | None = None
     total: str = "auto"  # none | estimate | accurate | auto (ours: exact when it is free)
+    sort: list[SortKey] = field(default_factory=list)
+    explain: bool = False
     dropped: list[Issue] = field(default_factory=list)  # lenient mode: what was ignored
 
 
-def split_or(raw: str) -> list[str]:
-    """Split a value on unescaped commas; `\\,` is a literal comma (search.html#escaping)."""
+def split_or(raw: str, sep: str = ",") -> list[str]:
+    """Split a value on unescaped `sep`; `\\,` is a literal comma (search.html#escaping).
+
+    Escapes of the other separators (`\\$`, `\\|`) are kept for the later split on them.
+    """
+    if "\\" not in raw:  # the common case: nothing escaped
+        return raw.split(sep)
     parts: list[str] = []
     current: list[str] = []
     chars = iter(raw)
     for ch in chars:
         if ch == "\\":
             nxt = next(chars, "")
-            current.append(nxt if nxt in ",$|\\" else ch + nxt)
-        elif ch == ",":
+            if nxt == sep or (nxt == "\\" and sep == ","):
+                current.append(nxt)
+            else:
+                current.append(ch + nxt)
+        elif ch == sep:
             parts.append("".join(current))
             current = []
         else:
             current.append(ch)
     parts.append("".join(current))
     return parts
+
+
+def _unescape(raw: str) -> str:
+    return raw.replace("\\$", "$").replace("\\|", "|") if "\\" in raw else raw
 
 
 def parse(
@@ -86,9 +158,18 @@ def parse(
     lenient: bool = False,
     default_count: int = 50,
     max_count: int = 1000,
+    compartment: tuple[str, str, tuple[str, ...]] | None = None,
 ) -> SearchQuery:
-    """Turn query pairs into a SearchQuery; raise FhirError(400) on anything not understood."""
+    """Turn query pairs into a SearchQuery; raise FhirError(400) on anything not understood.
+
+    `compartment` = (compartment type, id, linking parameters) restricts the search to that
+    compartment (search.html#compartments, e.g. `GET /Patient/123/Observation`).
+    """
     query = SearchQuery(resource_type, count=default_count)
+    if compartment is not None:
+        ctype, cid, codes = compartment
+        query.clauses.append(Clause("_compartment", "compartment", "",
+                                    (Value(f"{ctype}/{cid}"),), codes=codes))
     for name, raw in params:
         try:
             _parse_one(query, name, raw, registry, max_count)
@@ -102,57 +183,185 @@ def parse(
 def _parse_one(
     query: SearchQuery, name: str, raw: str, registry: SearchParamRegistry, max_count: int
 ) -> None:
-    base, _, modifier = name.partition(":")
+    base = name.partition(":")[0]
     if base in RESULT_PARAMS:
-        _result_param(query, base, raw, max_count)
+        _result_param(query, name, raw, registry, max_count)
         return
-    if base == "_id":
-        query.clauses.append(_clause(base, "token", modifier, raw, None))
-        return
-    if base == "_lastUpdated":
-        query.clauses.append(_clause(base, "date", modifier, raw, None))
-        return
-    if query.resource_type is None:
+    query.clauses.append(_parse_clause(query.resource_type, name, raw, registry, 0))
+
+
+def _parse_clause(res_type: str | None, name: str, raw: str, registry: SearchParamRegistry,
+                  depth: int) -> Clause:
+    """One search clause on `res_type`, possibly a chain or `_has` (recursively)."""
+    if depth > MAX_CHAIN:
+        raise FhirError(400, f"Search parameter '{name[:200]}' chains deeper than {MAX_CHAIN}",
+                        "not-supported")
+    if name.startswith("_has:"):
+        return _parse_has(res_type, name, raw, registry, depth)
+    head, dot, rest = name.partition(".")
+    base, _, modifier = head.partition(":")
+    if base == "_id" and not dot:
+        return _clause(base, "token", modifier, raw, None, allowed=frozenset({"", "not"}))
+    if base == "_lastUpdated" and not dot:
+        return _clause(base, "date", modifier, raw, None)
+    if res_type is None:
         raise FhirError(400, f"Search parameter '{base}' is not supported across all types")
-    param = registry.get(query.resource_type, base)
+    param = registry.get(res_type, base)
     if param is None:
-        raise FhirError(
-            400, f"Unknown search parameter '{base}' for {query.resource_type}", "not-supported"
-        )
-    query.clauses.append(_clause(base, param.type, modifier, raw, param))
+        raise FhirError(400, f"Unknown search parameter '{base}' for {res_type}",
+                        "not-supported")
+    if dot:
+        return _parse_chain(res_type, name, param, modifier, rest, raw, registry, depth)
+    if param.type == "composite":
+        return _composite(name, modifier, raw, param, registry)
+    return _clause(base, param.type, modifier, raw, param)
 
 
-def _result_param(query: SearchQuery, name: str, raw: str, max_count: int) -> None:
+def _parse_chain(res_type: str, name: str, param: SearchParam, modifier: str, rest: str,
+                 raw: str, registry: SearchParamRegistry, depth: int) -> Clause:
+    """search.html#chaining: every target type that has the next parameter is searched."""
+    if param.type != "reference":
+        raise FhirError(400, f"Search parameter '{param.code}' of {res_type} is not a "
+                        "reference and cannot be chained", "not-supported")
+    if modifier and not _is_type_modifier(modifier, param):
+        raise FhirError(400, f"Modifier ':{modifier}' cannot be chained on '{param.code}'",
+                        "not-supported")
+    candidates = (modifier,) if modifier else param.target
+    next_code = rest.partition(".")[0].partition(":")[0]
+    targets: list[tuple[str, Clause]] = []
+    for target in candidates:
+        if next_code == "_has" or next_code in ("_id", "_lastUpdated") or \
+                registry.get(target, next_code) is not None:
+            targets.append((target, _parse_clause(target, rest, raw, registry, depth + 1)))
+    if not targets:
+        raise FhirError(400, f"Chained parameter '{name[:200]}': no target of '{param.code}' "
+                        f"has a search parameter '{next_code[:100]}'", "not-supported")
+    return Clause(name, "chain", modifier, (), param, chain=Chain(param, tuple(targets)))
+
+
+def _parse_has(res_type: str | None, name: str, raw: str, registry: SearchParamRegistry,
+               depth: int) -> Clause:
+    """search.html#has: `_has:Observation:patient:code=x`, nestable."""
+    parts = name.split(":", 3)
+    if len(parts) != 4 or not all(parts[1:]) or res_type is None:
+        raise FhirError(400, f"'{name[:200]}' must look like _has:Type:reference:parameter")
+    _, other, ref_code, rest = parts
+    ref = registry.get(other, ref_code)
+    if ref is None or ref.type != "reference":
+        raise FhirError(400, f"_has: '{ref_code[:100]}' is not a reference parameter of "
+                        f"{other[:64]}", "not-supported")
+    if ref.target and res_type not in ref.target:
+        raise FhirError(400, f"_has: {other}.{ref_code} never refers to {res_type}",
+                        "not-supported")
+    inner = _parse_clause(other, rest, raw, registry, depth + 1)
+    return Clause(name, "has", "", (), ref, has=Has(other, ref, inner))
+
+
+def _composite(name: str, modifier: str, raw: str, param: SearchParam,
+               registry: SearchParamRegistry) -> Clause:
+    types = component_types(param, registry)
+    if types is None:
+        raise FhirError(400, f"Composite parameter '{param.code}' is not supported",
+                        "not-supported")
+    if modifier not in MODIFIERS["composite"]:
+        raise FhirError(400, f"Modifier ':{modifier}' is not supported for '{param.code}'",
+                        "not-supported")
+    if modifier == "missing":
+        return _clause(param.code, "composite", modifier, raw, param)
+    values: list[Value] = []
+    for alt in split_or(raw):
+        pieces = split_or(alt, "$")
+        if len(pieces) != len(types) or not all(pieces):
+            raise FhirError(400, f"'{param.code}' needs {len(types)} values separated by $")
+        first = _value("token", pieces[0], param.code)
+        rest = tuple(_value(t, p, param.code) for t, p in zip(types[1:], pieces[1:], strict=True))
+        values.append(Value(first.raw, first.prefix, rest))
+    return Clause(name, "composite", "", tuple(values), param, component_types=types)
+
+
+def component_types(param: SearchParam, registry: SearchParamRegistry) -> tuple[str, ...] | None:
+    """The component types of a composite this server indexes, or None (not supported)."""
+    types: list[str] = []
+    for definition, _ in param.components:
+        comp = _by_url(registry, definition)
+        if comp is None:
+            return None
+        types.append(comp.type)
+    if len(types) != 2 or types[0] != "token" or types[1] not in COMPOSITE_SECOND:
+        return None
+    return tuple(types)
+
+
+_URL_CACHE: dict[tuple[int, int, str], SearchParam | None] = {}
+
+
+def _by_url(registry: SearchParamRegistry, url: str) -> SearchParam | None:
+    key = (id(registry), registry.version, url)
+    if key not in _URL_CACHE:
+        _URL_CACHE[key] = next((p for p in registry if p.url == url), None)
+    return _URL_CACHE[key]
+
+
+def _result_param(query: SearchQuery, name: str, raw: str, registry: SearchParamRegistry,
+                  max_count: int) -> None:
     if name == "_count":
         if not raw.isdigit():
             raise FhirError(400, "_count must be a non-negative integer")
         query.count = min(int(raw), max_count)
     elif name == "_cursor":
-        if not raw.lstrip("-").isdigit():
+        if not raw.lstrip("-").isdigit() or len(raw) > 19:
             raise FhirError(400, "_cursor is not a cursor this server issued")
         query.cursor = int(raw)
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise FhirError(400, "_total must be none, estimate or accurate")
         query.total = raw
+    elif name == "_sort":
+        query.sort = [_sort_key(query.resource_type, key, registry) for key in raw.split(",")]
+    elif name == "_explain":
+        if raw not in ("true", "false"):
+            raise FhirError(400, "_explain must be true or false")
+        query.explain = raw == "true"
+    elif name not in ("_format", "_pretty"):
+        raise FhirError(400, f"Modifiers are not allowed on '{name.partition(':')[0]}'")
     # _format and _pretty are handled by the HTTP layer.
 
 
-def _clause(name: str, ptype: str, modifier: str, raw: str, param: SearchParam | None) -> Clause:
-    allowed = MODIFIERS.get(ptype)
+def _sort_key(res_type: str | None, key: str, registry: SearchParamRegistry) -> SortKey:
+    descending = key.startswith("-")
+    code = key[1:] if descending else key
+    if code == "_id":
+        return SortKey(code, "id", descending)
+    if code == "_lastUpdated":
+        return SortKey(code, "lastUpdated", descending)
+    param = registry.get(res_type, code) if res_type and code else None
+    if param is None or param.type not in MODIFIERS or param.type == "composite":
+        raise FhirError(400, f"_sort: '{code[:100]}' is not a sortable parameter"
+                        + (f" of {res_type}" if res_type else ""), "not-supported")
+    return SortKey(code, param.type, descending)
+
+
+def _clause(name: str, ptype: str, modifier: str, raw: str, param: SearchParam | None,
+            allowed: frozenset[str] | None = None) -> Clause:
+    allowed = allowed if allowed is not None else MODIFIERS.get(ptype)
     if allowed is None:
-        raise FhirError(400, f"Search parameter '{name}' of type {ptype} is not supported yet",
+        raise FhirError(400, f"Search parameter '{name}' of type {ptype} is not supported",
                         "not-supported")
     if modifier not in allowed and not (ptype == "reference" and _is_type_modifier(modifier, param)):
-        raise FhirError(400, f"Modifier ':{modifier}' is not supported for '{name}'",
+        raise FhirError(400, f"Modifier ':{modifier[:60]}' is not supported for '{name}'",
                         "not-supported")
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise FhirError(400, f"'{name}:missing' must be true or false")
         return Clause(name, ptype, modifier, (Value(raw),), param)
-    values = tuple(_value(ptype, v, name) for v in split_or(raw))
+    if ptype == "token" and modifier == "text":
+        values = tuple(Value(v) for v in split_or(raw))  # free text: no system|code split
+    else:
+        values = tuple(_value(ptype, v, name) for v in split_or(raw))
     if not raw or any(not v.raw for v in values):
         raise FhirError(400, f"Search parameter '{name}' has an empty value")
+    if modifier == "of-type" and any(v.raw.count("|") != 2 for v in values):
+        raise FhirError(400, f"'{name}:of-type' takes type-system|type-code|value")
     return Clause(name, ptype, modifier, values, param)
 
 
@@ -164,15 +373,184 @@ def _is_type_modifier(modifier: str, param: SearchParam | None) -> bool:
 
 def _value(ptype: str, raw: str, name: str) -> Value:
     if ptype in ("date", "number", "quantity") and raw[:2] in PREFIXES and len(raw) > 2:
-        value = Value(raw[2:], raw[:2])
+        value = Value(_unescape(raw[2:]), raw[:2])
     else:
-        value = Value(raw)
+        value = Value(raw if ptype == "token" else _unescape(raw))
     if ptype == "date":
         dates.date_range(value.raw)  # raises a 400 naming the bad date
     elif ptype in ("number", "quantity"):
         number = value.raw.split("|", 1)[0]
         try:
-            float(number)
+            ok = math.isfinite(float(number)) and "_" not in number
         except ValueError:
-            raise FhirError(400, f"'{name}' needs a number, got '{number[:40]}'") from None
+            ok = False
+        if not ok:
+            raise FhirError(400, f"'{name}' needs a finite number, got '{number[:40]}'")
     return value
+
+
+# --- index rows the generic indexer does not write -------------------------------------------
+
+
+@dataclass
+class ExtraRows:
+    """Rows for `sp_token_text` (param, folded text), reference identifiers as `sp_token` rows
+    (param `code:identifier`, system, value) and `sp_composite` rows (see `composite_row`)."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    ref_identifiers: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    composites: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+_EXTRA_PLANS: dict[tuple[int, int, str], list[tuple[str, str, Any, Any]]] = {}
+
+
+def extra_index_rows(resource: dict, registry: SearchParamRegistry) -> ExtraRows:
+    """The search-only index rows of `resource` (search.html#token `:text`, #reference
+    `:identifier`, #composite), computed with the same compiled extractors as indexing."""
+    out = ExtraRows()
+    rtype = resource.get("resourceType")
+    if rtype.__class__ is not str:
+        return out
+    for kind, code, fn, comps in _extra_plan(registry, rtype):
+        values = fn(resource)
+        if not values:
+            continue
+        if kind == "token":
+            _token_texts(code, values, out.texts)
+        elif kind == "reference":
+            for v in values:
+                ident = v.get("identifier") if v.__class__ is dict else None
+                if ident.__class__ is dict and ident.get("value").__class__ is str:
+                    system = ident.get("system")
+                    out.ref_identifiers.append((f"{code}:identifier",
+                                                system if system.__class__ is str else None,
+                                                ident["value"]))
+        else:
+            for element in values:
+                if element.__class__ is dict:
+                    out.composites.extend(_composite_rows(code, element, comps))
+    out.texts = list(dict.fromkeys(out.texts))
+    out.ref_identifiers = list(dict.fromkeys(out.ref_identifiers))
+    out.composites = list(dict.fromkeys(out.composites))
+    return out
+
+
+def _extra_plan(registry: SearchParamRegistry, rtype: str) -> list[tuple[str, str, Any, Any]]:
+    from akson.fhir.fhirpath_compile import FhirPathCompileError, compile_expression
+
+    key = (id(registry), registry.version, rtype)
+    plan = _EXTRA_PLANS.get(key)
+    if plan is not None:
+        return plan
+    plan = []
+    for code, p in registry.for_type(rtype).items():
+        fn = p.extractor(rtype)
+        if fn is None or code.startswith("_") and p.type != "token":
+            continue
+        if p.type in ("token", "reference"):
+            plan.append((p.type, code, fn, None))
+        elif p.type == "composite" and component_types(p, registry) is not None:
+            try:
+                comps = [compile_expression(expr, rtype) for _, expr in p.components]
+            except FhirPathCompileError:
+                continue
+            types = component_types(p, registry)
+            plan.append(("composite", code, fn, list(zip(types or (), comps, strict=True))))
+    _EXTRA_PLANS[key] = plan
+    return plan
+
+
+def _token_texts(code: str, values: list[Any], out: list[tuple[str, str]]) -> None:
+    for v in values:
+        if v.__class__ is not dict:
+            continue
+        texts = [v.get("text"), v.get("display")]
+        texts += [c.get("display") for c in v.get("coding") or () if c.__class__ is dict]
+        itype = v.get("type")
+        if itype.__class__ is dict:  # Identifier.type.text (search.html#token, :text)
+            texts.append(itype.get("text"))
+        for t in texts:
+            if t.__class__ is str and t:
+                out.append((code, normalize(t)))
+
+
+def _codes(value: Any) -> list[tuple[str | None, str | None]]:
+    """(system, code) pairs of a token-ish value (CodeableConcept, Coding, code)."""
+    if value.__class__ is str:
+        return [(None, value)]
+    if value.__class__ is not dict:
+        return []
+    codings = value.get("coding") if "coding" in value else [value]
+    out = []
+    for c in codings or ():
+        if c.__class__ is dict and (c.get("code").__class__ is str):
+            system = c.get("system")
+            out.append((system if system.__class__ is str else None, c["code"]))
+    return out
+
+
+def _composite_rows(code: str, element: dict, comps: list[tuple[str, Any]]
+                    ) -> list[tuple[Any, ...]]:
+    """Rows (param, system, code, v_system, v_code, v_value, v_low, v_high, v_text): the first
+    component's coding paired with each value of the second, from the same element."""
+    (_, first_fn), (second_type, second_fn) = comps
+    firsts = [pair for v in first_fn(element) for pair in _codes(v)]
+    seconds: list[tuple[Any, ...]] = []
+    for v in second_fn(element):
+        if second_type == "token":
+            seconds += [(s, c, None, None, None, None) for s, c in _codes(v)]
+        elif second_type == "quantity" and isinstance(v, dict) and \
+                isinstance(v.get("value"), (int, float)) and not isinstance(v["value"], bool):
+            system, unit = v.get("system"), v.get("code")
+            if unit.__class__ is not str and system.__class__ is not str:
+                unit = v.get("unit")
+            seconds.append((system if system.__class__ is str else None,
+                            unit if unit.__class__ is str else None, float(v["value"]),
+                            None, None, None))
+        elif second_type == "date" and v.__class__ is str:
+            try:
+                low, high = dates.date_range(v)
+            except FhirError:
+                continue
+            seconds.append((None, None, None, low, high, None))
+        elif second_type == "string" and v.__class__ is str and v:
+            seconds.append((None, None, None, None, None, normalize(v)))
+    return [(code, s, c, *second) for s, c in firsts for second in seconds]
+
+
+def expand_valueset(valueset: dict) -> list[tuple[str, str | None]] | None:
+    """(system, code) pairs of a simple ValueSet; (system, None) stands for a whole code system.
+
+    Understands `expansion.contains` (nested) and `compose.include` with `concept` lists or a
+    bare `system`; `exclude`, filters and included value sets make it None (not expandable
+    here), so `:in` answers 400 instead of a wrong result (search.html#token, valueset.html).
+    """
+    pairs: list[tuple[str, str | None]] = []
+    expansion = valueset.get("expansion")
+    if isinstance(expansion, dict) and expansion.get("contains"):
+        stack = list(expansion.get("contains") or ())
+        while stack:
+            item = stack.pop()
+            if not isinstance(item, dict):
+                continue
+            if isinstance(item.get("system"), str) and isinstance(item.get("code"), str):
+                pairs.append((item["system"], item["code"]))
+            stack.extend(item.get("contains") or ())
+        return pairs
+    compose = valueset.get("compose")
+    if not isinstance(compose, dict) or compose.get("exclude"):
+        return None
+    for inc in compose.get("include") or ():
+        if not isinstance(inc, dict) or inc.get("filter") or inc.get("valueSet"):
+            return None
+        system = inc.get("system")
+        if not isinstance(system, str):
+            return None
+        concepts = inc.get("concept")
+        if concepts:
+            pairs += [(system, c["code"]) for c in concepts
+                      if isinstance(c, dict) and isinstance(c.get("code"), str)]
+        else:
+            pairs.append((system, None))
+    return pairs

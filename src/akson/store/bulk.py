@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from akson.fhir import dates, indexing, jsonio
+from akson.fhir.search import extra_index_rows
 from akson.store.repository import Session, Stored, _with_meta
 
 _INDEX_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -21,6 +22,13 @@ _INDEX_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sp_quantity": ("quantities", ("value", "system", "code")),
     "sp_number": ("numbers", ("value",)),
     "sp_uri": ("uris", ("uri",)),
+    "sp_identifier_type": ("identifier_types", ("type_system", "type_code", "value")),
+}
+# Search-only rows from `akson.fhir.search.extra_index_rows` (migration 0003).
+_EXTRA_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sp_token_text": ("texts", ("value_norm",)),
+    "sp_composite": ("composites", ("system", "code", "v_system", "v_code", "v_value", "v_low",
+                                    "v_high", "v_text")),
 }
 
 
@@ -53,7 +61,8 @@ async def _copy_new(s: Session, fresh: Sequence[tuple[str, str, dict]]
     now = dates.now_us()
     resource_rows: list[tuple[Any, ...]] = []
     version_rows: list[tuple[Any, ...]] = []
-    index_rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in _INDEX_COLUMNS}
+    index_rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in (*_INDEX_COLUMNS,
+                                                                    *_EXTRA_COLUMNS)}
     for pk, (res_type, res_id, resource) in zip(pks, fresh, strict=True):
         doc = _with_meta(resource, res_id, 1, now)
         rows = indexing.extract(doc, s.registry)
@@ -63,13 +72,17 @@ async def _copy_new(s: Session, fresh: Sequence[tuple[str, str, dict]]
         version_rows.append((pk, res_type, res_id, 1, now, False, "POST", content))
         for table, (field, _) in _INDEX_COLUMNS.items():
             index_rows[table].extend((pk, res_type, *row) for row in getattr(rows, field))
+        extra = extra_index_rows(doc, s.registry)
+        for table, (field, _) in _EXTRA_COLUMNS.items():
+            index_rows[table].extend((pk, res_type, *row) for row in getattr(extra, field))
+        index_rows["sp_token"].extend((pk, res_type, *row) for row in extra.ref_identifiers)
         out[(res_type, res_id)] = Stored(res_type, res_id, 1, now, False, content, "POST")
     await s.tx.copy_rows("resource", ("pk", "res_type", "res_id", "version", "last_updated",
                                       "deleted", "patient_id", "content"), resource_rows)
     await s.tx.copy_rows("resource_version", ("res_pk", "res_type", "res_id", "version",
                                               "last_updated", "deleted", "method", "content"),
                          version_rows)
-    for table, (_, columns) in _INDEX_COLUMNS.items():
+    for table, (_, columns) in (*_INDEX_COLUMNS.items(), *_EXTRA_COLUMNS.items()):
         await s.tx.copy_rows(table, ("res_pk", "res_type", "param", *columns), index_rows[table])
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from akson.fhir.indexing import IndexRows
+from akson.fhir.search import ExtraRows
 
 # (table, IndexRows field, columns after `param`, SQL cast of each element)
 _TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -24,6 +25,15 @@ _TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("sp_quantity", "quantities", ("value", "system", "code"), ("float8", "text", "text")),
     ("sp_number", "numbers", ("value",), ("float8",)),
     ("sp_uri", "uris", ("uri",), ("text",)),
+    # Search-only rows (migration 0003): identifier types from IndexRows, the rest from
+    # `akson.fhir.search.extra_index_rows` (reference identifiers are sp_token rows too).
+    ("sp_identifier_type", "identifier_types", ("type_system", "type_code", "value"),
+     ("text", "text", "text")),
+    ("sp_token_text", "texts", ("value_norm",), ("text",)),
+    ("sp_token", "ref_identifiers", ("system", "code"), ("text", "text")),
+    ("sp_composite", "composites",
+     ("system", "code", "v_system", "v_code", "v_value", "v_low", "v_high", "v_text"),
+     ("text", "text", "text", "text", "float8", "bigint", "bigint", "text")),
 )
 
 _INSERT_RESOURCE = (
@@ -41,7 +51,7 @@ def _statement(update: bool) -> str:
     ctes = [_UPDATE_RESOURCE if update else _INSERT_RESOURCE]
     if update:
         ctes += [f"d_{table} AS (DELETE FROM {table} WHERE res_pk = (SELECT pk FROM r))"
-                 for table, *_ in _TABLES]
+                 for table in dict.fromkeys(table for table, *_ in _TABLES)]
     ctes.append(
         "v AS (INSERT INTO resource_version (res_pk, res_type, res_id, version, last_updated, "
         "deleted, method, content) SELECT pk, %(t)s, %(id)s, %(v)s, %(now)s, false, %(m)s, "
@@ -50,7 +60,7 @@ def _statement(update: bool) -> str:
     for i, (table, _field, columns, casts) in enumerate(_TABLES):
         values = ", ".join(f"(e->>{j + 1})::{cast}" for j, cast in enumerate(casts))
         ctes.append(
-            f"i_{table} AS (INSERT INTO {table} (res_pk, res_type, param, {', '.join(columns)}) "
+            f"i{i}_{table} AS (INSERT INTO {table} (res_pk, res_type, param, {', '.join(columns)}) "
             f"SELECT r.pk, %(t)s, e->>0, {values} "
             f"FROM r, json_array_elements(%(idx)s::json -> {i}) AS e)"
         )
@@ -63,9 +73,11 @@ UPDATE_SQL = _statement(update=True)
 
 def params(
     res_type: str, res_id: str, version: int, now: int, patient_id: str | None, content: bytes,
-    method: str, rows: IndexRows,
+    method: str, rows: IndexRows, extra: ExtraRows | None = None,
 ) -> dict[str, Any]:
     """Bind values for INSERT_SQL / UPDATE_SQL; `idx` holds every index row, one list per table."""
-    index = [getattr(rows, field) for _, field, _, _ in _TABLES]
+    extra = extra or ExtraRows()
+    index = [getattr(rows, field) if hasattr(rows, field) else getattr(extra, field)
+             for _, field, _, _ in _TABLES]
     return {"t": res_type, "id": res_id, "v": version, "now": now, "pat": patient_id,
             "c": content, "m": method, "idx": orjson.dumps(index).decode()}

@@ -17,11 +17,11 @@ from urllib.parse import parse_qsl, urlencode
 
 from akson.fhir import dates, indexing, jsonio
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import SearchQuery
+from akson.fhir.search import ExtraRows, SearchQuery, expand_valueset, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
-from akson.store.search_sql import Where, compile_where
+from akson.store.search_sql import Scope, Where, compile_where, sort_expressions, valueset_urls
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ class Page:
     next_cursor: int | None
     prev_cursor: int | None
     total: int | None
+    #: With `_sort`: the sort-key values of the last (first) row, for the next (previous) page.
+    next_key: tuple[Any, ...] | None = None
+    prev_key: tuple[Any, ...] | None = None
+    #: With `_explain`: the database's plan of the page statement.
+    plan: str | None = None
 
 
 _INSERT = {
@@ -62,11 +67,19 @@ _INSERT = {
     "VALUES (%s,%s,%s,%s,%s,%s)",
     "sp_number": "INSERT INTO sp_number (res_pk, res_type, param, value) VALUES (%s,%s,%s,%s)",
     "sp_uri": "INSERT INTO sp_uri (res_pk, res_type, param, uri) VALUES (%s,%s,%s,%s)",
+    # Search-only index rows (migration 0003, akson.fhir.search.extra_index_rows).
+    "sp_identifier_type": "INSERT INTO sp_identifier_type (res_pk, res_type, param, "
+    "type_system, type_code, value) VALUES (%s,%s,%s,%s,%s,%s)",
+    "sp_token_text": "INSERT INTO sp_token_text (res_pk, res_type, param, value_norm) "
+    "VALUES (%s,%s,%s,%s)",
+    "sp_composite": "INSERT INTO sp_composite (res_pk, res_type, param, system, code, v_system, "
+    "v_code, v_value, v_low, v_high, v_text) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
 }
 _ROWS_FIELD = {
     "sp_token": "tokens", "sp_string": "strings", "sp_date": "dates",
     "sp_reference": "references", "sp_quantity": "quantities", "sp_number": "numbers",
-    "sp_uri": "uris",
+    "sp_uri": "uris", "sp_identifier_type": "identifier_types", "sp_token_text": "texts",
+    "sp_composite": "composites",
 }
 _COLS = "res_type, res_id, version, last_updated, deleted, content"
 
@@ -166,12 +179,13 @@ class Session:
         now = dates.now_us()
         doc = _with_meta(resource, res_id, version, now)
         rows = indexing.extract(doc, self.registry)
+        extra = extra_index_rows(doc, self.registry)
         patient_id = indexing.patient_compartment(doc, rows)
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
             sql = pg_write.UPDATE_SQL if current is not None else pg_write.INSERT_SQL
             await self.tx.execute(sql, pg_write.params(res_type, res_id, version, now,
-                                                       patient_id, content, method, rows))
+                                                       patient_id, content, method, rows, extra))
             return Stored(res_type, res_id, version, now, False, content, method)
         if current is None:
             row = await self.tx.fetchone(
@@ -189,7 +203,7 @@ class Session:
         pk = row[0]
         if current is not None:
             await self._clear_index(pk)
-        await self._insert_index(pk, res_type, rows)
+        await self._insert_index(pk, res_type, rows, extra)
         await self._insert_version(pk, res_type, res_id, version, now, False, method, content)
         return Stored(res_type, res_id, version, now, False, content, method)
 
@@ -203,9 +217,15 @@ class Session:
             (pk, res_type, res_id, version, now, deleted, method, content),
         )
 
-    async def _insert_index(self, pk: int, res_type: str, rows: indexing.IndexRows) -> None:
+    async def _insert_index(self, pk: int, res_type: str, rows: indexing.IndexRows,
+                            extra: ExtraRows | None = None) -> None:
+        extra = extra or ExtraRows()
         for table, sql in _INSERT.items():
-            values: Sequence[tuple[Any, ...]] = getattr(rows, _ROWS_FIELD[table])
+            field = _ROWS_FIELD[table]
+            values: Sequence[tuple[Any, ...]] = getattr(rows, field, None) or \
+                getattr(extra, field, None) or ()
+            if table == "sp_token":  # reference identifiers are token rows (`ref:identifier`)
+                values = [*values, *extra.ref_identifiers]
             if values:
                 await self.tx.executemany(sql, [(pk, res_type, *v) for v in values])
 
@@ -238,9 +258,16 @@ class Session:
     # ----------------------------------------------------------------- search
 
     async def search(self, query: SearchQuery, *, base_url: str = "",
-                     extra: Where | None = None) -> Page:
-        """Run a search with keyset paging over `resource.pk` (stable while others write)."""
-        where = compile_where(query, base_url=base_url)
+                     extra: Where | None = None, scope: Scope | None = None) -> Page:
+        """Run a search as one statement, keyset-paged (stable while others write).
+
+        Without `_sort` pages follow `resource.pk`; with it they follow the sort keys then `pk`,
+        and the cursor carries the boundary row's key values (search.html#sort). `extra` adds
+        predicates on `r`; `scope(alias, type)` adds them for every resource a chain or `_has`
+        passes through, so a policy filters inside the query (also its totals).
+        """
+        valuesets = await self._valuesets(query, base_url)
+        where = compile_where(query, base_url=base_url, valuesets=valuesets, scope=scope)
         if extra:
             where.sql += extra.sql
             where.params += extra.params
@@ -251,38 +278,116 @@ class Session:
             params.append(query.resource_type)
         base_sql += " AND " + where.render()
         params += where.params
+        cursor = query.cursor
+        backwards = cursor is not None and cursor < 0
+        page_sql, page_params = self._page_sql(query, base_sql, params, backwards)
+        if query.explain:
+            return Page([], None, None, None, plan=await self._explain(page_sql, page_params))
         total = await self._total(query, base_sql, params)
         if query.count == 0:
             return Page([], None, None, total)
-        cursor = query.cursor
-        backwards = cursor is not None and cursor < 0
-        page_sql = base_sql
-        page_params = list(params)
-        if cursor is not None:
-            page_sql += " AND r.pk < %s" if backwards else " AND r.pk > %s"
-            page_params.append(abs(cursor))
-        order = "DESC" if backwards else "ASC"
-        rows = await self.tx.fetchall(
-            f"SELECT r.pk, r.{_COLS.replace(', ', ', r.')} {page_sql} ORDER BY r.pk {order} "
-            "LIMIT %s",
-            (*page_params, query.count + 1),
-        )
+        rows = await self.tx.fetchall(page_sql, page_params)
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
             rows.reverse()
-        items = [_stored(r[1:]) for r in rows]
-        first_pk = rows[0][0] if rows else None
-        last_pk = rows[-1][0] if rows else None
+        items = [_stored(r[1:7]) for r in rows]
+        nkeys = len(query.sort)
         has_next = more if not backwards else True
         has_prev = (cursor is not None and not backwards) or (backwards and more)
-        next_cursor = last_pk if has_next and last_pk is not None else None
-        prev_cursor = -first_pk if has_prev and first_pk is not None else None
-        if total is None and cursor is None and not more:
+        next_cursor = rows[-1][0] if has_next and rows else None
+        prev_cursor = -rows[0][0] if has_prev and rows else None
+        next_key = tuple(rows[-1][7:7 + nkeys]) if nkeys and next_cursor is not None else None
+        prev_key = tuple(rows[0][7:7 + nkeys]) if nkeys and prev_cursor is not None else None
+        if total is None and query.total != "none" and cursor is None and not more:
             total = len(items)  # the whole result fits in the first page: the count is free
-        return Page(items, next_cursor, prev_cursor, total)
+        return Page(items, next_cursor, prev_cursor, total, next_key, prev_key)
+
+    def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
+                  backwards: bool) -> tuple[str, list[Any]]:
+        """The statement for one page: rows after (or before) the cursor, count + 1 of them."""
+        cols = "r.pk, r." + _COLS.replace(", ", ", r.")
+        limit = query.count + 1
+        if not query.sort:  # the fast path: order and keyset on the primary key alone
+            sql, out = base_sql, list(params)
+            if query.cursor is not None:
+                sql += " AND r.pk < %s" if backwards else " AND r.pk > %s"
+                out.append(abs(query.cursor))
+            return (f"SELECT {cols} {sql} ORDER BY r.pk {'DESC' if backwards else 'ASC'} "
+                    "LIMIT %s", [*out, limit])
+        keys = sort_expressions(query)
+        key_cols = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
+        inner = f"SELECT {cols}, {key_cols} {base_sql}"
+        out = [p for _, ps in keys for p in ps] + list(params)
+        cond, cond_params = "1=1", list[Any]()
+        if query.cursor is not None:
+            if query.cursor_key is None or len(query.cursor_key) != len(keys):
+                raise FhirError(400, "The page cursor does not belong to this sort")
+            cond, cond_params = _keyset(query, backwards)
+        order = []
+        for i, key in enumerate(query.sort):
+            # NULLs (no value) last in both directions: a flag key before the value.
+            desc = key.descending != backwards
+            order.append(f"CASE WHEN s.k{i} IS NULL THEN 1 ELSE 0 END "
+                         f"{'DESC' if backwards else 'ASC'}")
+            order.append(f"s.k{i} {'DESC' if desc else 'ASC'}")
+        order.append(f"s.pk {'DESC' if backwards else 'ASC'}")
+        return (f"SELECT * FROM ({inner}) s WHERE {cond} ORDER BY {', '.join(order)} LIMIT %s",
+                [*out, *cond_params, limit])
+
+    async def _explain(self, sql: str, params: list[Any]) -> str:
+        """The database's plan for a page statement (operators only; see api/fhir/searching)."""
+        if self.dialect == "postgresql":
+            rows = await self.tx.fetchall("EXPLAIN " + sql, params)
+            return "\n".join(_text(r[0]) for r in rows)
+        rows = await self.tx.fetchall("EXPLAIN QUERY PLAN " + sql, params)
+        return "\n".join(f"{r[0]} {r[1]} {_text(r[3])}" for r in rows)
+
+    async def _valuesets(self, query: SearchQuery, base_url: str
+                         ) -> dict[str, list[tuple[str, str | None]]]:
+        """Expand the ValueSets `:in` / `:not-in` name (by canonical URL or `ValueSet/id`)."""
+        out: dict[str, list[tuple[str, str | None]]] = {}
+        for url in valueset_urls(query.clauses):
+            local = url.removeprefix(base_url.rstrip("/") + "/") if base_url else url
+            if local.startswith("ValueSet/") and local.count("/") == 1:
+                row = await self.tx.fetchone(
+                    "SELECT content FROM resource WHERE res_type = 'ValueSet' AND res_id = %s "
+                    "AND NOT deleted", (local.split("/", 1)[1],))
+            else:
+                row = await self.tx.fetchone(
+                    "SELECT content FROM resource WHERE res_type = 'ValueSet' AND NOT deleted "
+                    "AND pk IN (SELECT res_pk FROM sp_uri WHERE res_type = 'ValueSet' AND "
+                    "param = 'url' AND uri = %s) ORDER BY pk DESC LIMIT 1", (url.split("|")[0],))
+            if row is None:
+                raise FhirError(400, f"ValueSet '{url[:200]}' is not known to this server",
+                                "not-found")
+            pairs = expand_valueset(jsonio.loads(bytes(row[0])))
+            if pairs is None:
+                raise FhirError(400, f"ValueSet '{url[:200]}' cannot be expanded here (only "
+                                "concept lists, whole code systems and expansions)",
+                                "not-supported")
+            out[url] = pairs
+        return out
 
     async def _total(self, query: SearchQuery, base_sql: str, params: list[Any]) -> int | None:
+        """search.html#total: `accurate` counts; `estimate` asks PostgreSQL's planner (SQLite
+        counts up to ESTIMATE_CAP); `none` gives nothing; `auto` counts only for `_count=0`."""
+        if query.total == "none":
+            return None
+        if query.total == "estimate":
+            if self.dialect == "postgresql":
+                row = await self.tx.fetchone(f"EXPLAIN (FORMAT JSON) SELECT 1 {base_sql}", params)
+                plan = row[0] if row else None
+                if isinstance(plan, bytes | str):
+                    plan = jsonio.loads(plan.encode() if isinstance(plan, str) else plan)
+                try:
+                    return int(plan[0]["Plan"]["Plan Rows"])  # type: ignore[index]
+                except (TypeError, KeyError, IndexError):
+                    return None
+            row = await self.tx.fetchone(
+                f"SELECT COUNT(*) FROM (SELECT 1 {base_sql} LIMIT %s) c",
+                [*params, ESTIMATE_CAP])
+            return int(row[0]) if row else 0
         if query.total != "accurate" and not (query.total == "auto" and query.count == 0):
             return None
         row = await self.tx.fetchone(f"SELECT COUNT(*) {base_sql}", params)
@@ -330,6 +435,42 @@ def _condition_key(res_type: str, condition: str) -> str:
     pairs = sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True)
                    if k not in _NOT_CONDITION)
     return f"{res_type}?{urlencode(pairs)}"
+
+
+#: `_total=estimate` on SQLite counts at most this many matches (it has no planner estimate).
+ESTIMATE_CAP = 10_000
+
+
+def _keyset(query: SearchQuery, backwards: bool) -> tuple[str, list[Any]]:
+    """Rows strictly after (before, when paging back) the cursor row in sort order, on the
+    derived table `s` with key columns k0…: lexicographic over (null flag, key) pairs, then pk."""
+    assert query.cursor is not None and query.cursor_key is not None
+    cond = "s.pk < %s" if backwards else "s.pk > %s"
+    params: list[Any] = [abs(query.cursor)]
+    for i in reversed(range(len(query.sort))):
+        value = query.cursor_key[i]
+        k = f"s.k{i}"
+        after = "<" if query.sort[i].descending else ">"
+        if not backwards:
+            if value is None:  # NULLs come last: only other NULLs can follow
+                cond = f"({k} IS NULL AND {cond})"
+            else:
+                cond = f"({k} IS NULL OR {k} {after} %s OR ({k} = %s AND {cond}))"
+                params = [value, value, *params]
+        else:
+            before = "<" if after == ">" else ">"
+            if value is None:
+                cond = f"({k} IS NOT NULL OR ({k} IS NULL AND {cond}))"
+            else:
+                cond = f"({k} {before} %s OR ({k} = %s AND {cond}))"
+                params = [value, value, *params]
+    return cond, params
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
 
 
 def _stored(row: Sequence[Any]) -> Stored:

@@ -1,19 +1,22 @@
 """Compile a parsed SearchQuery into one parameterised SQL statement over the index tables.
 
 Each AND clause becomes `r.pk IN (SELECT res_pk FROM sp_<type> WHERE …)` — a semi-join both
-databases plan well — and each OR value a disjunct inside it. The resulting `Where` is a list of
+databases plan well — and each OR value a disjunct inside it. Chains and `_has` nest the same
+way over other `resource` rows (search.html#chaining, #has). The resulting `Where` is a list of
 predicates on alias `r` (the resource table), so an access policy can append its own predicates
-to the same statement (filter in the query, not after it).
+to the same statement (filter in the query, not after it); `scope` lets it do the same for every
+resource a chain or `_has` passes through.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from akson.fhir import dates, text
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import Clause, SearchQuery, Value
+from akson.fhir.search import Clause, SearchQuery, SortKey, Value, split_or
 
 _DATE_SQL = {
     # Resource range [low, high] against the search range [plo, phi] (search.html#prefix).
@@ -27,6 +30,9 @@ _DATE_SQL = {
     "eb": ("{high} < %s", "lo"),
     "ap": ("{low} <= %s AND {high} >= %s", "ap"),
 }
+TABLES = {"token": "sp_token", "string": "sp_string", "date": "sp_date",
+          "reference": "sp_reference", "number": "sp_number", "quantity": "sp_quantity",
+          "uri": "sp_uri", "composite": "sp_composite"}
 
 
 @dataclass
@@ -44,77 +50,205 @@ class Where:
         return " AND ".join(self.sql) if self.sql else "1=1"
 
 
-def compile_where(query: SearchQuery, *, base_url: str = "") -> Where:
+#: Predicates an access policy adds for a resource row reached through a chain or `_has`:
+#: called with the row's alias and resource type.
+Scope = Callable[[str, str], Where]
+#: Expanded value sets by URL: (system, code) pairs, code None for a whole code system.
+ValueSets = Mapping[str, list[tuple[str, str | None]]]
+
+
+@dataclass
+class _Ctx:
+    base_url: str
+    valuesets: ValueSets
+    scope: Scope | None
+    n: int = 0
+
+    def alias(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+
+def compile_where(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets | None = None,
+                  scope: Scope | None = None) -> Where:
     """Predicates for every clause of `query` (resource type and deletion not included)."""
     where = Where()
+    ctx = _Ctx(base_url, valuesets or {}, scope)
     for clause in query.clauses:
-        _clause(where, query.resource_type or "", clause, base_url)
+        _clause(where, ctx, "r", query.resource_type or "", clause)
     return where
 
 
-def _clause(where: Where, res_type: str, clause: Clause, base_url: str) -> None:
+def valueset_urls(clauses: list[Clause]) -> set[str]:
+    """The ValueSet URLs `:in` / `:not-in` clauses need (also inside chains and `_has`)."""
+    return {v.raw for c in _walk(clauses) if c.modifier in ("in", "not-in") for v in c.values}
+
+
+def _walk(clauses: list[Clause]) -> Iterator[Clause]:
+    for c in clauses:
+        yield c
+        if c.chain:
+            yield from _walk([inner for _, inner in c.chain.targets])
+        if c.has:
+            yield from _walk([c.has.inner])
+
+
+def _clause(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None:
     if clause.name == "_id":
-        _id_clause(where, clause)
+        ids = [v.raw for v in clause.values]
+        op = "NOT IN" if clause.modifier == "not" else "IN"
+        where.add(f"{a}.res_id {op} ({', '.join(['%s'] * len(ids))})", *ids)
         return
     if clause.name == "_lastUpdated":
-        _date_clause(where, clause, "r.last_updated", "r.last_updated", direct=True)
+        if clause.modifier == "missing":  # every resource has one
+            where.add("1=1" if clause.values[0].raw == "false" else "1=0")
+            return
+        _date_clause(where, clause, f"{a}.last_updated", f"{a}.last_updated")
         return
-    table = {"token": "sp_token", "string": "sp_string", "date": "sp_date",
-             "reference": "sp_reference", "number": "sp_number", "quantity": "sp_quantity",
-             "uri": "sp_uri"}[clause.type]
-    sub_params: list[Any] = [res_type, clause.name]
+    if clause.type == "chain":
+        _chain(where, ctx, a, res_type, clause)
+        return
+    if clause.type == "has":
+        _has(where, ctx, a, res_type, clause)
+        return
+    if clause.type == "compartment":
+        ctype, _, cid = clause.values[0].raw.partition("/")
+        marks = ", ".join(["%s"] * len(clause.codes))
+        where.add(f"{a}.pk IN (SELECT res_pk FROM sp_reference WHERE res_type = %s AND param IN "
+                  f"({marks}) AND target_type = %s AND target_id = %s)",
+                  res_type, *clause.codes, ctype, cid)
+        return
+    table = TABLES[clause.type]
+    if clause.type == "token" and clause.modifier == "text":
+        table = "sp_token_text"
+    elif clause.type == "token" and clause.modifier == "of-type":
+        table = "sp_identifier_type"
+    param = clause.name
+    if clause.type == "reference" and clause.modifier == "identifier":
+        table, param = "sp_token", f"{clause.name}:identifier"
+    sub_params: list[Any] = [res_type, param]
     head = f"SELECT res_pk FROM {table} WHERE res_type = %s AND param = %s"
     if clause.modifier == "missing":
-        sql = f"r.pk {'NOT IN' if clause.values[0].raw == 'true' else 'IN'} ({head})"
+        sql = f"{a}.pk {'NOT IN' if clause.values[0].raw == 'true' else 'IN'} ({head})"
         where.add(sql, *sub_params)
         return
     ors: list[str] = []
     for value in clause.values:
-        frag, frag_params = _value_predicate(clause, value, base_url)
+        frag, frag_params = _value_predicate(ctx, clause, value)
         ors.append(frag)
         sub_params.extend(frag_params)
-    negate = clause.type == "token" and clause.modifier == "not"
-    sql = f"r.pk {'NOT IN' if negate else 'IN'} ({head} AND ({' OR '.join(ors)}))"
+    negate = clause.type == "token" and clause.modifier in ("not", "not-in")
+    sql = f"{a}.pk {'NOT IN' if negate else 'IN'} ({head} AND ({' OR '.join(ors)}))"
     where.add(sql, *sub_params)
 
 
-def _id_clause(where: Where, clause: Clause) -> None:
-    ids = [v.raw for v in clause.values]
-    marks = ", ".join(["%s"] * len(ids))
-    op = "NOT IN" if clause.modifier == "not" else "IN"
-    where.add(f"r.res_id {op} ({marks})", *ids)
+def _scoped(where: Where, ctx: _Ctx, alias: str, res_type: str) -> None:
+    if ctx.scope is not None:
+        extra = ctx.scope(alias, res_type)
+        where.sql += extra.sql
+        where.params += extra.params
 
 
-def _value_predicate(clause: Clause, value: Value, base_url: str) -> tuple[str, list[Any]]:
+def _chain(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None:
+    """`ref.param=x`: the reference points at a live resource matching `param=x`."""
+    assert clause.chain is not None
+    ors: list[str] = []
+    params: list[Any] = [res_type, clause.chain.param.code]
+    for target, inner in clause.chain.targets:
+        t = ctx.alias("c")
+        sub = Where()
+        _clause(sub, ctx, t, target, inner)
+        _scoped(sub, ctx, t, target)
+        ors.append(f"(target_type = %s AND target_id IN (SELECT {t}.res_id FROM resource {t} "
+                   f"WHERE {t}.res_type = %s AND NOT {t}.deleted AND {sub.render()}))")
+        params += [target, target, *sub.params]
+    where.add(f"{a}.pk IN (SELECT res_pk FROM sp_reference WHERE res_type = %s AND param = %s "
+              f"AND ({' OR '.join(ors)}))", *params)
+
+
+def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None:
+    """`_has:T:ref:param=x`: some live T whose `ref` points here matches `param=x`."""
+    assert clause.has is not None
+    h, hr = ctx.alias("h"), ctx.alias("hr")
+    sub = Where()
+    _clause(sub, ctx, h, clause.has.res_type, clause.has.inner)
+    _scoped(sub, ctx, h, clause.has.res_type)
+    where.add(f"{a}.res_id IN (SELECT {hr}.target_id FROM sp_reference {hr} JOIN resource {h} "
+              f"ON {h}.pk = {hr}.res_pk WHERE {hr}.res_type = %s AND {hr}.param = %s AND "
+              f"{hr}.target_type = %s AND NOT {h}.deleted AND {sub.render()})",
+              clause.has.res_type, clause.has.param.code, res_type, *sub.params)
+
+
+def _value_predicate(ctx: _Ctx, clause: Clause, value: Value) -> tuple[str, list[Any]]:
     kind = clause.type
     if kind == "token":
+        if clause.modifier == "text":
+            return _token_text(value.raw)
+        if clause.modifier == "of-type":
+            tsys, tcode, ident = (_unpipe(p) for p in split_or(value.raw, "|"))
+            return "(type_system = %s AND type_code = %s AND value = %s)", [tsys, tcode, ident]
+        if clause.modifier in ("in", "not-in"):
+            return _in_valueset(ctx, value.raw)
         return _token(value.raw)
     if kind == "string":
         return _string(clause.modifier, value.raw)
     if kind == "date":
         w = Where()
-        _date_clause(w, Clause(clause.name, "date", "", (value,)), "low", "high", direct=True)
+        _date_clause(w, Clause(clause.name, "date", "", (value,)), "low", "high")
         return w.render(), w.params
     if kind == "reference":
-        return _reference(clause, value.raw, base_url)
+        if clause.modifier == "identifier":
+            return _token(value.raw)
+        return _reference(clause, value.raw, ctx.base_url)
     if kind == "number":
         return _number(value)
     if kind == "quantity":
         return _quantity(value)
     if kind == "uri":
         return _uri(clause.modifier, value.raw)
+    if kind == "composite":
+        return _composite(clause, value)
     raise FhirError(400, f"Search parameter type {kind} is not supported", "not-supported")
 
 
+def _unpipe(raw: str) -> str:
+    return raw.replace("\\|", "|").replace("\\$", "$") if "\\" in raw else raw
+
+
 def _token(raw: str) -> tuple[str, list[Any]]:
-    if "|" not in raw:
-        return "code = %s", [raw]
-    system, code = raw.split("|", 1)
+    parts = split_or(raw, "|")
+    if len(parts) == 1:
+        return "code = %s", [_unpipe(raw)]
+    system, code = _unpipe(parts[0]), _unpipe("|".join(parts[1:]))
     if not system:
         return "(system IS NULL AND code = %s)", [code]
     if not code:
         return "system = %s", [system]
     return "(system = %s AND code = %s)", [system, code]
+
+
+def _token_text(raw: str) -> tuple[str, list[Any]]:
+    """`:text` (search.html#token): a string search on the display texts, by word start."""
+    norm = text.normalize(raw)
+    escaped = norm.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return ("(value_norm LIKE %s ESCAPE '\\' OR value_norm LIKE %s ESCAPE '\\')",
+            [f"{escaped}%", f"% {escaped}%"])
+
+
+def _in_valueset(ctx: _Ctx, url: str) -> tuple[str, list[Any]]:
+    pairs = ctx.valuesets.get(url)
+    if pairs is None:
+        raise FhirError(400, f"ValueSet '{url[:200]}' is not known to this server", "not-found")
+    ors: list[str] = []
+    params: list[Any] = []
+    for system, code in pairs:
+        if code is None:
+            ors.append("system = %s")
+            params.append(system)
+        else:
+            ors.append("(system = %s AND code = %s)")
+            params += [system, code]
+    return ("(" + " OR ".join(ors) + ")" if ors else "1=0"), params
 
 
 def _string(modifier: str, raw: str) -> tuple[str, list[Any]]:
@@ -147,23 +281,30 @@ def _successor(prefix: str) -> str | None:
     return None
 
 
-def _date_clause(where: Where, clause: Clause, low: str, high: str, *, direct: bool) -> None:
+def _date_clause(where: Where, clause: Clause, low: str, high: str) -> None:
     ors: list[str] = []
     params: list[Any] = []
     for value in clause.values:
-        plo, phi = dates.date_range(value.raw)
-        template, kind = _DATE_SQL[value.prefix]
-        ors.append("(" + template.format(low=low, high=high) + ")")
-        if kind == "lohi":
-            params += [plo, phi]
-        elif kind == "lo":
-            params.append(plo)
-        elif kind == "hi":
-            params.append(phi)
-        else:  # ap: within 10 % of the distance to now (search.html#prefix), at least a day
-            gap = max(abs(dates.now_us() - plo) // 10, 86_400_000_000)
-            params += [phi + gap, plo - gap]
+        frag, frag_params = _date_value(value, low, high)
+        ors.append(frag)
+        params += frag_params
     where.add("(" + " OR ".join(ors) + ")", *params)
+
+
+def _date_value(value: Value, low: str, high: str) -> tuple[str, list[Any]]:
+    """One date value against a stored range; precision-aware via `dates.date_range`."""
+    plo, phi = dates.date_range(value.raw)
+    template, kind = _DATE_SQL[value.prefix]
+    frag = "(" + template.format(low=low, high=high) + ")"
+    if kind == "lohi":
+        return frag, [plo, phi]
+    if kind == "lo":
+        return frag, [plo]
+    if kind == "hi":
+        return frag, [phi]
+    # ap: within 10 % of the distance to now (search.html#prefix), at least a day
+    gap = max(abs(dates.now_us() - plo) // 10, 86_400_000_000)
+    return frag, [phi + gap, plo - gap]
 
 
 def _reference(clause: Clause, raw: str, base_url: str) -> tuple[str, list[Any]]:
@@ -173,6 +314,8 @@ def _reference(clause: Clause, raw: str, base_url: str) -> tuple[str, list[Any]]
         return "url = %s", [raw]
     parts = raw.split("/")
     if len(parts) >= 2:
+        if clause.modifier and clause.modifier[0].isupper() and parts[0] != clause.modifier:
+            return "1=0", []
         return "(target_type = %s AND target_id = %s)", [parts[0], parts[1]]
     target_type = clause.modifier if clause.modifier and clause.modifier[0].isupper() else None
     if target_type:
@@ -180,42 +323,96 @@ def _reference(clause: Clause, raw: str, base_url: str) -> tuple[str, list[Any]]
     return "target_id = %s", [raw]
 
 
-_NUM_SQL = {"eq": "=", "ne": "<>", "gt": ">", "lt": "<", "ge": ">=", "le": "<=", "sa": ">",
-            "eb": "<"}
+_NUM_SQL = {"gt": ">", "lt": "<", "ge": ">=", "le": "<=", "sa": ">", "eb": "<"}
 
 
-def _number(value: Value) -> tuple[str, list[Any]]:
+def _number(value: Value, column: str = "value") -> tuple[str, list[Any]]:
+    """search.html#number: `eq`/`ne` honour the precision given (100 means [99.5, 100.5))."""
     number = float(value.raw)
-    if value.prefix in ("eq", "ap"):
-        # Equality within the precision the client gave (search.html#number): 100 matches [99.5, 100.5).
-        half = _half_precision(value.raw) if value.prefix == "eq" else abs(number) * 0.1
-        return "(value >= %s AND value < %s)", [number - half, number + half]
-    return f"value {_NUM_SQL[value.prefix]} %s", [number]
+    if value.prefix in ("eq", "ne", "ap"):
+        half = _half_precision(value.raw) if value.prefix != "ap" else abs(number) * 0.1
+        frag = f"({column} >= %s AND {column} < %s)"
+        if value.prefix == "ne":
+            frag = f"NOT {frag}"
+        return frag, [number - half, number + half]
+    return f"{column} {_NUM_SQL[value.prefix]} %s", [number]
 
 
 def _half_precision(raw: str) -> float:
-    mantissa = raw.lower().split("e", 1)[0]
+    mantissa, _, exponent = raw.lower().partition("e")
     decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
-    return 0.5 * 10 ** (-decimals)
+    if exponent.lstrip("+-").isdigit():
+        decimals -= int(exponent)
+    return 0.5 * 10.0 ** (-decimals)
 
 
-def _quantity(value: Value) -> tuple[str, list[Any]]:
+def _quantity(value: Value, prefix: str = "") -> tuple[str, list[Any]]:
+    """search.html#quantity: `value|system|code`, and `value||unit` (any system)."""
     number, _, rest = value.raw.partition("|")
     system, _, code = rest.partition("|")
-    frag, params = _number(Value(number, value.prefix))
+    frag, params = _number(Value(number, value.prefix), f"{prefix}value")
     if code:
-        frag += " AND code = %s"
+        frag += f" AND {prefix}code = %s"
         params.append(code)
     if system:
-        frag += " AND system = %s"
+        frag += f" AND {prefix}system = %s"
         params.append(system)
     return "(" + frag + ")", params
 
 
 def _uri(modifier: str, raw: str) -> tuple[str, list[Any]]:
     if modifier == "below":
-        return "(uri >= %s AND uri < %s)", [raw, raw + "\uffff"]
+        upper = _successor(raw)
+        if upper is None:
+            return "uri >= %s", [raw]
+        return "(uri >= %s AND uri < %s)", [raw, upper]
     if modifier == "above":
         prefixes = [raw[:i] for i in range(1, len(raw)) if raw[i] == "/"] + [raw]
         return "uri IN (" + ", ".join(["%s"] * len(prefixes)) + ")", prefixes
     return "uri = %s", [raw]
+
+
+def _composite(clause: Clause, value: Value) -> tuple[str, list[Any]]:
+    """search.html#composite: both components match the same element (one `sp_composite` row)."""
+    first, params = _token(value.raw)
+    second = value.parts[0]
+    kind = clause.component_types[1]
+    if kind == "token":
+        frag, more = _token(second.raw)
+        frag = frag.replace("system", "v_system").replace("code", "v_code")
+    elif kind == "quantity":
+        frag, more = _quantity(second, "v_")
+    elif kind == "date":
+        frag, more = _date_value(second, "v_low", "v_high")
+    else:
+        frag, more = _string("", second.raw)
+        frag = frag.replace("value_norm", "v_text")
+    return f"({first} AND {frag})", params + more
+
+
+# --- sorting ----------------------------------------------------------------------------------
+
+_SORT_COLUMN = {"string": "value_norm", "token": "code", "number": "value", "quantity": "value",
+                "uri": "uri",
+                "reference": "COALESCE(target_type || '/' || target_id, url)"}
+
+
+def sort_expressions(query: SearchQuery, alias: str = "r") -> list[tuple[str, list[Any]]]:
+    """One SQL expression per `_sort` key: the resource's least value (greatest when
+    descending) of that parameter, NULL when it has none (search.html#sort)."""
+    out: list[tuple[str, list[Any]]] = []
+    for key in query.sort:
+        out.append(_sort_expression(key, alias))
+    return out
+
+
+def _sort_expression(key: SortKey, a: str) -> tuple[str, list[Any]]:
+    if key.type == "id":
+        return f"{a}.res_id", []
+    if key.type == "lastUpdated":
+        return f"{a}.last_updated", []
+    agg = "MAX" if key.descending else "MIN"
+    column = ("high" if key.descending else "low") if key.type == "date" else \
+        _SORT_COLUMN[key.type]
+    return (f"(SELECT {agg}({column}) FROM {TABLES[key.type]} s WHERE s.res_pk = {a}.pk "
+            "AND s.param = %s)", [key.name])

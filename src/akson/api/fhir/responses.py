@@ -44,16 +44,19 @@ def _dump(value: object) -> bytes:
     return orjson.dumps(value)
 
 
-def searchset(req: FhirRequest, page: Page, path: str, extra_entries: list[bytes] | None = None
-              ) -> FhirResponse:
-    """A searchset Bundle with self/next/previous links carrying our keyset cursor."""
-    params = [(k, v) for k, v in req.query if k not in ("_cursor",)]
-    links = [_link("self", req.base_url, path, params)]
-    if page.next_cursor is not None:
-        links.append(_link("next", req.base_url, path, [*params, ("_cursor", str(page.next_cursor))]))
-    if page.prev_cursor is not None:
-        links.append(_link("previous", req.base_url, path,
-                           [*params, ("_cursor", str(page.prev_cursor))]))
+def searchset(req: FhirRequest, page: Page, path: str, extra_entries: list[bytes] | None = None,
+              *, links: list[dict] | None = None) -> FhirResponse:
+    """A searchset Bundle; `links` from `akson.api.fhir.paging` (sealed page tokens), else
+    self/next/previous links carrying our keyset cursor."""
+    if links is None:
+        params = [(k, v) for k, v in req.query if k not in ("_cursor",)]
+        links = [_link("self", req.base_url, path, params)]
+        if page.next_cursor is not None:
+            links.append(_link("next", req.base_url, path,
+                               [*params, ("_cursor", str(page.next_cursor))]))
+        if page.prev_cursor is not None:
+            links.append(_link("previous", req.base_url, path,
+                               [*params, ("_cursor", str(page.prev_cursor))]))
     entries = [
         b'{"fullUrl":' + _dump(f"{req.base_url}/{s.res_type}/{s.res_id}") + b',"resource":'
         + (s.content or b"{}") + b',"search":{"mode":"match"}}'

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from akson.api.fhir import bundles, crud, searching
+from akson.api.fhir import bundles, crud, operations, searching
 from akson.api.fhir.capability import capability_statement
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
@@ -30,6 +30,8 @@ def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
     head = path[0]
     if head == "_history" and n == 1 and method == "GET":
         return searching.history, (), False
+    if head.startswith("$"):
+        return operations.resolve_system(req)
     if head not in RESOURCE_TYPES:
         raise FhirError(404, f"Unknown resource type '{head[:64]}'", "not-supported")
     res_type = head
@@ -51,6 +53,8 @@ def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
         return searching.history, (res_type,), False
     if n == 2 and second == "$validate" and method == "POST":
         return validate_op, (res_type,), False
+    if n == 2 and second.startswith("$"):
+        return operations.resolve_type(req, res_type, second)
     if not ID_RE.fullmatch(second):
         raise FhirError(404, f"'{second[:80]}' is not a valid resource id", "not-found")
     res_id = second
@@ -64,10 +68,14 @@ def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
         if method == "DELETE":
             return crud.delete, (res_type, res_id), True
         raise _not_allowed(method, f"/{res_type}/[id]")
+    if n == 3 and path[2] in RESOURCE_TYPES and method == "GET":  # compartment search
+        return searching.search_compartment, (res_type, res_id, path[2]), False
     if n == 3 and path[2] == "_history" and method == "GET":
         return searching.history, (res_type, res_id), False
     if n == 3 and path[2] == "$validate" and method == "POST":
         return validate_op, (res_type, res_id), False
+    if n == 3 and path[2].startswith("$"):
+        return operations.resolve_instance(req, res_type, res_id, path[2])
     if n == 4 and path[2] == "_history" and method in ("GET", "HEAD"):
         return crud.vread, (res_type, res_id, path[3]), False
     raise FhirError(404, "No FHIR interaction at this URL", "not-found")

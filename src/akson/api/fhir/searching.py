@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qsl
 
+from akson.api.fhir import paging
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.responses import history_bundle, searchset
 from akson.fhir import dates, jsonio
 from akson.fhir import search as fhir_search
-from akson.fhir.outcome import FhirError, operation_outcome
+from akson.fhir.indexing import PATIENT_COMPARTMENT
+from akson.fhir.outcome import FhirError, Issue, operation_outcome
 from akson.store.repository import Session
 
 #: Parameters that shape the response, not the match, and are fine on any search.
@@ -19,6 +22,35 @@ _IGNORED = {"_format", "_pretty"}
 async def search_type(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str
                       ) -> FhirResponse:
     """GET [base]/[type]?… and POST [base]/[type]/_search (form body, search.html#Introduction)."""
+    return await _search(ctx, s, req, res_type, res_type, None)
+
+
+async def search_compartment(ctx: FhirContext, s: Session, req: FhirRequest, comp_type: str,
+                             comp_id: str, res_type: str) -> FhirResponse:
+    """GET [base]/Patient/123/Observation?… (search.html#compartments): a search of
+    `res_type` restricted to the resources the compartment's parameters link to its owner."""
+    codes = _compartment_params(ctx, comp_type, res_type)
+    path = f"{comp_type}/{comp_id}/{res_type}"
+    return await _search(ctx, s, req, res_type, path, (comp_type, comp_id, codes))
+
+
+def _compartment_params(ctx: FhirContext, comp_type: str, res_type: str) -> tuple[str, ...]:
+    if comp_type == "Patient":
+        wanted = PATIENT_COMPARTMENT.get(res_type, ())
+    elif comp_type == "Encounter":
+        wanted = ("encounter", "context")
+    else:
+        raise FhirError(400, f"Compartment {comp_type} is not supported (Patient and Encounter "
+                        "are)", "not-supported")
+    codes = tuple(c for c in wanted if (p := ctx.registry.get(res_type, c)) is not None
+                  and p.type == "reference")
+    if not codes:
+        raise FhirError(400, f"{res_type} is not in the {comp_type} compartment", "not-supported")
+    return codes
+
+
+async def _search(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, path: str,
+                  compartment: tuple[str, str, tuple[str, ...]] | None) -> FhirResponse:
     pairs = [(k, v) for k, v in req.query if k not in _IGNORED]
     if req.method == "POST":
         content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
@@ -27,17 +59,35 @@ async def search_type(ctx: FhirContext, s: Session, req: FhirRequest, res_type: 
                             "not-supported")
         pairs += parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
         req.query = [*req.query, *parse_qsl(req.body.decode("utf-8", "replace"))]
+    keyset = paging.keys(ctx.settings.database_url)
+    state = None
+    tokens = [v for k, v in pairs if k == "_page"]
+    if tokens:
+        if len(pairs) != 1:
+            raise FhirError(400, "_page cannot be combined with other search parameters")
+        state = paging.decode(keyset, tokens[0], path)
+        pairs = state.pairs
     lenient = req.prefer.get("handling") == "lenient"
     query = fhir_search.parse(
         res_type, pairs, registry=ctx.registry, lenient=lenient,
         default_count=ctx.settings.default_page_size, max_count=ctx.settings.max_page_size,
+        compartment=compartment,
     )
+    if state is not None:
+        query.cursor, query.cursor_key = state.cursor, state.key
+    if query.explain and os.environ.get("AKSON_ENABLE_EXPLAIN") != "1":
+        raise FhirError(400, "_explain is for operators (AKSON_ENABLE_EXPLAIN=1)", "forbidden")
     page = await s.search(query, base_url=req.base_url)
+    if query.explain:
+        return FhirResponse(200, operation_outcome([Issue(page.plan or "", "informational",
+                                                          "information")]))
     extra = []
     if query.dropped:
         outcome = jsonio.dumps(operation_outcome(query.dropped))
         extra.append(b'{"resource":' + outcome + b',"search":{"mode":"outcome"}}')
-    return searchset(req, page, res_type, extra)
+    links = paging.search_links(keyset, req.base_url, path, [p for p in pairs if p[0] != "_page"],
+                                query.cursor, query.cursor_key, page)
+    return searchset(req, page, path, extra, links=links)
 
 
 async def history(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str | None = None,

@@ -1,0 +1,75 @@
+"""`$everything` on a Patient or an Encounter (R4 patient-operation-everything.html,
+encounter-operation-everything.html), keyset-paged like search."""
+
+from __future__ import annotations
+
+from akson.api.fhir.context import FhirContext
+from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.api.fhir.responses import searchset
+from akson.fhir import dates
+from akson.fhir.outcome import FhirError
+from akson.fhir.validation import RESOURCE_TYPES
+from akson.store import export as store_export
+from akson.store.repository import Session
+
+#: Parameters that shape the response only.
+_IGNORED = {"_format", "_pretty"}
+
+
+async def patient_everything(ctx: FhirContext, s: Session, req: FhirRequest, res_id: str
+                             ) -> FhirResponse:
+    """GET [base]/Patient/[id]/$everything: the patient's record and the shared resources it
+    references (practitioners, organisations, locations, medications), one level deep."""
+    await _require_live(s, "Patient", res_id)
+    return await _page(ctx, s, req, store_export.patient_members(res_id),
+                       f"Patient/{res_id}/$everything")
+
+
+async def encounter_everything(ctx: FhirContext, s: Session, req: FhirRequest, res_id: str
+                               ) -> FhirResponse:
+    """GET [base]/Encounter/[id]/$everything: the Encounter, what refers to it and what it
+    refers to."""
+    await _require_live(s, "Encounter", res_id)
+    return await _page(ctx, s, req, store_export.encounter_members(res_id),
+                       f"Encounter/{res_id}/$everything")
+
+
+async def _require_live(s: Session, res_type: str, res_id: str) -> None:
+    current = await s.read(res_type, res_id)
+    if current is None:
+        raise FhirError(404, f"{res_type}/{res_id} is not known", "not-found")
+    if current.deleted:
+        raise FhirError(410, f"{res_type}/{res_id} has been deleted", "deleted")
+
+
+async def _page(ctx: FhirContext, s: Session, req: FhirRequest, members: store_export.Members,
+                path: str) -> FhirResponse:
+    since: int | None = None
+    types: list[str] | None = None
+    count = ctx.settings.default_page_size
+    cursor: int | None = None
+    lenient = req.prefer.get("handling") == "lenient"
+    for key, value in req.query:
+        if key == "_since":
+            since = dates.date_range(value)[0]
+        elif key == "_type":
+            types = [t.strip() for t in value.split(",") if t.strip()]
+            unknown = [t for t in types if t not in RESOURCE_TYPES]
+            if unknown or not types:
+                raise FhirError(400, f"_type names unknown resource types: {unknown[:5]}"
+                                if unknown else "_type is empty")
+        elif key == "_count":
+            if not value.isdigit() or int(value) == 0:
+                raise FhirError(400, "_count must be a positive integer")
+            count = min(int(value), ctx.settings.max_page_size)
+        elif key == "_cursor":
+            if not value.isdigit():
+                raise FhirError(400, "_cursor is not a cursor this server issued")
+            cursor = int(value)
+        elif key not in _IGNORED and not lenient:
+            # start/end (care dates) are not supported yet: refusing beats silently ignoring.
+            raise FhirError(400, f"$everything does not support the parameter '{key[:40]}'",
+                            "not-supported")
+    page = await store_export.members_page(s, members, types=types, since=since, cursor=cursor,
+                                           count=count)
+    return searchset(req, page, path)

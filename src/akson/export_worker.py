@@ -1,0 +1,235 @@
+"""The background runner of Bulk Data `$export` jobs: stored JSON → NDJSON files, in flat memory.
+
+A job streams each resource type from the database in keyset-paged chunks and appends the stored
+bytes, one resource per line, to `export_dir/{job}/{Type}-{n}.ndjson`. Only one chunk is ever in
+memory, so an export of any size runs in the same few megabytes
+(https://hl7.org/fhir/uv/bulkdata/STU2/export.html).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from akson.api.fhir.operations.export import file_url, filter_queries, job_dir, remove_job_files
+from akson.fhir import dates
+from akson.fhir.outcome import FhirError
+from akson.fhir.search import SearchQuery
+from akson.fhir.validation import RESOURCE_TYPES
+from akson.store import export as store_export
+from akson.store.repository import ResourceStore
+
+log = logging.getLogger("akson.export")
+
+
+class _Lost(Exception):
+    """The job was cancelled, or another worker took it over: stop without a result."""
+
+
+class ExportWorker:
+    """Runs queued export jobs one at a time in the server's event loop.
+
+    Several server processes may share a database: a job is claimed in one statement, and a
+    job whose worker stopped beating for `stale_seconds` is taken over and restarted.
+    """
+
+    def __init__(self, store: ResourceStore, export_dir: str | Path, *, poll_seconds: float = 0.5,
+                 chunk_rows: int = 5000, file_lines: int = 100_000,
+                 stale_seconds: float = 300) -> None:
+        self.store = store
+        self.export_dir = Path(export_dir)
+        self.poll_seconds = poll_seconds
+        self.chunk_rows = chunk_rows
+        self.file_lines = file_lines
+        self.stale_us = int(stale_seconds * 1_000_000)
+        self.worker_id = str(uuid.uuid4())
+        self._task: asyncio.Task[None] | None = None
+        self._current: str | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="akson-export-worker")
+
+    async def stop(self) -> None:
+        """Stop the loop; a job in progress goes back to the queue for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._current is not None:
+            async with self.store.session(write=True) as s:
+                await store_export.requeue_job(s, self._current, self.worker_id)
+            self._current = None
+
+    async def _loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                ran = await self.run_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the runner must outlive a bad database moment
+                # Logged once per outage (e.g. a database not migrated yet), then backing off.
+                if not failures:
+                    log.error("export worker error type=%s", type(exc).__name__, exc_info=exc)
+                failures += 1
+                ran = False
+            if not ran:
+                # Polling the job table (indexed, one row) keeps several processes simple.
+                await asyncio.sleep(min(self.poll_seconds * 2 ** min(failures, 10), 60.0))
+
+    async def run_once(self) -> bool:
+        """Claim and run one job; False when the queue was empty."""
+        async with self.store.session(write=False) as s:
+            if not await store_export.has_work(s):
+                return False
+        now = dates.now_us()
+        async with self.store.session(write=True) as s:
+            job = await store_export.claim_job(s, self.worker_id, now, now - self.stale_us)
+        if job is None:
+            return False
+        self._current = job.id
+        try:
+            await self._run(job)
+        except _Lost:
+            log.info("export job %s was cancelled or taken over", job.id)
+            await self._after_loss(job.id)
+        except Exception as exc:  # noqa: BLE001 - a failed job is reported, the runner goes on
+            if await self._cancelled(job.id):  # e.g. its folder vanished under a DELETE
+                await asyncio.to_thread(remove_job_files, self.export_dir, job.id)
+                self._current = None
+                return True
+            message = exc.diagnostics if isinstance(exc, FhirError) else \
+                f"internal error ({type(exc).__name__})"
+            log.error("export job %s failed type=%s", job.id, type(exc).__name__, exc_info=exc)
+            await asyncio.to_thread(remove_job_files, self.export_dir, job.id)
+            async with self.store.session(write=True) as s:
+                await store_export.fail_job(s, job.id, self.worker_id, message, dates.now_us())
+        self._current = None
+        return True
+
+    async def _after_loss(self, job_id: str) -> None:
+        # A job another worker took over keeps its folder: that worker is writing it now.
+        if await self._cancelled(job_id):
+            await asyncio.to_thread(remove_job_files, self.export_dir, job_id)
+
+    async def _cancelled(self, job_id: str) -> bool:
+        async with self.store.session(write=False) as s:
+            job = await store_export.get_job(s, job_id)
+        return job is None or job.status == "cancelled"
+
+    async def _run(self, job: store_export.Job) -> None:
+        params: dict[str, Any] = orjson.loads(job.params)
+        assert job.transaction_time is not None
+        group_pk = None
+        if params["level"] == "group":
+            async with self.store.session(write=False) as s:
+                group_pk = await store_export.group_pk(s, params["group"])
+            if group_pk is None:
+                raise FhirError(404, f"Group/{params['group']} no longer exists")
+        scope = store_export.ExportScope(params["level"], group_pk, params.get("since"),
+                                   job.transaction_time)
+        filters = filter_queries(params.get("filters") or {}, self.store.registry)
+        folder = job_dir(self.export_dir, job.id)
+        await asyncio.to_thread(_fresh_dir, folder)
+        outputs: list[dict[str, Any]] = []
+        total = 0
+        for res_type in params.get("types") or sorted(RESOURCE_TYPES):
+            files = await self._export_type(job.id, folder, res_type, scope,
+                                            filters.get(res_type, ()), total)
+            for name, count in files:
+                outputs.append({"type": res_type, "url": file_url(params["base_url"], job.id, name),
+                                "count": count})
+                total += count
+        manifest = {
+            "transactionTime": dates.to_instant(job.transaction_time),
+            "request": job.request,
+            "requiresAccessToken": False,  # no authentication yet (ARCHITECTURE.md, trust services)
+            "output": outputs,
+            "error": [],
+        }
+        async with self.store.session(write=True) as s:
+            done = await store_export.finish_job(s, job.id, self.worker_id,
+                                                 orjson.dumps(manifest).decode(), dates.now_us())
+        if not done:
+            raise _Lost()
+
+    async def _export_type(self, job_id: str, folder: Path, res_type: str,
+                           scope: store_export.ExportScope, filters: Sequence[SearchQuery], before: int
+                           ) -> list[tuple[str, int]]:
+        """Stream one type into `{Type}-{n}.ndjson` files; returns (file name, lines) per file."""
+        writer = _Files(folder, res_type, self.file_lines)
+        after = 0
+        try:
+            while True:
+                async with self.store.session(write=False) as s:
+                    rows = await store_export.type_chunk(s, res_type, scope, after_pk=after,
+                                                         limit=self.chunk_rows, filters=filters)
+                if not rows:
+                    break
+                after = rows[-1][0]
+                await asyncio.to_thread(writer.write, [content for _, content in rows])
+                del rows
+                progress = f"{res_type}: {writer.total} resources; {before + writer.total} in all"
+                async with self.store.session(write=True) as s:
+                    if not await store_export.beat(s, job_id, self.worker_id, progress,
+                                                   dates.now_us()):
+                        raise _Lost()
+        finally:
+            await asyncio.to_thread(writer.close)
+        return writer.files
+
+
+def _fresh_dir(folder: Path) -> None:
+    """An empty folder for the job (a restarted job starts over)."""
+    remove_job_files(folder.parent, folder.name)
+    folder.mkdir(parents=True)
+
+
+class _Files:
+    """NDJSON files of one type, a new file every `limit` lines (keeps each download bounded)."""
+
+    def __init__(self, folder: Path, res_type: str, limit: int) -> None:
+        self.folder = folder
+        self.res_type = res_type
+        self.limit = limit
+        self.files: list[tuple[str, int]] = []
+        self.total = 0
+        self._handle: IO[bytes] | None = None
+        self._lines = 0
+
+    def write(self, contents: list[bytes]) -> None:
+        start = 0
+        while start < len(contents):
+            if self._handle is None or self._lines == self.limit:
+                self._next_file()
+            assert self._handle is not None
+            take = min(self.limit - self._lines, len(contents) - start)
+            # Stored JSON is compact (no raw newlines): one resource, one line.
+            self._handle.write(b"\n".join(contents[start:start + take]) + b"\n")
+            self._lines += take
+            self.total += take
+            name, _ = self.files[-1]
+            self.files[-1] = (name, self._lines)
+            start += take
+
+    def _next_file(self) -> None:
+        self.close()
+        name = f"{self.res_type}-{len(self.files) + 1}.ndjson"
+        # "x": never reuse a file; a missing folder (the job was cancelled) raises here.
+        self._handle = open(self.folder / name, "xb")  # noqa: SIM115 - closed in close()
+        self.files.append((name, 0))
+        self._lines = 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,288 @@
+"""The SQL behind `$everything` and Bulk Data `$export`: compartment pages, type streams, job rows.
+
+Everything here runs inside a `Session` of `akson.store.repository`, so what wraps sessions (the
+access gate) sees these reads too. Result sets are keyset-paged on `resource.pk`: a page or a
+chunk is one bounded query, never the whole result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from akson.fhir.search import SearchQuery
+from akson.store.repository import Page, Session, _stored
+from akson.store.search_sql import compile_where
+
+#: Types a patient's resources point at that belong to nobody's record (shared base data):
+#: `$everything` adds them one level deep. Other referenced types are either patient-owned
+#: (then they are in the compartment already) or not part of a record.
+SHARED_TYPES = ("Practitioner", "PractitionerRole", "Organization", "Location", "Medication",
+                "Substance", "HealthcareService")
+
+_COLS = "r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content"
+_SHARED_MARKS = ", ".join(["%s"] * len(SHARED_TYPES))
+
+
+# ------------------------------------------------------------------ $everything
+
+
+@dataclass(frozen=True)
+class Members:
+    """A set of resource pks as a SQL subquery (a UNION of indexed lookups) and its parameters.
+
+    `ctes` are materialised first: the references of a record are collected from the record
+    outwards. Left to itself, a planner may start from the other end (every reference to a
+    popular GP) and read a large part of the reference index for one patient.
+    """
+
+    ctes: str
+    cte_params: tuple[Any, ...]
+    sql: str
+    params: tuple[Any, ...]
+
+
+def patient_members(patient_id: str) -> Members:
+    """The Patient compartment of `patient_id` plus the shared resources it references.
+
+    The compartment is `resource.patient_id` (set at write time); the references come from the
+    `sp_reference` index of the compartment's resources, local references only (`url IS NULL`).
+    """
+    ctes = (
+        "refs AS MATERIALIZED (SELECT DISTINCT ref.target_type, ref.target_id FROM resource o "
+        "JOIN sp_reference ref ON ref.res_pk = o.pk WHERE o.patient_id = %s AND ref.url IS NULL "
+        f"AND ref.target_type IN ({_SHARED_MARKS}))"
+    )
+    sql = (
+        "SELECT pk FROM resource WHERE patient_id = %s"
+        " UNION "
+        "SELECT t.pk FROM refs JOIN resource t ON t.res_type = refs.target_type "
+        "AND t.res_id = refs.target_id WHERE t.patient_id IS NULL"
+    )
+    return Members(ctes, (patient_id, *SHARED_TYPES), sql, (patient_id,))
+
+
+def encounter_members(encounter_id: str) -> Members:
+    """The Encounter, the resources that reference it, what it references, and the shared
+    resources its referencers reference (one level each)."""
+    ctes = (
+        "own AS MATERIALIZED (SELECT ref.target_type, ref.target_id FROM resource e "
+        "JOIN sp_reference ref ON ref.res_pk = e.pk WHERE e.res_type = 'Encounter' "
+        "AND e.res_id = %s AND ref.url IS NULL), "
+        "shared AS MATERIALIZED (SELECT DISTINCT ref.target_type, ref.target_id "
+        "FROM sp_reference er JOIN sp_reference ref ON ref.res_pk = er.res_pk "
+        "WHERE er.target_id = %s AND er.target_type = 'Encounter' AND er.url IS NULL "
+        f"AND ref.url IS NULL AND ref.target_type IN ({_SHARED_MARKS}))"
+    )
+    sql = (
+        "SELECT pk FROM resource WHERE res_type = 'Encounter' AND res_id = %s"
+        " UNION "
+        "SELECT res_pk FROM sp_reference WHERE target_id = %s AND target_type = 'Encounter' "
+        "AND url IS NULL"
+        " UNION "
+        "SELECT t.pk FROM own JOIN resource t ON t.res_type = own.target_type "
+        "AND t.res_id = own.target_id"
+        " UNION "
+        "SELECT t.pk FROM shared JOIN resource t ON t.res_type = shared.target_type "
+        "AND t.res_id = shared.target_id WHERE t.patient_id IS NULL"
+    )
+    return Members(ctes, (encounter_id, encounter_id, *SHARED_TYPES), sql,
+                   (encounter_id, encounter_id))
+
+
+async def members_page(s: Session, members: Members, *, types: Sequence[str] | None,
+                       since: int | None, cursor: int | None, count: int) -> Page:
+    """One page of live `members` in pk order (the `_cursor` of the next page is the last pk)."""
+    sql = (f"WITH {members.ctes} SELECT {_COLS} FROM resource r WHERE r.pk IN ({members.sql}) "
+           "AND NOT r.deleted")
+    params: list[Any] = [*members.cte_params, *members.params]
+    if types:
+        sql += f" AND r.res_type IN ({', '.join(['%s'] * len(types))})"
+        params += types
+    if since is not None:
+        sql += " AND r.last_updated >= %s"
+        params.append(since)
+    if cursor is not None:
+        sql += " AND r.pk > %s"
+        params.append(cursor)
+    rows = await s.tx.fetchall(sql + " ORDER BY r.pk LIMIT %s", (*params, count + 1))
+    more = len(rows) > count
+    rows = rows[:count]
+    items = [_stored(r[1:]) for r in rows]
+    next_cursor = int(rows[-1][0]) if more else None
+    total = len(items) if cursor is None and not more else None
+    return Page(items, next_cursor, None, total)
+
+
+# ------------------------------------------------------------------ $export streams
+
+
+@dataclass(frozen=True)
+class ExportScope:
+    """Which resources an export covers: all (system), every patient's, or a Group's members'.
+
+    `until` is the job's transaction time: nothing changed after it is exported
+    (Bulk Data IG, response `transactionTime`).
+    """
+
+    level: str  # system | patient | group
+    group_pk: int | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+async def group_pk(s: Session, group_id: str) -> int | None:
+    """The row of a live Group, whose `member` index rows name the patients of a Group export."""
+    row = await s.tx.fetchone(
+        "SELECT pk FROM resource WHERE res_type = 'Group' AND res_id = %s AND NOT deleted",
+        (group_id,),
+    )
+    return int(row[0]) if row else None
+
+
+async def type_chunk(s: Session, res_type: str, scope: ExportScope, *, after_pk: int, limit: int,
+                     filters: Sequence[SearchQuery] = ()) -> list[tuple[int, bytes]]:
+    """The next `limit` live resources of `res_type` in `scope` after `after_pk`, as (pk, JSON).
+
+    `filters` are `_typeFilter` queries for this type; a resource matching any of them is
+    exported (they are ORed, Bulk Data IG `_typeFilter`). Each is compiled by the search
+    compiler, so a filter means exactly what the same search means.
+    """
+    sql = ("SELECT r.pk, r.content FROM resource r "
+           "WHERE r.res_type = %s AND r.pk > %s AND NOT r.deleted")
+    params: list[Any] = [res_type, after_pk]
+    if scope.level == "patient":
+        sql += " AND r.patient_id IS NOT NULL"
+    elif scope.level == "group":
+        # Group.member.entity as indexed (search parameter Group-member), local Patients only.
+        sql += (" AND r.patient_id IN (SELECT target_id FROM sp_reference WHERE res_pk = %s "
+                "AND param = 'member' AND target_type = 'Patient' AND url IS NULL)")
+        params.append(scope.group_pk)
+    if scope.since is not None:
+        sql += " AND r.last_updated >= %s"
+        params.append(scope.since)
+    if scope.until is not None:
+        sql += " AND r.last_updated <= %s"
+        params.append(scope.until)
+    if filters:
+        ors = []
+        for query in filters:
+            where = compile_where(query)
+            ors.append("(" + where.render() + ")")
+            params += where.params
+        sql += " AND (" + " OR ".join(ors) + ")"
+    rows = await s.tx.fetchall(sql + " ORDER BY r.pk LIMIT %s", (*params, limit))
+    return [(int(r[0]), r[1] if isinstance(r[1], bytes) else bytes(r[1])) for r in rows]
+
+
+# ------------------------------------------------------------------ job rows
+
+
+@dataclass(frozen=True)
+class Job:
+    """One export job as stored (times in µs since the epoch, UTC)."""
+
+    id: str
+    status: str  # queued | running | completed | failed | cancelled
+    request: str
+    params: str
+    progress: str | None
+    error: str | None
+    created: int
+    finished: int | None
+    transaction_time: int | None
+    manifest: str | None
+    worker: str | None
+
+
+_JOB_COLS = ("id, status, request, params, progress, error, created, finished, transaction_time, "
+             "manifest, worker")
+
+
+def _job(row: Sequence[Any]) -> Job:
+    return Job(*row)
+
+
+async def create_job(s: Session, request: str, params: str, now: int) -> str:
+    """Queue a job; returns its id (a random UUID: the status URL is not guessable)."""
+    job_id = str(uuid.uuid4())
+    await s.tx.execute(
+        "INSERT INTO export_job (id, status, request, params, progress, created) "
+        "VALUES (%s, 'queued', %s, %s, 'queued', %s)",
+        (job_id, request, params, now),
+    )
+    return job_id
+
+
+async def get_job(s: Session, job_id: str) -> Job | None:
+    row = await s.tx.fetchone(f"SELECT {_JOB_COLS} FROM export_job WHERE id = %s", (job_id,))
+    return _job(row) if row else None
+
+
+async def has_work(s: Session) -> bool:
+    """Whether any job is queued or running: an idle server polls with this read, not a write."""
+    row = await s.tx.fetchone(
+        "SELECT 1 FROM export_job WHERE status IN ('queued', 'running') LIMIT 1")
+    return row is not None
+
+
+async def claim_job(s: Session, worker: str, now: int, stale_before: int) -> Job | None:
+    """Take the oldest queued job (or a running one whose worker stopped beating) for `worker`.
+
+    One statement, so two workers cannot both take a job: PostgreSQL skips rows another
+    transaction has locked; SQLite write transactions are exclusive anyway.
+    """
+    lock = " FOR UPDATE SKIP LOCKED" if s.dialect == "postgresql" else ""
+    row = await s.tx.fetchone(
+        "UPDATE export_job SET status = 'running', worker = %s, heartbeat = %s, "
+        "started = %s, transaction_time = %s, progress = 'started' "
+        "WHERE id = (SELECT id FROM export_job WHERE status = 'queued' "
+        "OR (status = 'running' AND heartbeat < %s) ORDER BY created LIMIT 1" + lock + ") "
+        f"RETURNING {_JOB_COLS}",
+        (worker, now, now, now, stale_before),
+    )
+    return _job(row) if row else None
+
+
+async def beat(s: Session, job_id: str, worker: str, progress: str, now: int) -> bool:
+    """Record progress; False when the job is no longer this worker's (cancelled or reclaimed)."""
+    return await _changed(s, "UPDATE export_job SET progress = %s, heartbeat = %s "
+                          "WHERE id = %s AND worker = %s AND status = 'running'",
+                          (progress, now, job_id, worker))
+
+
+async def finish_job(s: Session, job_id: str, worker: str, manifest: str, now: int) -> bool:
+    return await _changed(s, "UPDATE export_job SET status = 'completed', manifest = %s, "
+                          "finished = %s, progress = 'completed' "
+                          "WHERE id = %s AND worker = %s AND status = 'running'",
+                          (manifest, now, job_id, worker))
+
+
+async def fail_job(s: Session, job_id: str, worker: str, error: str, now: int) -> bool:
+    return await _changed(s, "UPDATE export_job SET status = 'failed', error = %s, finished = %s, "
+                          "progress = 'failed' WHERE id = %s AND worker = %s AND status = 'running'",
+                          (error, now, job_id, worker))
+
+
+async def requeue_job(s: Session, job_id: str, worker: str) -> None:
+    """Hand a running job back to the queue (the server is stopping); it restarts from scratch."""
+    await s.tx.execute(
+        "UPDATE export_job SET status = 'queued', worker = NULL, progress = 'queued' "
+        "WHERE id = %s AND worker = %s AND status = 'running'",
+        (job_id, worker),
+    )
+
+
+async def cancel_job(s: Session, job_id: str, now: int) -> bool:
+    """Mark a job cancelled (Bulk Data IG, delete request); False if unknown or cancelled."""
+    return await _changed(s, "UPDATE export_job SET status = 'cancelled', finished = %s, "
+                          "manifest = NULL, progress = 'cancelled' "
+                          "WHERE id = %s AND status <> 'cancelled'", (now, job_id))
+
+
+async def _changed(s: Session, update: str, params: tuple[Any, ...]) -> bool:
+    """Run a conditional UPDATE of one job; whether it matched. RETURNING rather than a row
+    count: in a PostgreSQL pipeline (write sessions) the count is not known until commit."""
+    return await s.tx.fetchone(update + " RETURNING id", params) is not None
