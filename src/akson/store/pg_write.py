@@ -9,6 +9,7 @@ snapshot, so on update the DELETEs remove only the old index rows, never the new
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -47,8 +48,12 @@ _UPDATE_RESOURCE = (
 )
 
 
-def _statement(update: bool) -> str:
-    ctes = [_UPDATE_RESOURCE if update else _INSERT_RESOURCE]
+@lru_cache(maxsize=256)
+def statement(update: bool, filled: tuple[int, ...]) -> str:
+    """The write statement for a resource whose index lists `filled` (positions in _TABLES) hold
+    rows. Only those tables get an INSERT: an empty CTE still costs the server an executor node.
+    The JSON parameter is parsed once, as jsonb, and indexed per table."""
+    ctes = [_UPDATE_RESOURCE if update else _INSERT_RESOURCE, "j AS (SELECT %(idx)s::jsonb AS doc)"]
     if update:
         ctes += [f"d_{table} AS (DELETE FROM {table} WHERE res_pk = (SELECT pk FROM r))"
                  for table in dict.fromkeys(table for table, *_ in _TABLES)]
@@ -57,27 +62,26 @@ def _statement(update: bool) -> str:
         "deleted, method, content) SELECT pk, %(t)s, %(id)s, %(v)s, %(now)s, false, %(m)s, "
         "%(c)b FROM r)"
     )
-    for i, (table, _field, columns, casts) in enumerate(_TABLES):
+    for i in filled:
+        table, _field, columns, casts = _TABLES[i]
         values = ", ".join(f"(e->>{j + 1})::{cast}" for j, cast in enumerate(casts))
         ctes.append(
             f"i{i}_{table} AS (INSERT INTO {table} (res_pk, res_type, param, {', '.join(columns)}) "
             f"SELECT r.pk, %(t)s, e->>0, {values} "
-            f"FROM r, json_array_elements(%(idx)s::json -> {i}) AS e)"
+            f"FROM r, j, jsonb_array_elements(j.doc -> {i}) AS e)"
         )
     return "WITH " + ",\n".join(ctes) + "\nSELECT pk FROM r"
 
 
-INSERT_SQL = _statement(update=False)
-UPDATE_SQL = _statement(update=True)
-
-
-def params(
-    res_type: str, res_id: str, version: int, now: int, patient_id: str | None, content: bytes,
-    method: str, rows: IndexRows, extra: ExtraRows | None = None,
-) -> dict[str, Any]:
-    """Bind values for INSERT_SQL / UPDATE_SQL; `idx` holds every index row, one list per table."""
+def write(
+    update: bool, res_type: str, res_id: str, version: int, now: int, patient_id: str | None,
+    content: bytes, method: str, rows: IndexRows, extra: ExtraRows | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The statement and its bind values; `idx` holds every index row, one list per table."""
     extra = extra or ExtraRows()
     index = [getattr(rows, field) if hasattr(rows, field) else getattr(extra, field)
              for _, field, _, _ in _TABLES]
-    return {"t": res_type, "id": res_id, "v": version, "now": now, "pat": patient_id,
-            "c": content, "m": method, "idx": orjson.dumps(index).decode()}
+    filled = tuple(i for i, rows_of_table in enumerate(index) if rows_of_table)
+    return statement(update, filled), {
+        "t": res_type, "id": res_id, "v": version, "now": now, "pat": patient_id, "c": content,
+        "m": method, "idx": orjson.dumps(index).decode()}

@@ -183,9 +183,8 @@ class Session:
         patient_id = indexing.patient_compartment(doc, rows)
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
-            sql = pg_write.UPDATE_SQL if current is not None else pg_write.INSERT_SQL
-            await self.tx.execute(sql, pg_write.params(res_type, res_id, version, now,
-                                                       patient_id, content, method, rows, extra))
+            await self.tx.execute(*pg_write.write(current is not None, res_type, res_id, version,
+                                                  now, patient_id, content, method, rows, extra))
             return Stored(res_type, res_id, version, now, False, content, method)
         if current is None:
             row = await self.tx.fetchone(
