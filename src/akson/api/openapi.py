@@ -137,5 +137,32 @@ def openapi_document(server_url: str) -> dict:
             "/fhir/{type}/{id}/$validate": {"parameters": [res_type, res_id], "post": {
                 "summary": "Validate an update without storing", "requestBody": _body(),
                 "responses": _responses("200")}},
+            "/fhir/Patient/{id}/{compartment}": {
+                "parameters": [res_id, _param("compartment", schema={
+                    "type": "string", "enum": sorted(RESOURCE_TYPES)})],
+                "get": {"summary": "Search in the Patient compartment", "parameters": [count],
+                        "responses": _responses("200")}},
+            "/fhir/Patient/{id}/$everything": {
+                "parameters": [res_id],
+                "get": {"summary": "Everything in one patient's record",
+                        "parameters": [count, _query("_since"), _query("_type")],
+                        "responses": _responses("200")}},
+            "/fhir/Encounter/{id}/$everything": {
+                "parameters": [res_id],
+                "get": {"summary": "Everything about one encounter", "parameters": [count],
+                        "responses": _responses("200")}},
+            "/fhir/$export": {"get": {
+                "summary": "Bulk Data system export (asynchronous: Prefer: respond-async)",
+                "parameters": [_header("Prefer"), _query("_type"), _query("_since"),
+                               _query("_typeFilter"), _query("_outputFormat")],
+                "responses": _responses("202")}},
+            "/fhir/Patient/$export": {"get": {
+                "summary": "Bulk Data export of all patients' records",
+                "parameters": [_header("Prefer"), _query("_type"), _query("_since")],
+                "responses": _responses("202")}},
+            "/fhir/$export-status/{job}": {
+                "parameters": [_param("job", schema={"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"})],
+                "get": {"summary": "Export job status and manifest", "responses": _responses("200", "202")},
+                "delete": {"summary": "Cancel an export job", "responses": _responses("202")}},
         },
     }

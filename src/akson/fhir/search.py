@@ -7,9 +7,11 @@ naming the parameter, unless the client asked for `Prefer: handling=lenient`
 Besides plain `name[:modifier]=v1,v2` clauses the query holds chains (`subject:Patient.name=x`,
 search.html#chaining), reverse chains (`_has:Observation:patient:code=x`, search.html#has),
 composites (`code-value-quantity=loinc|1$gt5`, search.html#composite), `_sort`
-(search.html#sort) and `_total` (search.html#total). It also extracts the few index rows the
-generic indexer does not write (`extra_index_rows`): token texts for `:text`, identifiers of
-references for `:identifier` and composite tuples — pure functions of the resource, like indexing.
+(search.html#sort), `_total` (search.html#total), `_include` / `_revinclude` with `:iterate`
+(search.html#include) and `_summary` / `_elements` (search.html#summary, #elements). It also
+extracts the few index rows the generic indexer does not write (`extra_index_rows`): token texts
+for `:text`, identifiers of references for `:identifier` and composite tuples — pure functions of
+the resource, like indexing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from akson.fhir import dates
+from akson.fhir import dates, shaping
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry
 from akson.fhir.text import normalize
@@ -27,7 +29,7 @@ from akson.fhir.text import normalize
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 #: Result parameters this server understands (search.html#return); all others are errors.
 RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_format", "_pretty", "_sort",
-                           "_explain"})
+                           "_explain", "_include", "_revinclude", "_summary", "_elements"})
 #: Modifiers each parameter type supports here; anything else is refused, not ignored.
 MODIFIERS: dict[str, frozenset[str]] = {
     "token": frozenset({"", "not", "missing", "text", "of-type", "in", "not-in"}),
@@ -103,6 +105,22 @@ class SortKey:
     descending: bool
 
 
+@dataclass(frozen=True)
+class Include:
+    """One `_include` / `_revinclude` (search.html#include): `source:param[:target]`.
+
+    `source` is the type holding the reference parameter `param` (None with a bare `*`: any
+    type); `param` None is `*`, every reference parameter; `target` narrows the referenced
+    type. A reverse include adds `source` resources whose `param` points at a result.
+    """
+
+    source: str | None
+    param: str | None
+    target: str | None = None
+    reverse: bool = False
+    iterate: bool = False
+
+
 @dataclass
 class SearchQuery:
     """A parsed search over one resource type (or all types when `resource_type` is None)."""
@@ -117,6 +135,9 @@ class SearchQuery:
     total: str = "auto"  # none | estimate | accurate | auto (ours: exact when it is free)
     sort: list[SortKey] = field(default_factory=list)
     explain: bool = False
+    includes: list[Include] = field(default_factory=list)
+    summary: str | None = None  # true | text | data | count | false (search.html#summary)
+    elements: tuple[str, ...] = ()  # search.html#elements
     dropped: list[Issue] = field(default_factory=list)  # lenient mode: what was ignored
 
 
@@ -177,7 +198,23 @@ def parse(
             if not lenient or err.status != 400:
                 raise
             query.dropped.append(Issue(f"Ignored: {err.diagnostics}", err.code, "warning"))
+    _finish_result_params(query, lenient)
     return query
+
+
+def _finish_result_params(query: SearchQuery, lenient: bool) -> None:
+    """Checks across parameters, once all are read (their order in the URL does not matter)."""
+    if query.elements and query.summary not in (None, "false"):
+        err = FhirError(400, "_summary and _elements cannot be combined (search.html#elements)")
+        if not lenient:
+            raise err
+        query.dropped.append(Issue(f"Ignored _elements: {err.diagnostics}", err.code, "warning"))
+        query.elements = ()
+    if query.summary == "count":
+        # search.html#summary: count is the total alone, so no page and an exact count.
+        query.count = 0
+        if query.total in ("auto", "none"):
+            query.total = "accurate"
 
 
 def _parse_one(
@@ -318,6 +355,14 @@ def _result_param(query: SearchQuery, name: str, raw: str, registry: SearchParam
         query.total = raw
     elif name == "_sort":
         query.sort = [_sort_key(query.resource_type, key, registry) for key in raw.split(",")]
+    elif name in ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate"):
+        base, _, iterate = name.partition(":")
+        query.includes += [_include(query.resource_type, v, base == "_revinclude", bool(iterate),
+                                    registry) for v in raw.split(",")]
+    elif name == "_summary":
+        query.summary = shaping.summary_mode(raw)
+    elif name == "_elements":
+        query.elements = shaping.element_names(query.resource_type, raw)
     elif name == "_explain":
         if raw not in ("true", "false"):
             raise FhirError(400, "_explain must be true or false")
@@ -325,6 +370,42 @@ def _result_param(query: SearchQuery, name: str, raw: str, registry: SearchParam
     elif name not in ("_format", "_pretty"):
         raise FhirError(400, f"Modifiers are not allowed on '{name.partition(':')[0]}'")
     # _format and _pretty are handled by the HTTP layer.
+
+
+def _include(res_type: str | None, raw: str, reverse: bool, iterate: bool,
+             registry: SearchParamRegistry) -> Include:
+    """`Type:param[:targetType]` or `*` (search.html#include); anything else is a 400.
+
+    Without `:iterate` an `_include` starts from the searched type, and a `_revinclude` must
+    be able to point at it, so a typo cannot silently include nothing.
+    """
+    what = "_revinclude" if reverse else "_include"
+    if raw == "*":
+        return Include(None, None, None, reverse, iterate)
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise FhirError(400, f"{what} '{raw[:200]}' must look like Type:parameter[:targetType]")
+    source, code, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+    if not reverse and not iterate and res_type and source != res_type:
+        raise FhirError(400, f"{what} '{raw[:200]}' does not start from {res_type} (use "
+                        f"{what}:iterate to follow included resources)", "not-supported")
+    if code == "*":
+        if source not in registry.resource_types or target is not None:
+            raise FhirError(400, f"{what} '{raw[:200]}': unknown resource type", "not-supported")
+        return Include(source, None, None, reverse, iterate)
+    param = registry.get(source, code)
+    if param is None or param.type != "reference":
+        raise FhirError(400, f"{what}: '{code[:100]}' is not a reference parameter of "
+                        f"{source[:64]}", "not-supported")
+    if target is not None and param.target and target not in param.target:
+        raise FhirError(400, f"{what}: {source}:{code} never refers to {target[:64]}",
+                        "not-supported")
+    if reverse and not iterate and res_type and (
+            (target is not None and target != res_type)
+            or (param.target and res_type not in param.target)):
+        raise FhirError(400, f"{what}: {source}:{code} never refers to {res_type}",
+                        "not-supported")
+    return Include(source, code, target, reverse, iterate)
 
 
 def _sort_key(res_type: str | None, key: str, registry: SearchParamRegistry) -> SortKey:

@@ -36,10 +36,31 @@ def capability_statement(registry: SearchParamRegistry, base_url: str) -> dict:
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "history-system"}],
             "searchParam": _common_params(),
-            "operation": [{"name": "validate",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+            "operation": [
+                _op("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
+                _op("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"),
+            ],
         }],
     }
+
+
+def _op(name: str, definition: str) -> dict:
+    return {"name": name, "definition": definition}
+
+
+#: Type-level operations beyond $validate (https://hl7.org/fhir/R4/operationslist.html).
+_TYPE_OPERATIONS: dict[str, list[dict]] = {
+    "Patient": [
+        _op("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+        _op("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"),
+    ],
+    "Encounter": [
+        _op("everything", "http://hl7.org/fhir/OperationDefinition/Encounter-everything"),
+    ],
+    "Group": [
+        _op("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"),
+    ],
+}
 
 
 @lru_cache(maxsize=1)
@@ -48,6 +69,11 @@ def _common_params() -> list[dict]:
         {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
         {"name": "_lastUpdated", "type": "date",
          "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+        {"name": "_tag", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-tag"},
+        {"name": "_security", "type": "token",
+         "definition": "http://hl7.org/fhir/SearchParameter/Resource-security"},
+        {"name": "_profile", "type": "uri",
+         "definition": "http://hl7.org/fhir/SearchParameter/Resource-profile"},
     ]
 
 
@@ -55,8 +81,10 @@ def _resource(registry: SearchParamRegistry, res_type: str) -> dict:
     params = [
         {"name": code, "type": p.type, "definition": p.url}
         for code, p in sorted(registry.for_type(res_type).items())
-        if p.type in MODIFIERS and code not in ("_id", "_lastUpdated")
+        if p.type in MODIFIERS and code not in ("_id", "_lastUpdated", "_tag", "_security", "_profile")
     ]
+    refs = [f"{res_type}:{code}" for code, p in sorted(registry.for_type(res_type).items())
+            if p.type == "reference"]
     return {
         "type": res_type,
         "interaction": [{"code": c} for c in _TYPE_INTERACTIONS],
@@ -67,7 +95,11 @@ def _resource(registry: SearchParamRegistry, res_type: str) -> dict:
         "conditionalRead": "not-supported",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
+        "searchInclude": ["*", *refs],
+        "searchRevInclude": ["*"],
         "searchParam": _common_params() + params,
-        "operation": [{"name": "validate",
-                       "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+        "operation": [
+            _op("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
+            *_TYPE_OPERATIONS.get(res_type, []),
+        ],
     }

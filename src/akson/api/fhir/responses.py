@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import orjson
 
 from akson.api.fhir.messages import FhirRequest, FhirResponse, http_date
+from akson.fhir import jsonio, shaping
 from akson.fhir.outcome import Issue, operation_outcome
 from akson.store.repository import Page, Stored
 
@@ -44,10 +45,27 @@ def _dump(value: object) -> bytes:
     return orjson.dumps(value)
 
 
+def shaped(stored: Stored, summary: str | None = None, elements: tuple[str, ...] = ()
+           ) -> bytes:
+    """The resource's JSON, subset for `_summary` / `_elements` (search.html#summary,
+    #elements); re-serialised only when a subset is asked for, else the stored bytes."""
+    if stored.content is None or not shaping.is_shaping(summary, elements):
+        return stored.content or b"{}"
+    doc = shaping.shape(jsonio.loads(stored.content), summary=summary, elements=elements)
+    return jsonio.dumps(doc)
+
+
 def searchset(req: FhirRequest, page: Page, path: str, extra_entries: list[bytes] | None = None,
-              *, links: list[dict] | None = None) -> FhirResponse:
+              *, links: list[dict] | None = None, included: list[Stored] | None = None,
+              summary: str | None = None, elements: tuple[str, ...] = ()) -> FhirResponse:
     """A searchset Bundle; `links` from `akson.api.fhir.paging` (sealed page tokens), else
-    self/next/previous links carrying our keyset cursor."""
+    self/next/previous links carrying our keyset cursor.
+
+    `included` are added with `search.mode = include` after the matches
+    (https://hl7.org/fhir/R4/search.html#include); they are not counted in `total`.
+    `summary` applies to every entry, `elements` to the matches only: its names are
+    the searched type's (https://hl7.org/fhir/R4/search.html#elements).
+    """
     if links is None:
         params = [(k, v) for k, v in req.query if k not in ("_cursor",)]
         links = [_link("self", req.base_url, path, params)]
@@ -59,8 +77,13 @@ def searchset(req: FhirRequest, page: Page, path: str, extra_entries: list[bytes
                                [*params, ("_cursor", str(page.prev_cursor))]))
     entries = [
         b'{"fullUrl":' + _dump(f"{req.base_url}/{s.res_type}/{s.res_id}") + b',"resource":'
-        + (s.content or b"{}") + b',"search":{"mode":"match"}}'
+        + shaped(s, summary, elements) + b',"search":{"mode":"match"}}'
         for s in page.items
+    ]
+    entries += [
+        b'{"fullUrl":' + _dump(f"{req.base_url}/{s.res_type}/{s.res_id}") + b',"resource":'
+        + shaped(s, summary) + b',"search":{"mode":"include"}}'
+        for s in included or ()
     ]
     entries += extra_entries or []
     return FhirResponse(200, _bundle("searchset", page.total, links, entries))

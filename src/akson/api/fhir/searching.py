@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qsl
 
-from akson.api.fhir import paging
+from akson.api.fhir import paging, searchparameters
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.responses import history_bundle, searchset
@@ -13,6 +13,7 @@ from akson.fhir import dates, jsonio
 from akson.fhir import search as fhir_search
 from akson.fhir.indexing import PATIENT_COMPARTMENT
 from akson.fhir.outcome import FhirError, Issue, operation_outcome
+from akson.store.include import fetch_included
 from akson.store.repository import Session
 
 #: Parameters that shape the response, not the match, and are fine on any search.
@@ -75,19 +76,30 @@ async def _search(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
     )
     if state is not None:
         query.cursor, query.cursor_key = state.cursor, state.key
+    # Parameters whose reindex has not finished: answered, with a warning (docs/search-parameters.md).
+    query.dropped += searchparameters.pending_warnings(ctx.registry, res_type, pairs)
     if query.explain and os.environ.get("AKSON_ENABLE_EXPLAIN") != "1":
         raise FhirError(400, "_explain is for operators (AKSON_ENABLE_EXPLAIN=1)", "forbidden")
     page = await s.search(query, base_url=req.base_url)
     if query.explain:
         return FhirResponse(200, operation_outcome([Issue(page.plan or "", "informational",
                                                           "information")]))
+    included = await fetch_included(s, query, page.items) if query.includes else None
+    warnings = list(query.dropped)
+    if included is not None and included.truncated:
+        warnings.append(Issue("Only the first included resources are returned: ask for smaller "
+                              "pages (_count) or fewer _include/_revinclude", "too-costly",
+                              "warning"))
     extra = []
-    if query.dropped:
-        outcome = jsonio.dumps(operation_outcome(query.dropped))
+    if warnings:
+        outcome = jsonio.dumps(operation_outcome(warnings))
         extra.append(b'{"resource":' + outcome + b',"search":{"mode":"outcome"}}')
+    # The token carries every pair, so next pages keep _include, _summary and _elements.
     links = paging.search_links(keyset, req.base_url, path, [p for p in pairs if p[0] != "_page"],
                                 query.cursor, query.cursor_key, page)
-    return searchset(req, page, path, extra, links=links)
+    return searchset(req, page, path, extra, links=links,
+                     included=included.items if included else None, summary=query.summary,
+                     elements=query.elements)
 
 
 async def history(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str | None = None,
