@@ -218,7 +218,8 @@ class Services:
             for res in mapping.ar_to_resources(record, ids={
                     "self": make_id(seed, "HealthcareService", her),
                     "endpoint": make_id(seed, "Endpoint", her),
-                    "organization": services_parent.id}):
+                    "organization": services_parent.id,
+                    "organization_orgnr": services_parent.orgnr}):
                 items.append((res["resourceType"], res["id"], res))
         for person in self.staff:
             practitioner = mapping.hpr_to_practitioner(person.hpr_record(),

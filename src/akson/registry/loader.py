@@ -341,6 +341,9 @@ async def _ar(w: _Writer, rec: Mapping[str, Any]) -> None:
     ids: dict[str, str] = {}
     if kind != "organization":
         ids["organization"] = await _ar_parent_organization(s, rec["parent_her_id"])
+        orgnr = await _orgnr_of(s, ids["organization"])
+        if orgnr:
+            ids["organization_orgnr"] = orgnr
     elif found is None and rec.get("orgnr"):
         found = await organization_by_orgnr(s, rec["orgnr"])  # the enhet Organization
     if kind == "person":
@@ -361,6 +364,14 @@ async def _ar(w: _Writer, rec: Mapping[str, Any]) -> None:
     w.stage(endpoint, None)
     w.stage(party, found)
     await w.flush()
+
+
+async def _orgnr_of(s: Session, organization_id: str) -> str | None:
+    stored = await s.read("Organization", organization_id)
+    if stored is None or stored.content is None:
+        return None
+    return next((i.get("value") for i in _content(stored).get("identifier") or []
+                 if i.get("system") == ORGNR_SYSTEM), None)
 
 
 async def _ar_parent_organization(s: Session, parent_her_id: str) -> str:

@@ -144,6 +144,15 @@ def _ref(res_type: str, res_id: str) -> dict[str, str]:
     return {"reference": f"{res_type}/{res_id}"}
 
 
+def _provided_by(organization_id: str, orgnr: str | None) -> dict[str, Any]:
+    """no-basis wants the providing organisation's orgnr beside the reference
+    (invariant no-basis-providedBy-identifier)."""
+    ref: dict[str, Any] = _ref("Organization", organization_id)
+    if orgnr:
+        ref["identifier"] = {"system": ORGNR_SYSTEM, "value": orgnr}
+    return ref
+
+
 def _period(start: str | None, end: str | None) -> dict[str, str]:
     period = {}
     if start:
@@ -476,6 +485,8 @@ def ar_to_resources(record: Mapping[str, Any], *, ids: Mapping[str, str]) -> lis
     - `"endpoint"` (required): id of its Endpoint;
     - `"organization"`: the Organization the party belongs to — required for service
       (`providedBy`) and person (`organization`), ignored for organization;
+    - `"organization_orgnr"`: for kind service, that Organization's orgnr (no-basis puts it
+      in `providedBy.identifier`);
     - `"practitioner"`: for kind person, the Practitioner id when known; otherwise the role
       refers to the practitioner by HPR identifier.
     The party carries its HER-id as identifier; the Endpoint (no-basis connection type
@@ -503,7 +514,7 @@ def ar_to_resources(record: Mapping[str, Any], *, ids: Mapping[str, str]) -> lis
             coding["display"] = service["display"]
         party = {"resourceType": "HealthcareService", "id": self_id, "meta": _meta("ar"),
                  "identifier": [her], "active": True,
-                 "providedBy": _ref("Organization", managing),
+                 "providedBy": _provided_by(managing, ids.get("organization_orgnr")),
                  "type": [{"coding": [coding]}], "name": record["name"],
                  "endpoint": endpoint_ref}
     elif kind == "person":
