@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from akson.api.fhir.context import FhirContext
+from akson.api.fhir.searchparameters import ReindexWorker
 from akson.api.http import FhirApp
 from akson.api.openapi import openapi_document
 from akson.config import Settings
@@ -30,6 +31,7 @@ class Akson:
         self.settings = settings or Settings.from_env()
         self.ctx: FhirContext | None = None
         self.exports: ExportWorker | None = None
+        self.reindexer: ReindexWorker | None = None
         self.fhir = FhirApp(self._context)
         self.site = Starlette(routes=[
             Route("/", _index),
@@ -42,16 +44,26 @@ class Akson:
         return self.ctx
 
     async def startup(self) -> None:
-        registry = SearchParamRegistry.default()
+        # A copy: stored SearchParameters are added to this server's registry, not the shared one.
+        registry = SearchParamRegistry.default().copy()
         db = connect(self.settings.database_url, pool_size=self.settings.pool_size)
         await db.open()
         self.ctx = FhirContext(ResourceStore(db, registry), registry, self.settings)
+        self.reindexer = ReindexWorker(self.ctx.store, registry)
+        try:
+            await self.reindexer.load()
+        except Exception as exc:  # noqa: BLE001 - e.g. not migrated yet: the worker retries
+            log.error("could not load stored SearchParameters type=%s", type(exc).__name__)
+        self.reindexer.start()
         self.exports = ExportWorker(self.ctx.store, self.settings.export_dir)
         self.exports.start()
         log.warning("Akson serves WITHOUT authentication (trust services are not built yet); "
                     "keep it on a loopback address")
 
     async def shutdown(self) -> None:
+        if self.reindexer is not None:  # before the database closes: it requeues a running job
+            await self.reindexer.stop()
+            self.reindexer = None
         if self.exports is not None:  # before the database closes: it requeues a running job
             await self.exports.stop()
             self.exports = None

@@ -1,4 +1,4 @@
-"""The `akson` command line: serve, db upgrade, import."""
+"""The `akson` command line: serve, db upgrade, import, reindex."""
 
 from __future__ import annotations
 
@@ -102,3 +102,71 @@ def demo(municipalities: int, persons: int, seed: int, if_empty: bool, progress:
     stats, users = result
     click.echo(stats.render())
     click.echo(render_users(users))
+
+
+@main.command()
+@click.option("--param", "code", default=None,
+              help="Reindex only the search parameter(s) with this code (default: every index "
+                   "row of every resource).")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1),
+              help="Resources per transaction.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def reindex(code: str | None, batch: int, progress: bool) -> None:
+    """Rebuild search-index rows in the database of AKSON_DATABASE_URL, batch by batch.
+
+    Safe while servers run: each batch is its own short transaction, and servers warn on
+    searches of a parameter while its job runs (docs/search-parameters.md).
+    """
+    import asyncio
+
+    sys.exit(asyncio.run(_reindex(Settings.from_env(), code, batch, progress)))
+
+
+async def _reindex(settings: Settings, code: str | None, batch: int, progress: bool) -> int:
+    """Queue one job per parameter (or one `all` job), claim it at once and run it here."""
+    import uuid
+
+    from tqdm import tqdm
+
+    from akson.api.fhir.searchparameters import ReindexWorker, run_job
+    from akson.fhir import dates
+    from akson.fhir.searchparams import SearchParamRegistry
+    from akson.store import reindex as store_reindex
+    from akson.store.database import connect
+    from akson.store.repository import ResourceStore
+
+    registry = SearchParamRegistry.default().copy()
+    db = connect(settings.database_url, pool_size=2)
+    await db.open()
+    try:
+        store = ResourceStore(db, registry)
+        await ReindexWorker(store, registry).load()  # stored SearchParameters too
+        if code is None:
+            targets: list[tuple[str, str, str, tuple[str, ...]]] = [
+                ("all", "*", "*", ("Resource",))]
+        else:
+            targets = [("index", p.url, p.code, p.base) for p in registry if p.code == code]
+            if not targets:
+                click.echo(f"No search parameter has the code {code!r}", err=True)
+                return 2
+        worker = str(uuid.uuid4())
+        for action, url, pcode, base in targets:
+            now = dates.now_us()
+            async with store.session(write=True) as s:  # queued and claimed in one transaction
+                job_id = await store_reindex.enqueue(s, action, url, pcode, base, None, now)
+                await store_reindex.claim(s, job_id, worker, now, now)
+                job = await store_reindex.get_job(s, job_id)
+            assert job is not None
+            label = "all parameters" if action == "all" else f"{pcode} ({url})"
+            with tqdm(desc=label, unit="res", disable=not progress) as bar:
+
+                def show(done: int, total: int | None, bar: tqdm = bar) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                status, error = await run_job(store, registry, job, worker, batch_rows=batch,
+                                              progress=show)
+            click.echo(f"{label}: {status}" + (f" ({error})" if error else ""))
+        return 0
+    finally:
+        await db.close()

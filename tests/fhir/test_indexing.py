@@ -254,16 +254,16 @@ def test_patient_compartment_rules() -> None:
 def test_registry_argument_and_runtime_param() -> None:
     reg = SearchParamRegistry.default().copy()
     reg.add({
-        "resourceType": "SearchParameter", "code": "middlename", "base": ["Patient"],
-        "type": "string", "url": "http://hl7.no/fhir/SearchParameter/no-basis-middlename",
+        "resourceType": "SearchParameter", "code": "mellomnavn", "base": ["Patient"],
+        "type": "string", "url": "http://hl7.no/fhir/SearchParameter/akson-test-mellomnavn",
         "expression": "Patient.name.extension('http://hl7.no/fhir/StructureDefinition/"
                       "no-basis-middlename').value.as(string)",
     })
     patient = {"resourceType": "Patient", "name": [{"family": "Øyen", "extension": [
         {"url": "http://hl7.no/fhir/StructureDefinition/no-basis-middlename",
          "valueString": "Ødegård"}]}]}
-    assert param_rows(extract(patient, reg).strings, "middlename") == [("odegard", "Ødegård")]
-    assert param_rows(extract(patient).strings, "middlename") == []
+    assert param_rows(extract(patient, reg).strings, "mellomnavn") == [("odegard", "Ødegård")]
+    assert param_rows(extract(patient).strings, "mellomnavn") == []
 
 
 def test_non_resources_yield_no_rows() -> None:

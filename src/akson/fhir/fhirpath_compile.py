@@ -496,10 +496,23 @@ class _Compiler:
         if name == "extension" and len(args) == 1 and isinstance(args[0], Literal):
             url = args[0].value
             ext = _chain(base, (("extension", False),))
+            shadow = self._primitive_extensions(node.base, at_root)
+            if shadow is not None:
+                ext = _union(ext, shadow)
             return lambda items, root: [
                 e for e in ext(items, root) if e.__class__ is dict and e.get("url") == url
             ]
         raise FhirPathCompileError(f"unsupported function {name}() with {len(args)} argument(s)")
+
+    def _primitive_extensions(self, base: Any, at_root: bool) -> _Fn | None:
+        """``x.extension`` where ``x`` may be a primitive: in JSON its extensions sit on the
+        sibling ``_x`` (https://hl7.org/fhir/R4/json.html#primitive), e.g. the no-basis
+        municipality code on ``Address._district``. None when ``base`` is not a named element."""
+        if isinstance(base, Member) and base.name not in CHOICE_ROOTS:
+            return self._path(Member(Member(base.base, "_" + base.name), "extension"), at_root)
+        if isinstance(base, Ident) and base.name[:1].islower() and base.name not in CHOICE_ROOTS:
+            return self._path(Member(Ident("_" + base.name), "extension"), at_root)
+        return None
 
     def _predicate(self, cond: Any) -> Callable[[Any, dict], bool]:
         # The common `where(resolve() is Patient)` gets a direct test, no collection building.
@@ -604,6 +617,10 @@ def _identity(items: list[Any], root: dict) -> list[Any]:
 
 def _empty(items: list[Any], root: dict) -> list[Any]:
     return []
+
+
+def _union(a: _Fn, b: _Fn) -> _Fn:
+    return lambda items, root: a(items, root) + b(items, root)
 
 
 def _const_empty_result(func: str) -> _Fn | None:

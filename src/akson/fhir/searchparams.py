@@ -7,6 +7,7 @@ FHIRPath. https://hl7.org/fhir/R4/searchparameter.html, https://hl7.org/fhir/R4/
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -124,9 +125,15 @@ class SearchParamRegistry:
     def __init__(self, params: Iterable[SearchParam] = ()) -> None:
         self._by_base: dict[str, dict[str, SearchParam]] = {}
         self._views: dict[str, Mapping[str, SearchParam]] = {}
+        self._by_url: dict[str, SearchParam] = {}
         self._lock = threading.Lock()
-        #: Incremented on every change, so caches built from the registry know when to rebuild.
-        self.version = 0
+        #: Changes on every change, so caches built from the registry know when to rebuild.
+        #: Drawn from one process-wide counter: (id(registry), version) never repeats, even when
+        #: a registry's id is reused after it is collected.
+        self.version = next(_VERSIONS)
+        #: Urls of parameters whose index rows are still being built (a reindex job is queued
+        #: or running): searches on them may miss resources written before they were added.
+        self.pending: set[str] = set()
         #: (url or code, reason) for parameters registered without an extractor.
         self.uncompiled: list[tuple[str, str]] = []
         for p in params:
@@ -141,7 +148,12 @@ class SearchParamRegistry:
         with _DEFAULT_LOCK:
             if _DEFAULT is None:
                 data = resources.files("akson.fhir.data") / "search-parameters.json"
-                _DEFAULT = cls.from_bundle(orjson.loads(data.read_bytes()))
+                reg = cls.from_bundle(orjson.loads(data.read_bytes()))
+                # Akson's Norwegian parameters (no-basis extensions), ours, not HL7's file.
+                ours = resources.files("akson.fhir.data") / "no-search-parameters.json"
+                for entry in orjson.loads(ours.read_bytes())["entry"]:
+                    reg._add(entry["resource"])
+                _DEFAULT = reg
             return _DEFAULT
 
     @classmethod
@@ -158,11 +170,14 @@ class SearchParamRegistry:
         """An independent registry with the same parameters (to add to without side effects)."""
         new = SearchParamRegistry()
         new._by_base = {b: dict(ps) for b, ps in self._by_base.items()}
+        new._by_url = dict(self._by_url)
         new.uncompiled = list(self.uncompiled)
+        new.pending = set(self.pending)
         return new
 
     def add(self, param_resource: Mapping[str, Any]) -> SearchParam:
-        """Register a SearchParameter resource at run time; replaces a same-code parameter.
+        """Register a SearchParameter resource at run time; replaces a same-code parameter and
+        the parameter with the same url (whose code or bases may have changed).
 
         Unlike the bulk R4 load, an expression that cannot be compiled is refused with a 400,
         because indexing silently nothing would make searches on it wrong.
@@ -174,8 +189,31 @@ class SearchParamRegistry:
                 ("SearchParameter.expression",),
             )
         with self._lock:
+            if param.url:
+                self._unregister(param.url)
             self._register(param)
         return param
+
+    def remove(self, url: str) -> SearchParam | None:
+        """Unregister the parameter with this url (from every base); the removed one, or None."""
+        with self._lock:
+            return self._unregister(url)
+
+    def by_url(self, url: str) -> SearchParam | None:
+        """The registered parameter with this canonical url, or None."""
+        return self._by_url.get(url)
+
+    def _unregister(self, url: str) -> SearchParam | None:
+        old = self._by_url.pop(url, None)
+        if old is None:
+            return None
+        for b in old.base:
+            ps = self._by_base.get(b)
+            if ps is not None and ps.get(old.code) is old:
+                del ps[old.code]
+        self._views = {}
+        self.version = next(_VERSIONS)
+        return old
 
     def _add(self, resource: Mapping[str, Any]) -> None:
         param, problem = compile_param(resource)
@@ -186,8 +224,10 @@ class SearchParamRegistry:
     def _register(self, param: SearchParam) -> None:
         for b in param.base:
             self._by_base.setdefault(b, {})[param.code] = param
+        if param.url:
+            self._by_url[param.url] = param
         self._views = {}
-        self.version += 1
+        self.version = next(_VERSIONS)
 
     # lookup
 
@@ -233,3 +273,4 @@ class SearchParamRegistry:
 
 _DEFAULT: SearchParamRegistry | None = None
 _DEFAULT_LOCK = threading.Lock()
+_VERSIONS = itertools.count(1)

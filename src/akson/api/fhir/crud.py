@@ -7,13 +7,16 @@ entry of a transaction Bundle.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from urllib.parse import parse_qsl
 
+from akson.api.fhir import searchparameters
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
-from akson.api.fhir.responses import resource_response
+from akson.api.fhir.responses import resource_response, shaped
 from akson.fhir import patch as fhir_patch
 from akson.fhir import search as fhir_search
+from akson.fhir import shaping
 from akson.fhir.outcome import FhirError, Issue, operation_outcome, unprocessable
 from akson.fhir.validation import validate
 from akson.store.repository import Session, Stored
@@ -32,7 +35,24 @@ async def read(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, re
     assert stored is not None
     if req.header("if-none-match") == stored.etag:
         return FhirResponse(304, None, {"ETag": stored.etag})
-    return resource_response(req, stored)
+    return resource_response(req, _shaped(req, stored))
+
+
+def _shaped(req: FhirRequest, stored: Stored) -> Stored:
+    """`_summary` / `_elements` on a read (search.html#summary, #elements); the stored bytes
+    are served untouched unless a subset is asked for."""
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    for key, value in req.query:
+        if key == "_summary":
+            summary = shaping.summary_mode(value)
+            if summary == "count":
+                raise FhirError(400, "_summary=count is for searches, not reads")
+        elif key == "_elements":
+            elements = shaping.element_names(stored.res_type, value)
+    if not shaping.is_shaping(summary, elements):
+        return stored
+    return replace(stored, content=shaped(stored, summary, elements))
 
 
 async def vread(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str,
@@ -93,7 +113,9 @@ async def create(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str) 
             # Location names the matched resource, so a transaction-response entry says which
             # resource its ifNoneExist resolved to (http.html#trules).
             return resource_response(req, matches[0], 200, location=True)
+    await searchparameters.check(ctx, s, res_type, resource)
     stored = await s.create(res_type, resource, res_id=req.assigned_id)
+    await searchparameters.changed(ctx, s, stored)
     return resource_response(req, stored, 201, location=True)
 
 
@@ -104,7 +126,9 @@ async def update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, 
     if resource.get("id") != res_id:
         raise FhirError(400, f"The body's id must equal the id in the URL ({res_id})",
                         "invalid", ("id",))
+    await searchparameters.check(ctx, s, res_type, resource, res_id)
     stored, created = await s.update(res_type, res_id, resource, if_match=if_match(req))
+    await searchparameters.changed(ctx, s, stored)
     return resource_response(req, stored, 201 if created else 200, location=created)
 
 
@@ -122,14 +146,18 @@ async def conditional_update(ctx: FhirContext, s: Session, req: FhirRequest, res
         if body_id and await s.read(res_type, body_id) is not None:
             raise FhirError(409, f"{res_type}/{body_id} exists but does not match the condition",
                             "conflict")
+        await searchparameters.check(ctx, s, res_type, resource, body_id)
         stored = await s.create(res_type, resource, res_id=body_id or req.assigned_id)
+        await searchparameters.changed(ctx, s, stored)
         return resource_response(req, stored, 201, location=True)
     target = matches[0]
     if resource.get("id") not in (None, target.res_id):
         raise FhirError(400, "The body's id differs from the resource the condition matched",
                         "invalid", ("id",))
     resource = {**resource, "id": target.res_id}
+    await searchparameters.check(ctx, s, res_type, resource, target.res_id)
     stored, _ = await s.update(res_type, target.res_id, resource, if_match=if_match(req))
+    await searchparameters.changed(ctx, s, stored)
     # The client named no id, so Location is how it (or a transaction-response) learns which one.
     return resource_response(req, stored, 200, location=True)
 
@@ -153,7 +181,9 @@ async def patch(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, r
     issues = validate(patched, expected_type=res_type)
     if issues:
         raise unprocessable(issues)
+    await searchparameters.check(ctx, s, res_type, patched, res_id)
     stored, _ = await s.update(res_type, res_id, patched, if_match=current.version)
+    await searchparameters.changed(ctx, s, stored)
     return resource_response(req, stored, 200)
 
 
@@ -161,6 +191,8 @@ async def delete(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, 
                  ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#delete — idempotent; history is kept."""
     deleted = await s.delete(res_type, res_id)
+    if deleted is not None:
+        await searchparameters.changed(ctx, s, deleted)
     headers = {"ETag": deleted.etag} if deleted else {}
     outcome = operation_outcome([Issue(
         f"{res_type}/{res_id} deleted" if deleted else f"{res_type}/{res_id} was not present",

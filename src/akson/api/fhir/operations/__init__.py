@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from akson.api.fhir import searchparameters
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.operations import everything, export
 from akson.fhir.outcome import FhirError
@@ -54,6 +55,10 @@ def resolve_instance(req: FhirRequest, res_type: str, res_id: str, name: str) ->
         handler = (everything.patient_everything if res_type == "Patient"
                    else everything.encounter_everything)
         return handler, (res_id,), False
+    if name == "$reindex-status" and res_type == "SearchParameter":
+        if req.method != "GET":
+            raise _not_allowed(req.method, "SearchParameter/[id]/$reindex-status")
+        return searchparameters.reindex_status, (res_id,), False
     if name == "$export" and res_type == "Group":
         _no_bundle(req, name)
         if req.method == "GET":
