@@ -23,7 +23,10 @@ from scale_queries import SHAPES, Sample, Shape, sample
 from serverproc import PgTarget, RssSampler, ServerProcess, free_port, pg_version, run_upgrade
 
 REPO = Path(__file__).resolve().parent.parent
-SYNTHEA = Path("/work/shared/corpora/synthea-r4/synthea_r4_smart_617_bundles.tar.xz")
+_SYNTHEA = "corpora/synthea-r4/synthea_r4_smart_617_bundles.tar.xz"
+SYNTHEA = REPO.parent / "shared" / _SYNTHEA  # ../shared beside the checkout, as CI lays it
+if not SYNTHEA.exists():
+    SYNTHEA = Path("/work/shared") / _SYNTHEA
 DB = "akson_scale"
 HOST = "127.0.0.1"
 MB = 1024 * 1024

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import httpx
 import pytest
 
 from tests.conformance.testscript_runner import TestScriptRunner
+from tests.shared_corpora import CORPORA
 
-CORPORA = Path(os.environ.get("AKSON_CORPORA", "/work/shared/corpora"))
 SCRIPTS = CORPORA / "conformance-testscripts"
 SPEC_EXAMPLES = CORPORA / "fhir-r4-spec" / "examples"
 FOLDERS = ("mitre-testscript-engine", "r4-spec-testscript-examples")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.shared_corpora import CORPORA
 
 from akson.fhir.identifiers import make_fhn, make_fnr, make_orgnr
 from akson.fhir.naming import (
@@ -58,7 +59,7 @@ EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
 PACKAGE = Path(
     os.environ.get(
         "AKSON_NO_BASIS_PACKAGE",
-        "/work/shared/corpora/norway/no-basis/package-2.2.2-snapshots/package",
+        str(CORPORA / "norway/no-basis/package-2.2.2-snapshots/package"),
     )
 )
 PACKAGE_EXAMPLE_NAMES = [
