@@ -12,6 +12,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,24 +33,41 @@ def _pg_admin_connect():
     return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
-    import psycopg
+@contextmanager
+def fresh_database(backend: str, folder: Path, prefix: str = "akson_test", *,
+                   migrate: bool = False) -> Iterator[str]:
+    """A database of the caller's own: a SQLite file in `folder`, or a PostgreSQL database
+    created now and dropped on exit (in CI an unreachable PostgreSQL fails, elsewhere it skips)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / (prefix + '.db')}"
+    else:
+        import psycopg
 
-    name = f"akson_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        try:
+            admin = _pg_admin_connect()
+        except psycopg.OperationalError as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"PostgreSQL is required in CI and could not be reached: {exc}")
+            pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
+        with admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = f"postgresql+psycopg://{PG_ADMIN.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
     try:
-        admin = _pg_admin_connect()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and could not be reached: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    with _pg_admin_connect() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        if backend != "sqlite":
+            with _pg_admin_connect() as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    with fresh_database("postgresql", tmp_path_factory.mktemp("pg")) as url:
+        yield url
 
 
 def database_url(backend: str, tmp: Path, request: pytest.FixtureRequest) -> str:

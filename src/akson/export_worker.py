@@ -9,7 +9,6 @@ memory, so an export of any size runs in the same few megabytes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import IO, Any
 import orjson
 
 from akson.api.fhir.operations.export import file_url, filter_queries, job_dir, remove_job_files
+from akson.api.polling_worker import PollingWorker
 from akson.fhir import dates
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import SearchQuery
@@ -33,16 +33,19 @@ class _Lost(Exception):
     """The job was cancelled, or another worker took it over: stop without a result."""
 
 
-class ExportWorker:
+class ExportWorker(PollingWorker):
     """Runs queued export jobs one at a time in the server's event loop.
 
     Several server processes may share a database: a job is claimed in one statement, and a
     job whose worker stopped beating for `stale_seconds` is taken over and restarted.
     """
 
+    name = "akson-export-worker"
+
     def __init__(self, store: ResourceStore, export_dir: str | Path, *, poll_seconds: float = 0.5,
                  chunk_rows: int = 5000, file_lines: int = 100_000,
                  stale_seconds: float = 300) -> None:
+        super().__init__()
         self.store = store
         self.export_dir = Path(export_dir)
         self.poll_seconds = poll_seconds
@@ -50,41 +53,13 @@ class ExportWorker:
         self.file_lines = file_lines
         self.stale_us = int(stale_seconds * 1_000_000)
         self.worker_id = str(uuid.uuid4())
-        self._task: asyncio.Task[None] | None = None
         self._current: str | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="akson-export-worker")
-
-    async def stop(self) -> None:
-        """Stop the loop; a job in progress goes back to the queue for the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def release_current(self) -> None:
         if self._current is not None:
             async with self.store.session(write=True) as s:
                 await store_export.requeue_job(s, self._current, self.worker_id)
             self._current = None
-
-    async def _loop(self) -> None:
-        failures = 0
-        while True:
-            try:
-                ran = await self.run_once()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the runner must outlive a bad database moment
-                # Logged once per outage (e.g. a database not migrated yet), then backing off.
-                if not failures:
-                    log.error("export worker error type=%s", type(exc).__name__, exc_info=exc)
-                failures += 1
-                ran = False
-            if not ran:
-                # Polling the job table (indexed, one row) keeps several processes simple.
-                await asyncio.sleep(min(self.poll_seconds * 2 ** min(failures, 10), 60.0))
 
     async def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""

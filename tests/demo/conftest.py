@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.conftest import PG_ADMIN, database_url
+from tests.conftest import fresh_database
 
 from akson.demo import Demo, build_demo
 from akson.demo.services import Item
@@ -40,23 +38,7 @@ def generated() -> Generated:
 
 @pytest.fixture
 def empty_db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """An empty database of `backend`: SQLite from `database_url`; on PostgreSQL a database of
+    """An empty database of `backend`: a SQLite file, or on PostgreSQL a database of
     its own (the session's shared one holds other tests' data, and these tests need it empty)."""
-    if backend == "sqlite":
-        yield database_url(backend, tmp_path, request)
-        return
-    import psycopg
-
-    name = f"akson_demo_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and could not be reached: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(backend, tmp_path, "akson_demo") as url:
+        yield url

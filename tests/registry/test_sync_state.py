@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tests import conftest
 
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import sync_state
@@ -17,32 +17,10 @@ from akson.store.database import connect
 from akson.store.migrate import upgrade
 from akson.store.repository import ResourceStore
 
-PG_ADMIN = os.environ.get("AKSON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
-
-@contextmanager
-def fresh_database(backend: str, tmp: Path, name: str = "sync") -> Iterator[str]:
-    """A SQLite file in `tmp`, or a PostgreSQL database created now and dropped on exit."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / (name + '.db')}"
-        return
-    import psycopg
-
-    pg_name = f"akson_sync_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and could not be reached: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{pg_name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].split("://", 1)[1]
-    try:
-        yield f"postgresql+psycopg://{base}/{pg_name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+def fresh_database(backend: str, tmp: Path, name: str = "sync") -> Any:
+    """A database of the test's own (see tests/conftest.py)."""
+    return conftest.fresh_database(backend, tmp, f"akson_{name}")
 
 
 @asynccontextmanager

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.conftest import fresh_database
 
-PG_ADMIN = os.environ.get("AKSON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TX_SYSTEM = "urn:uuid:6f0c7a8e-0000-4000-8000-00000000c0a5"  # identifies one transaction
 ENTRY_SYSTEM = "urn:uuid:6f0c7a8e-0000-4000-8000-00000000e4e7"  # identifies one entry
 WRITERS = 8
@@ -50,26 +50,8 @@ def free_port() -> int:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def crash_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: a SQLite file, or a PostgreSQL database dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'crash.db'}"
-        return
-    import psycopg
-
-    name = f"akson_crash_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and could not be reached: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].split("://", 1)[1]
-    try:
-        yield f"postgresql+psycopg://{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(request.param, tmp_path, "akson_crash") as url:
+        yield url
 
 
 # ---------------------------------------------------------------------------------- server

@@ -12,7 +12,6 @@ docs/search-parameters.md). https://hl7.org/fhir/R4/searchparameter.html
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.api.polling_worker import PollingWorker
 from akson.fhir import dates, jsonio
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry, compile_param
@@ -274,7 +274,7 @@ async def _finish(s: Session, job: reindex.ReindexJob, worker: str, status: str,
     return status, error
 
 
-class ReindexWorker:
+class ReindexWorker(PollingWorker):
     """Keeps one process's registry in line with the stored SearchParameters and runs jobs.
 
     Every `poll_seconds` it reads the job rows newer than the last it saw (plus the unfinished
@@ -283,9 +283,12 @@ class ReindexWorker:
     unfinished job, if no live worker holds it, and runs it.
     """
 
+    name = "akson-reindex-worker"
+
     def __init__(self, store: ResourceStore, registry: SearchParamRegistry, *,
                  poll_seconds: float = 0.5, batch_rows: int = 1000, pause_seconds: float = 0.0,
                  stale_seconds: float = 300) -> None:
+        super().__init__()
         self.store = store
         self.registry = registry
         self.poll_seconds = poll_seconds
@@ -294,7 +297,6 @@ class ReindexWorker:
         self.stale_us = int(stale_seconds * 1_000_000)
         self.worker_id = str(uuid.uuid4())
         self._seen: int | None = None  # highest job id applied; None: stored params not loaded
-        self._task: asyncio.Task[None] | None = None
         self._current: int | None = None
 
     async def load(self) -> None:
@@ -331,36 +333,12 @@ class ReindexWorker:
         self.registry.pending = {j.param_url for j in jobs if j.action in ("index", "all")
                                  and j.status in ("queued", "running")}
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="akson-reindex-worker")
-
-    async def stop(self) -> None:
-        """Stop the loop; a job in progress goes back to the queue (it restarts from zero)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def release_current(self) -> None:
+        """A job in progress goes back to the queue (it restarts from zero)."""
         if self._current is not None:
             async with self.store.session(write=True) as s:
                 await reindex.release(s, self._current, self.worker_id)
             self._current = None
-
-    async def _loop(self) -> None:
-        failures = 0
-        while True:
-            try:
-                ran = await self.run_once()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad moment
-                if not failures:  # once per outage (e.g. a database not migrated yet)
-                    log.error("reindex worker error type=%s", type(exc).__name__, exc_info=exc)
-                failures += 1
-                ran = False
-            if not ran:
-                await asyncio.sleep(min(self.poll_seconds * 2 ** min(failures, 10), 60.0))
 
     async def run_once(self) -> bool:
         """Sync, then claim and run the oldest unfinished job; False when there was none to run."""
