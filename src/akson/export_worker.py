@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import orjson
 
+from akson.api.errors import where
 from akson.api.fhir.operations.export import file_url, filter_queries, job_dir, remove_job_files
 from akson.api.polling_worker import PollingWorker
 from akson.fhir import dates
@@ -84,7 +85,7 @@ class ExportWorker(PollingWorker):
                 return True
             message = exc.diagnostics if isinstance(exc, FhirError) else \
                 f"internal error ({type(exc).__name__})"
-            log.error("export job %s failed type=%s", job.id, type(exc).__name__, exc_info=exc)
+            log.error("export job %s failed type=%s at %s", job.id, type(exc).__name__, where(exc))
             await asyncio.to_thread(remove_job_files, self.export_dir, job.id)
             async with self.store.session(write=True) as s:
                 await store_export.fail_job(s, job.id, self.worker_id, message, dates.now_us())

@@ -87,7 +87,8 @@ async def _main(settings: Settings, path: str | None, url: str | None, token: st
             except FeedError as exc:
                 if once:
                     raise
-                log.warning("feed %s failed, retrying in %.0f s: %s", feed_name, interval, exc)
+                log.warning("feed %s failed (%s), retrying in %.0f s", feed_name,
+                            type(exc).__name__, interval)
             else:
                 total.applied += result.applied
                 total.rejected += result.rejected

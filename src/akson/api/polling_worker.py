@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 
+from akson.api.errors import where
+
 log = logging.getLogger("akson.worker")
 
 
@@ -53,7 +55,7 @@ class PollingWorker:
                 raise
             except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad moment
                 if not failures:  # once per outage (e.g. a database not migrated yet)
-                    log.error("%s error type=%s", self.name, type(exc).__name__, exc_info=exc)
+                    log.error("%s error type=%s at %s", self.name, type(exc).__name__, where(exc))
                 failures += 1
                 ran = False
             if not ran:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from akson.api.errors import where
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.polling_worker import PollingWorker
@@ -358,7 +359,7 @@ class ReindexWorker(PollingWorker):
         except Lost:
             log.info("reindex job %s was taken over by another worker", job.id)
         except Exception as exc:  # noqa: BLE001 - a failed job is recorded, the worker goes on
-            log.error("reindex job %s failed type=%s", job.id, type(exc).__name__, exc_info=exc)
+            log.error("reindex job %s failed type=%s at %s", job.id, type(exc).__name__, where(exc))
             async with self.store.session(write=True) as s:
                 await reindex.finish(s, job.id, self.worker_id, "failed",
                                      f"internal error ({type(exc).__name__})", dates.now_us())
