@@ -141,14 +141,20 @@ def _add_tokens(code: str, values: list[Any], rows: IndexRows) -> None:
             out.append((code, None, str(v)))
 
 
-def _coding(param: str, c: dict, out: list[Token]) -> None:
+def _system_code(c: dict) -> tuple[str | None, str | None] | None:
+    """A Coding's (system, code), each None unless a string; None when it has neither."""
     system, code = c.get("system"), c.get("code")
     if system.__class__ is not str:
         system = None
     if code.__class__ is not str:
         code = None
-    if system is not None or code is not None:
-        out.append((param, system, code))
+    return None if system is None and code is None else (system, code)
+
+
+def _coding(param: str, c: dict, out: list[Token]) -> None:
+    pair = _system_code(c)
+    if pair is not None:
+        out.append((param, *pair))
 
 
 def _identifier_type(param: str, ident: dict, value: str, rows: IndexRows) -> None:
@@ -156,14 +162,8 @@ def _identifier_type(param: str, ident: dict, value: str, rows: IndexRows) -> No
     if itype.__class__ is not dict:
         return
     for c in _as_list(itype.get("coding")):
-        if c.__class__ is dict:
-            system, code = c.get("system"), c.get("code")
-            if system.__class__ is not str:
-                system = None
-            if code.__class__ is not str:
-                code = None
-            if system is not None or code is not None:
-                rows.identifier_types.append((param, system, code, value))
+        if c.__class__ is dict and (pair := _system_code(c)) is not None:
+            rows.identifier_types.append((param, *pair, value))
 
 
 def _as_list(value: Any) -> list[Any] | tuple[Any, ...]:

@@ -25,6 +25,7 @@ from akson.fhir import dates, shaping
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry
 from akson.fhir.text import normalize
+from akson.fhir.validation import RESOURCE_TYPES
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 #: Result parameters this server understands (search.html#return); all others are errors.
@@ -139,6 +140,17 @@ class SearchQuery:
     summary: str | None = None  # true | text | data | count | false (search.html#summary)
     elements: tuple[str, ...] = ()  # search.html#elements
     dropped: list[Issue] = field(default_factory=list)  # lenient mode: what was ignored
+
+
+def type_list(value: str) -> list[str]:
+    """A `_type` value (comma-separated R4 resource types), as `$everything` and `$export` take
+    it; 400 naming unknown types, or when it names none."""
+    types = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in types if t not in RESOURCE_TYPES]
+    if unknown or not types:
+        raise FhirError(400, f"_type names unknown resource types: {unknown[:5]}"
+                        if unknown else "_type is empty")
+    return types
 
 
 def split_or(raw: str, sep: str = ",") -> list[str]:

@@ -8,7 +8,7 @@ from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.responses import searchset
 from akson.fhir import dates
 from akson.fhir.outcome import FhirError
-from akson.fhir.validation import RESOURCE_TYPES
+from akson.fhir.search import type_list
 from akson.store import export as store_export
 from akson.store.repository import Session
 
@@ -53,11 +53,7 @@ async def _page(ctx: FhirContext, s: Session, req: FhirRequest, members: store_e
         if key == "_since":
             since = dates.date_range(value)[0]
         elif key == "_type":
-            types = [t.strip() for t in value.split(",") if t.strip()]
-            unknown = [t for t in types if t not in RESOURCE_TYPES]
-            if unknown or not types:
-                raise FhirError(400, f"_type names unknown resource types: {unknown[:5]}"
-                                if unknown else "_type is empty")
+            types = type_list(value)
         elif key == "_count":
             if not value.isdigit() or int(value) == 0:
                 raise FhirError(400, "_count must be a positive integer")

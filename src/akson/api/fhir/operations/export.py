@@ -23,6 +23,7 @@ from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse, http_date
 from akson.fhir import dates, search
 from akson.fhir.outcome import FhirError, Issue, operation_outcome
+from akson.fhir.search import type_list
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.validation import RESOURCE_TYPES
 from akson.store import export as store_export
@@ -103,11 +104,7 @@ def parse_kickoff(query: list[tuple[str, str]], registry: SearchParamRegistry, *
                 raise FhirError(400, f"_outputFormat {value[:60]} is not supported; use {NDJSON}",
                                 "not-supported")
         elif key == "_type":
-            types = [t.strip() for t in value.split(",") if t.strip()]
-            unknown = [t for t in types if t not in RESOURCE_TYPES]
-            if unknown or not types:
-                raise FhirError(400, f"_type names unknown resource types: {unknown[:5]}"
-                                if unknown else "_type is empty")
+            types = type_list(value)
             out["types"] = sorted(set(out["types"] or []) | set(types))
         elif key == "_since":
             out["since"] = dates.date_range(value)[0]
