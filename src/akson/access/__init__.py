@@ -1,0 +1,1 @@
+"""Identity, policy and audit: who is asking, why, and what they may see (ARCHITECTURE.md)."""
