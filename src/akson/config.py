@@ -13,6 +13,11 @@ def _int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return raw.strip().lower() in ("1", "true", "yes", "on") if raw else default
+
+
 @dataclass(frozen=True)
 class Settings:
     """What an operator can set. Every field has an `AKSON_*` environment variable."""
@@ -28,8 +33,25 @@ class Settings:
     #: `production` refuses synthetic national ids (Tenor +80, NAV +40); any other value (e.g.
     #: `development`, `test`) is a test environment where they are the only ids allowed in demos.
     environment: str = "development"
+    #: Path of the JSON file listing the trusted token issuers (format: akson.access.issuers).
+    trusted_issuers_file: str | None = None
+    #: Refuse Bearer tokens: every access token must be DPoP-bound (RFC 9449), as HelseID requires.
+    require_dpop: bool = False
+    #: Require a server-issued nonce in DPoP proofs (RFC 9449 §9).
+    dpop_nonce: bool = False
+    #: How old a DPoP proof's `iat` may be, in seconds.
+    dpop_max_age_seconds: int = 60
+    #: Clock skew tolerated on access-token `exp`/`nbf`/`iat`, in seconds.
+    token_leeway_seconds: int = 30
+    #: Citizens' lowest accepted ID-porten `acr` (`idporten-loa-high` or `idporten-loa-substantial`).
+    citizen_min_acr: str = "idporten-loa-high"
+    #: Practitioners' lowest accepted HelseID `security_level`.
+    practitioner_min_security_level: int = 4
     #: Where Bulk Data `$export` jobs write their NDJSON files (one folder per job).
     export_dir: str = "./var/export"
+    #: How long a finished `$export` job's files are kept (and served) before the worker
+    #: deletes them; the status response's `Expires` header says when.
+    export_retention_seconds: int = 24 * 60 * 60
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -42,7 +64,17 @@ class Settings:
             max_page_size=_int("AKSON_MAX_PAGE_SIZE", cls.max_page_size),
             pool_size=_int("AKSON_POOL_SIZE", cls.pool_size),
             environment=os.environ.get("AKSON_ENVIRONMENT", cls.environment),
+            trusted_issuers_file=os.environ.get("AKSON_TRUSTED_ISSUERS") or None,
+            require_dpop=_bool("AKSON_REQUIRE_DPOP", cls.require_dpop),
+            dpop_nonce=_bool("AKSON_DPOP_NONCE", cls.dpop_nonce),
+            dpop_max_age_seconds=_int("AKSON_DPOP_MAX_AGE_SECONDS", cls.dpop_max_age_seconds),
+            token_leeway_seconds=_int("AKSON_TOKEN_LEEWAY_SECONDS", cls.token_leeway_seconds),
+            citizen_min_acr=os.environ.get("AKSON_CITIZEN_MIN_ACR", cls.citizen_min_acr),
+            practitioner_min_security_level=_int("AKSON_PRACTITIONER_MIN_SECURITY_LEVEL",
+                                                 cls.practitioner_min_security_level),
             export_dir=os.environ.get("AKSON_EXPORT_DIR", cls.export_dir),
+            export_retention_seconds=_int("AKSON_EXPORT_RETENTION_SECONDS",
+                                          cls.export_retention_seconds),
         )
 
     @property

@@ -3,31 +3,46 @@
 A job streams each resource type from the database in keyset-paged chunks and appends the stored
 bytes, one resource per line, to `export_dir/{job}/{Type}-{n}.ndjson`. Only one chunk is ever in
 memory, so an export of any size runs in the same few megabytes
-(https://hl7.org/fhir/uv/bulkdata/STU2/export.html).
+(https://hl7.org/fhir/uv/bulkdata/STU2/export.html). What could not be exported, and what a
+lenient kick-off ignored, goes as OperationOutcomes into `errors-{n}.ndjson` (the manifest's
+`error` array). Finished jobs' files are deleted once their retention time is over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from akson.api.errors import where
-from akson.api.fhir.operations.export import file_url, filter_queries, job_dir, remove_job_files
+from akson.api.fhir.operations.export import (
+    elements_for,
+    file_url,
+    filter_queries,
+    job_dir,
+    remove_job_files,
+)
 from akson.api.polling_worker import PollingWorker
-from akson.fhir import dates
-from akson.fhir.outcome import FhirError
+from akson.fhir import dates, jsonio, shaping
+from akson.fhir.outcome import FhirError, Issue, operation_outcome
 from akson.fhir.search import SearchQuery
 from akson.fhir.validation import RESOURCE_TYPES
 from akson.store import export as store_export
 from akson.store.repository import ResourceStore
 
 log = logging.getLogger("akson.export")
+
+#: What the access gate gives the worker for a job (from its recorded requester): predicates
+#: for every export query, or None for no restriction. Raising FhirError fails the job.
+AccessHook = Callable[[store_export.Job], Awaitable[store_export.ExportAccess | None]]
+#: At most this many OperationOutcomes about missing Group members (one Group can name many).
+MAX_MEMBER_ISSUES = 1000
 
 
 class _Lost(Exception):
@@ -45,7 +60,8 @@ class ExportWorker(PollingWorker):
 
     def __init__(self, store: ResourceStore, export_dir: str | Path, *, poll_seconds: float = 0.5,
                  chunk_rows: int = 5000, file_lines: int = 100_000,
-                 stale_seconds: float = 300) -> None:
+                 stale_seconds: float = 300, retention_seconds: float = 24 * 60 * 60,
+                 sweep_seconds: float = 60, access: AccessHook | None = None) -> None:
         super().__init__()
         self.store = store
         self.export_dir = Path(export_dir)
@@ -53,8 +69,12 @@ class ExportWorker(PollingWorker):
         self.chunk_rows = chunk_rows
         self.file_lines = file_lines
         self.stale_us = int(stale_seconds * 1_000_000)
+        self.retention_us = int(retention_seconds * 1_000_000)
+        self.sweep_seconds = sweep_seconds
+        self.access = access
         self.worker_id = str(uuid.uuid4())
         self._current: str | None = None
+        self._next_sweep = 0.0
 
     async def release_current(self) -> None:
         if self._current is not None:
@@ -62,8 +82,29 @@ class ExportWorker(PollingWorker):
                 await store_export.requeue_job(s, self._current, self.worker_id)
             self._current = None
 
+    async def expire_once(self, now: int | None = None) -> int:
+        """Delete the files of jobs that finished more than the retention time before `now`
+        and mark them expired (their status URL then says so); how many were expired.
+
+        Files first, then the mark: a crash in between leaves the job to the next sweep. A
+        download already streaming keeps its open file (POSIX), so it is not cut short.
+        """
+        before = (now if now is not None else dates.now_us()) - self.retention_us
+        async with self.store.session(write=False) as s:
+            ids = await store_export.expired_jobs(s, before, 100)
+        done = 0
+        for job_id in ids:
+            await asyncio.to_thread(remove_job_files, self.export_dir, job_id)
+            async with self.store.session(write=True) as s:
+                done += await store_export.expire_job(s, job_id, before)
+        return done
+
     async def run_once(self) -> bool:
-        """Claim and run one job; False when the queue was empty."""
+        """Claim and run one job; False when the queue was empty. Expired jobs are swept
+        first, at most every `sweep_seconds` (an idle server polls with one cheap read)."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.sweep_seconds
+            await self.expire_once()
         async with self.store.session(write=False) as s:
             if not await store_export.has_work(s):
                 return False
@@ -105,32 +146,50 @@ class ExportWorker(PollingWorker):
     async def _run(self, job: store_export.Job) -> None:
         params: dict[str, Any] = orjson.loads(job.params)
         assert job.transaction_time is not None
+        base_url = params["base_url"]
+        issues = [Issue(note, "not-supported", "warning") for note in params.get("notes") or ()]
         group_pk = None
         if params["level"] == "group":
             async with self.store.session(write=False) as s:
                 group_pk = await store_export.group_pk(s, params["group"])
+                missing = [] if group_pk is None else await store_export.missing_members(
+                    s, group_pk, MAX_MEMBER_ISSUES)
             if group_pk is None:
                 raise FhirError(404, f"Group/{params['group']} no longer exists")
+            issues += [Issue(f"Group member Patient/{pid} is not on this server; nothing of "
+                             "theirs was exported", "not-found", "warning") for pid in missing]
+        patients = params.get("patients")
         scope = store_export.ExportScope(params["level"], group_pk, params.get("since"),
-                                   job.transaction_time)
+                                         job.transaction_time,
+                                         tuple(patients) if patients is not None else None)
+        access = await self.access(job) if self.access is not None else None
         filters = filter_queries(params.get("filters") or {}, self.store.registry)
         folder = job_dir(self.export_dir, job.id)
         await asyncio.to_thread(_fresh_dir, folder)
+        errors = _Files(folder, "errors", self.file_lines)
         outputs: list[dict[str, Any]] = []
         total = 0
-        for res_type in params.get("types") or sorted(RESOURCE_TYPES):
-            files = await self._export_type(job.id, folder, res_type, scope,
-                                            filters.get(res_type, ()), total)
-            for name, count in files:
-                outputs.append({"type": res_type, "url": file_url(params["base_url"], job.id, name),
-                                "count": count})
-                total += count
+        try:
+            await asyncio.to_thread(errors.write, [_outcome(i) for i in issues])
+            for res_type in params.get("types") or sorted(RESOURCE_TYPES):
+                files = await self._export_type(
+                    job.id, folder, res_type, scope, filters.get(res_type, ()), total,
+                    _Shape(elements_for(params.get("elements"), res_type), errors), access)
+                for name, count in files:
+                    outputs.append({"type": res_type, "url": file_url(base_url, job.id, name),
+                                    "count": count})
+                    total += count
+        finally:
+            await asyncio.to_thread(errors.close)
         manifest = {
             "transactionTime": dates.to_instant(job.transaction_time),
             "request": job.request,
-            "requiresAccessToken": False,  # no authentication yet (ARCHITECTURE.md, trust services)
+            # The files are served by this server under the same authorisation as the
+            # kick-off, to the same requester (export.html#response---complete-status).
+            "requiresAccessToken": True,
             "output": outputs,
-            "error": [],
+            "error": [{"type": "OperationOutcome", "url": file_url(base_url, job.id, name),
+                       "count": count} for name, count in errors.files],
         }
         async with self.store.session(write=True) as s:
             done = await store_export.finish_job(s, job.id, self.worker_id,
@@ -139,7 +198,8 @@ class ExportWorker(PollingWorker):
             raise _Lost()
 
     async def _export_type(self, job_id: str, folder: Path, res_type: str,
-                           scope: store_export.ExportScope, filters: Sequence[SearchQuery], before: int
+                           scope: store_export.ExportScope, filters: Sequence[SearchQuery],
+                           before: int, shape: _Shape, access: store_export.ExportAccess | None
                            ) -> list[tuple[str, int]]:
         """Stream one type into `{Type}-{n}.ndjson` files; returns (file name, lines) per file."""
         writer = _Files(folder, res_type, self.file_lines)
@@ -148,11 +208,12 @@ class ExportWorker(PollingWorker):
             while True:
                 async with self.store.session(write=False) as s:
                     rows = await store_export.type_chunk(s, res_type, scope, after_pk=after,
-                                                         limit=self.chunk_rows, filters=filters)
+                                                         limit=self.chunk_rows, filters=filters,
+                                                         access=access)
                 if not rows:
                     break
                 after = rows[-1][0]
-                await asyncio.to_thread(writer.write, [content for _, content in rows])
+                await asyncio.to_thread(_write_chunk, writer, shape, rows)
                 del rows
                 progress = f"{res_type}: {writer.total} resources; {before + writer.total} in all"
                 async with self.store.session(write=True) as s:
@@ -162,6 +223,39 @@ class ExportWorker(PollingWorker):
         finally:
             await asyncio.to_thread(writer.close)
         return writer.files
+
+
+def _outcome(issue: Issue) -> bytes:
+    return orjson.dumps(operation_outcome([issue]))
+
+
+class _Shape:
+    """`_elements` for one type; a resource that cannot be subset is reported, not exported."""
+
+    def __init__(self, elements: tuple[str, ...], errors: _Files) -> None:
+        self.elements = elements
+        self.errors = errors
+
+    def apply(self, rows: list[tuple[int, str, bytes]], res_type: str) -> list[bytes]:
+        if not self.elements:
+            return [content for _, _, content in rows]  # the stored bytes, as a read serves them
+        out = []
+        for _, res_id, content in rows:
+            try:
+                # The server's default depth limit: a resource stored deeper (the operator
+                # raised AKSON_MAX_JSON_DEPTH) is reported rather than parsed without a bound.
+                out.append(jsonio.dumps(shaping.shape(jsonio.loads(content),
+                                                      elements=self.elements)))
+            except Exception as exc:  # noqa: BLE001 - one bad row must not fail the export
+                why = exc.diagnostics if isinstance(exc, FhirError) else type(exc).__name__
+                self.errors.write([_outcome(Issue(
+                    f"{res_type}/{res_id} could not be exported with _elements: {why}",
+                    "exception"))])
+        return out
+
+
+def _write_chunk(writer: _Files, shape: _Shape, rows: list[tuple[int, str, bytes]]) -> None:
+    writer.write(shape.apply(rows, writer.res_type))
 
 
 def _fresh_dir(folder: Path) -> None:

@@ -4,15 +4,23 @@ Every resource passes the same validation and indexing as a REST write. Bundles 
 transaction or batch they are, through the FHIR router. NDJSON lines are validated one by one (a
 bad line is rejected with its reason, the rest load) and bulk-loaded in chunks, one transaction
 each. Resources with an `id` keep it, so references between files hold.
+
+NDJSON is parsed, validated and indexed in worker processes while this process copies the
+previous chunks into the database, so the CPU work and the database's work overlap (the
+speed target is in docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from tqdm import tqdm
@@ -21,16 +29,17 @@ from akson.api.fhir import router
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.config import Settings
-from akson.fhir import jsonio
+from akson.fhir import dates, jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.validation import validate
-from akson.store.bulk import bulk_create
+from akson.store import reindex
+from akson.store.bulk import Prepared, bulk_create_prepared, prepare
 from akson.store.database import connect
 from akson.store.migrate import upgrade
 from akson.store.repository import ResourceStore
 
-CHUNK = 500
+CHUNK = 1000
 BASE_URL = "urn:akson:import"
 
 
@@ -67,7 +76,7 @@ def run_import(settings: Settings, paths: list[str], *, progress: bool = True) -
 
 
 async def _run(settings: Settings, files: list[Path], progress: bool) -> Summary:
-    registry = SearchParamRegistry.default()
+    registry = SearchParamRegistry.default().copy()
     db = connect(settings.database_url, pool_size=2)
     await db.open()
     ctx = FhirContext(ResourceStore(db, registry), registry, settings)
@@ -75,16 +84,31 @@ async def _run(settings: Settings, files: list[Path], progress: bool) -> Summary
     bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True,
                disable=not progress, desc="import")
     try:
+        custom = await _stored_search_parameters(ctx)
+        for param in custom:
+            registry.add(param)
         for path in files:
-            if path.suffix == ".ndjson":
-                await _ndjson(ctx, path, summary)
-            else:
+            if path.suffix != ".ndjson":
                 await _json(ctx, path, summary)
-            bar.update(path.stat().st_size)
+                bar.update(path.stat().st_size)
+        ndjson = [p for p in files if p.suffix == ".ndjson"]
+        if ndjson:
+            await _ndjson(ctx, ndjson, custom, summary, bar)
     finally:
         bar.close()
         await db.close()
     return summary
+
+
+async def _stored_search_parameters(ctx: FhirContext) -> list[dict]:
+    """The server's own SearchParameters, so imported resources are indexed for them too."""
+    out = []
+    async with ctx.store.session(write=False) as s:
+        for _, content in await reindex.live_search_parameters(s):
+            resource = jsonio.loads(content)
+            if resource.get("status") == "active":
+                out.append(resource)
+    return out
 
 
 async def _json(ctx: FhirContext, path: Path, summary: Summary) -> None:
@@ -117,33 +141,91 @@ def count_bundle(resp: FhirResponse, where: str, summary: Summary) -> None:
             summary.rejected.append((f"{where} entry {i}", issues[0].get("diagnostics", status)))
 
 
-def _lines(path: Path) -> Iterator[tuple[str, bytes]]:
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield f"{path}:{number}", line
-
-
-async def _ndjson(ctx: FhirContext, path: Path, summary: Summary) -> None:
-    chunk: list[tuple[str, object]] = []
-    for where, line in _lines(path):
-        try:
-            chunk.append((where, jsonio.loads(line, max_depth=ctx.settings.max_json_depth)))
-        except FhirError as err:
-            summary.rejected.append((where, err.diagnostics))
-        if len(chunk) >= CHUNK:
-            await _resources(ctx, chunk, summary)
-            chunk = []
+def _chunks(paths: list[Path]) -> Iterator[list[tuple[str, bytes]]]:
+    """The non-blank lines of the files, `CHUNK` at a time, each with its `file:line`."""
+    chunk: list[tuple[str, bytes]] = []
+    for path in paths:
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    chunk.append((f"{path}:{number}", line))
+                    if len(chunk) >= CHUNK:
+                        yield chunk
+                        chunk = []
     if chunk:
-        await _resources(ctx, chunk, summary)
+        yield chunk
+
+
+async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summary: Summary,
+                  bar: Any) -> None:
+    """Prepare chunks in worker processes, a few ahead; copy each in, in order, as it is ready.
+
+    Order matters: a later line with the same id is a newer version. A chunk is written in one
+    transaction; a failure stops the import with everything before it committed.
+    """
+    workers = max(1, min(4, (os.cpu_count() or 2)))
+    ahead: deque[Future] = deque()
+    loop = asyncio.get_running_loop()
+    args = (custom, ctx.settings.allow_synthetic_ids, ctx.settings.max_json_depth)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=args) as pool:
+        chunks = _chunks(paths)
+        for chunk in chunks:
+            ahead.append(pool.submit(_prepare_chunk, chunk))
+            if len(ahead) > workers:
+                await _write(ctx, await asyncio.wrap_future(ahead.popleft(), loop=loop), summary,
+                             bar)
+        while ahead:
+            await _write(ctx, await asyncio.wrap_future(ahead.popleft(), loop=loop), summary, bar)
+
+
+async def _write(ctx: FhirContext, result: tuple[list[tuple[str, str]], list[Prepared], int],
+                 summary: Summary, bar: Any) -> None:
+    rejected, prepared, size = result
+    summary.rejected += rejected
+    if prepared:
+        async with ctx.store.session(write=True, bulk=True) as s:
+            await bulk_create_prepared(s, prepared)
+        summary.loaded += len(prepared)
+    bar.update(size)
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(custom: list[dict], allow_synthetic_ids: bool, max_depth: int) -> None:
+    registry = SearchParamRegistry.default().copy()
+    for param in custom:
+        registry.add(param)
+    _worker.update(registry=registry, allow_synthetic_ids=allow_synthetic_ids,
+                   max_depth=max_depth)
+
+
+def _prepare_chunk(chunk: list[tuple[str, bytes]]
+                   ) -> tuple[list[tuple[str, str]], list[Prepared], int]:
+    """In a worker: parse, validate and index each line; (rejections, prepared, bytes read)."""
+    registry = _worker["registry"]
+    now = dates.now_us()
+    rejected: list[tuple[str, str]] = []
+    prepared: list[Prepared] = []
+    for where, line in chunk:
+        try:
+            resource = jsonio.loads(line, max_depth=_worker["max_depth"])
+        except FhirError as err:
+            rejected.append((where, err.diagnostics))
+            continue
+        issues = validate(resource, allow_synthetic_ids=_worker["allow_synthetic_ids"])
+        if issues:
+            rejected.append((where, issues[0].diagnostics))
+            continue
+        res_id = resource.get("id") or str(uuid.uuid4())
+        prepared.append(prepare(resource["resourceType"], res_id, resource, registry, now))
+    return rejected, prepared, sum(len(line) for _, line in chunk)
 
 
 async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary: Summary) -> None:
-    """Validate each resource, then bulk-load the valid ones in one transaction.
-
-    Resources keep their `id` (new ones get a server id); an existing id becomes a new version.
-    """
-    valid: list[tuple[str, str, dict]] = []
+    """Validate each resource, then load the valid ones in one transaction (a single .json)."""
+    valid: list[Prepared] = []
+    now = dates.now_us()
     for where, resource in items:
         issues = validate(resource, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
         if issues:
@@ -151,11 +233,11 @@ async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary:
             continue
         assert isinstance(resource, dict)
         res_id = resource.get("id") or str(uuid.uuid4())
-        valid.append((resource["resourceType"], res_id, resource))
+        valid.append(prepare(resource["resourceType"], res_id, resource, ctx.registry, now))
     if not valid:
         return
     async with ctx.store.session(write=True, bulk=True) as s:
-        await bulk_create(s, valid)
+        await bulk_create_prepared(s, valid)
     summary.loaded += len(valid)
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from akson.fhir.dates import MAX_US, MIN_US, date_range, period_range
-from akson.fhir.indexing import IndexRows, extract, patient_compartment, split_reference
+from akson.fhir.indexing import (
+    CANONICAL_SYSTEM,
+    IndexRows,
+    extract,
+    patient_compartment,
+    split_reference,
+)
 from akson.fhir.searchparams import SearchParamRegistry
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "r4-examples"
@@ -141,8 +147,9 @@ def test_observation_rows() -> None:
     assert param_rows(rows.references, "encounter") == []
     assert param_rows(rows.references, "performer") == [
         (None, None, "urn:uuid:6a4f9e6c-1f6c-4b0e-9d1c-3f2a1b8c9d0e")]
+    # UCUM quantities also get a row in canonical form (search.html#quantity)
     assert param_rows(rows.quantities, "value-quantity") == [
-        (6.3, "http://unitsofmeasure.org", "mmol/L")]
+        (6.3, "http://unitsofmeasure.org", "mmol/L"), (6.3, CANONICAL_SYSTEM, "m-3.mol")]
     # no system: the unit doubles as code
     assert (120.0, None, "mmHg") in param_rows(rows.quantities, "component-value-quantity")
     assert param_rows(rows.strings, "value-string") == []  # component values are not value-string
@@ -316,7 +323,7 @@ def test_observation_example_spot_checks() -> None:
     assert param_rows(rows.references, "subject") == [("Patient", "example", None)]
     assert param_rows(rows.dates, "date") == [date_range(resource["effectiveDateTime"])]
     assert param_rows(rows.quantities, "value-quantity") == [
-        (185.0, "http://unitsofmeasure.org", "[lb_av]")]
+        (185.0, "http://unitsofmeasure.org", "[lb_av]"), (83914.58845, CANONICAL_SYSTEM, "g")]
     assert patient_compartment(resource, rows) == "example"
 
 

@@ -109,7 +109,7 @@ def test_system_export_files_are_exactly_the_stored_resources(client, server, pe
                                                      "_outputFormat": "application/fhir+ndjson"})
     assert manifest["request"].endswith("/fhir/$export?_type=Patient%2CObservation%2CPractitioner"
                                         "%2CGroup&_outputFormat=application%2Ffhir%2Bndjson")
-    assert manifest["requiresAccessToken"] is False and manifest["error"] == []
+    assert manifest["requiresAccessToken"] is True and manifest["error"] == []
     assert manifest["transactionTime"].endswith("Z")
     assert sorted(by_type) == sorted(types)
     for res_type in types:
@@ -222,13 +222,15 @@ def test_kickoff_errors(client, people):
     for params in ({"_type": "Nope"}, {"_outputFormat": "text/csv"}, {"_since": "yesterday"},
                    {"_typeFilter": "Observation?nonsense=1"},
                    {"_typeFilter": "Observation?code=x&_count=5"},
-                   {"_typeFilter": "code=x"}, {"_elements": "id"}):
+                   {"_typeFilter": "code=x"}, {"_elements": "Observation.nope"},
+                   {"_elements": "Nope.id"}, {"includeAssociatedData": "LatestProvenanceResources"},
+                   {"patient": "Patient/x"}):
         resp = client.get("/$export", params=params, headers=ASYNC)
         assert resp.status_code == 400, params
         assert resp.json()["resourceType"] == "OperationOutcome"
     assert client.get(f"/Group/{uuid.uuid4().hex}/$export", headers=ASYNC).status_code == 404
-    assert client.post("/$export", headers=ASYNC, json={"resourceType": "Parameters"}
-                       ).status_code == 405
+    assert client.put("/$export", headers=ASYNC, json={"resourceType": "Parameters"}
+                      ).status_code == 405
     assert client.get("/Observation/$export", headers=ASYNC).status_code == 404
 
 

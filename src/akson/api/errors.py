@@ -6,6 +6,7 @@ import logging
 import traceback
 import uuid
 
+from akson.access.token_error import TokenError
 from akson.api.fhir.messages import FhirResponse
 from akson.fhir.outcome import FhirError, Issue, operation_outcome
 
@@ -29,6 +30,8 @@ def error_response(exc: BaseException) -> FhirResponse:
         headers = {}
         if exc.status == 405:
             headers["Allow"] = "GET, POST, PUT, PATCH, DELETE, HEAD"
+        if isinstance(exc, TokenError):
+            headers.update(exc.headers())  # WWW-Authenticate (RFC 6750 §3, RFC 9449 §7.1)
         return FhirResponse(exc.status, exc.outcome(), headers)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s type=%s at %s", ref, type(exc).__name__, where(exc))

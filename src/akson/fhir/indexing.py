@@ -9,12 +9,14 @@ https://hl7.org/fhir/R4/search.html#token, #string, #date, #reference, #quantity
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from akson.fhir import ucum
 from akson.fhir.dates import MAX_US, MIN_US, date_range
 from akson.fhir.jsonio import ExactDecimal
 from akson.fhir.outcome import FhirError
@@ -245,6 +247,27 @@ def _add_references(code: str, values: list[Any], rows: IndexRows) -> None:
                 out.append((code, *parts))
 
 
+#: The system of the extra rows in UCUM canonical form. Not UCUM's own url: a search by value
+#: alone or by `value||unit` matches the literal rows only, so it must tell them apart; a search
+#: naming UCUM matches both (search.html#quantity; see akson.store.search_sql).
+CANONICAL_SYSTEM = "https://akson.no/fhir/CodeSystem/ucum-canonical"
+
+
+def canonical_quantity(value: Any, system: str | None, unit_code: str | None
+                       ) -> tuple[float, str, str] | None:
+    """(value, CANONICAL_SYSTEM, canonical unit) for a UCUM quantity — system UCUM, or no
+    system and a `code` that parses as UCUM (akson.fhir.ucum) — when that form is not already
+    the literal one (UCUM system and a canonical code such as `g`); None otherwise.
+    https://hl7.org/fhir/R4/search.html#quantity ("in canonical form")."""
+    if unit_code is None or system not in (None, ucum.SYSTEM):
+        return None
+    converted = ucum.canonical(value, unit_code)
+    if converted is None or (system is not None and converted[1] == unit_code):
+        return None
+    number = float(converted[0])
+    return (number, CANONICAL_SYSTEM, converted[1]) if math.isfinite(number) else None
+
+
 def _quantity(code: str, q: dict, out: list[QuantityRow]) -> None:
     value = q.get("value")
     if value.__class__ not in _NUMBER_TYPES:
@@ -258,10 +281,13 @@ def _quantity(code: str, q: dict, out: list[QuantityRow]) -> None:
         system = None
     if unit_code.__class__ is not str:
         unit_code = None
+    canonical = canonical_quantity(value, system, unit_code)
     if unit_code is None and system is None:
         unit = q.get("unit")
         unit_code = unit if unit.__class__ is str else None
     out.append((code, float(value), system, unit_code))
+    if canonical is not None:
+        out.append((code, *canonical))
 
 
 def _add_quantities(code: str, values: list[Any], rows: IndexRows) -> None:

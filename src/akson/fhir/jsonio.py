@@ -19,10 +19,14 @@ _INF = float("inf")
 #: C0 control characters other than tab, LF and CR, as JSON escapes: R4 strings may not hold
 #: them (datatypes.html#string), and PostgreSQL text cannot hold NUL at all.
 _CONTROL_ESCAPE = re.compile(rb"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F])")
-#: Integers orjson would not keep exactly: beyond 64 bits (it reads them as floats) and -0.
-_BIG_OR_NEGATIVE_ZERO = re.compile(rb"-?\d{19,}|-0(?![\d.eE])")
-_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_HAS_FRACTION_OR_EXP = re.compile(rb"\d[.eE]")
+#: A JSON string literal. Numbers and brackets are looked for only outside strings: a uuid such
+#: as "…-8e98-…" is not the number 8e98, and "[[" in a narrative is not nesting.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: Number literals orjson might not keep exactly: integers beyond 64 bits (read as floats), -0,
+#: and decimals or exponents (kept only if Python's shortest repr gives the same text back).
+_INEXACT = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_EMPTY_PAIR = re.compile(rb"\{\}|\[\]")
 
 
 class ExactDecimal(float):
@@ -45,16 +49,15 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def _needs_exact(body: bytes) -> bool:
-    if _BIG_OR_NEGATIVE_ZERO.search(body):
-        return True
-    if not _HAS_FRACTION_OR_EXP.search(body):
-        return False
-    for match in _NUMBER.finditer(body):
+def _needs_exact(bare: bytes) -> bool:
+    """True when a number in `bare` (the body with its strings emptied) would not survive orjson."""
+    for match in _INEXACT.finditer(bare):
         literal = match.group()
-        if (b"." in literal or b"e" in literal or b"E" in literal) and repr(
-            float(literal)
-        ).encode() != literal:
+        if literal.lstrip(b"-").isdigit():  # an integer: exact unless -0 or beyond 64 bits
+            if literal == b"-0" or len(literal) > 18 and not -(2**63) <= int(literal) < 2**63:
+                return True
+            continue
+        if repr(float(literal)).encode() != literal:
             return True
     return False
 
@@ -64,16 +67,35 @@ def loads(body: bytes, *, max_depth: int = 64) -> Any:
     if _CONTROL_ESCAPE.search(body):
         raise FhirError(400, "Strings may not contain control characters (U+0000 to U+001F other "
                         "than tab, line feed and carriage return)", "invalid")
+    bare = _STRING.sub(b'""', body)
+    _check_nesting(bare, max_depth)
     try:
-        if _needs_exact(body):
+        if _needs_exact(bare):
             tree = json.loads(body, parse_float=ExactDecimal, parse_int=_exact_int,
                               parse_constant=_reject_constant)
         else:
             tree = orjson.loads(body)
     except (ValueError, RecursionError) as exc:
         raise FhirError(400, f"Request body is not valid JSON: {_short(exc)}", "invalid") from None
-    check_depth(tree, max_depth)
     return tree
+
+
+def _check_nesting(bare: bytes, max_depth: int) -> None:
+    """Refuse bodies nested deeper than `max_depth`, before parsing, at C speed.
+
+    Each pass removes the innermost empty `{}`/`[]` pairs, so a body nested d deep empties in d
+    passes; more than `max_depth` passes means too deep. Unbalanced brackets are left for the
+    parser to report.
+    """
+    brackets = _NOT_BRACKET.sub(b"", bare)
+    for _ in range(max_depth):
+        if not brackets:
+            return
+        brackets, removed = _EMPTY_PAIR.subn(b"", brackets)
+        if not removed:
+            return  # unbalanced: the JSON parser names the error
+    if brackets and _EMPTY_PAIR.search(brackets):
+        raise FhirError(400, f"JSON is nested deeper than {max_depth} levels", "too-costly")
 
 
 def _exact_int(text: str) -> int | ExactDecimal:
@@ -90,19 +112,6 @@ def _reject_constant(name: str) -> None:
 
 def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200]
-
-
-def check_depth(tree: Any, max_depth: int) -> None:
-    """Refuse trees nested deeper than `max_depth` (iteratively: no recursion to exhaust)."""
-    stack: list[tuple[Any, int]] = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            raise FhirError(400, f"JSON is nested deeper than {max_depth} levels", "too-costly")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
 
 
 def dumps(tree: Any) -> bytes:

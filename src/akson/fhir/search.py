@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from akson.fhir import dates, shaping
+from akson.fhir.indexing import canonical_quantity
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry
 from akson.fhir.text import normalize
@@ -596,11 +597,16 @@ def _composite_rows(code: str, element: dict, comps: list[tuple[str, Any]]
         elif second_type == "quantity" and isinstance(v, dict) and \
                 isinstance(v.get("value"), (int, float)) and not isinstance(v["value"], bool):
             system, unit = v.get("system"), v.get("code")
-            if unit.__class__ is not str and system.__class__ is not str:
+            system = system if system.__class__ is str else None
+            # UCUM quantities get a second row in canonical form, as in sp_quantity
+            canonical = canonical_quantity(v["value"], system,
+                                           unit if unit.__class__ is str else None)
+            if unit.__class__ is not str and system is None:
                 unit = v.get("unit")
-            seconds.append((system if system.__class__ is str else None,
-                            unit if unit.__class__ is str else None, float(v["value"]),
+            seconds.append((system, unit if unit.__class__ is str else None, float(v["value"]),
                             None, None, None))
+            if canonical is not None:
+                seconds.append((canonical[1], canonical[2], canonical[0], None, None, None))
         elif second_type == "date" and v.__class__ is str:
             try:
                 low, high = dates.date_range(v)
@@ -611,39 +617,3 @@ def _composite_rows(code: str, element: dict, comps: list[tuple[str, Any]]
             seconds.append((None, None, None, None, None, normalize(v)))
     return [(code, s, c, *second) for s, c in firsts for second in seconds]
 
-
-def expand_valueset(valueset: dict) -> list[tuple[str, str | None]] | None:
-    """(system, code) pairs of a simple ValueSet; (system, None) stands for a whole code system.
-
-    Understands `expansion.contains` (nested) and `compose.include` with `concept` lists or a
-    bare `system`; `exclude`, filters and included value sets make it None (not expandable
-    here), so `:in` answers 400 instead of a wrong result (search.html#token, valueset.html).
-    """
-    pairs: list[tuple[str, str | None]] = []
-    expansion = valueset.get("expansion")
-    if isinstance(expansion, dict) and expansion.get("contains"):
-        stack = list(expansion.get("contains") or ())
-        while stack:
-            item = stack.pop()
-            if not isinstance(item, dict):
-                continue
-            if isinstance(item.get("system"), str) and isinstance(item.get("code"), str):
-                pairs.append((item["system"], item["code"]))
-            stack.extend(item.get("contains") or ())
-        return pairs
-    compose = valueset.get("compose")
-    if not isinstance(compose, dict) or compose.get("exclude"):
-        return None
-    for inc in compose.get("include") or ():
-        if not isinstance(inc, dict) or inc.get("filter") or inc.get("valueSet"):
-            return None
-        system = inc.get("system")
-        if not isinstance(system, str):
-            return None
-        concepts = inc.get("concept")
-        if concepts:
-            pairs += [(system, c["code"]) for c in concepts
-                      if isinstance(c, dict) and isinstance(c.get("code"), str)]
-        else:
-            pairs.append((system, None))
-    return pairs

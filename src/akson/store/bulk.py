@@ -8,10 +8,12 @@ path, so a bulk load is still an ordinary, versioned write.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from akson.fhir import dates, indexing, jsonio
 from akson.fhir.search import extra_index_rows
+from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.repository import Session, Stored, _with_meta
 
 _INDEX_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -32,6 +34,35 @@ _EXTRA_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+@dataclass(slots=True)
+class Prepared:
+    """One new resource ready to copy in: all but its primary key. Picklable, so worker
+    processes can prepare while the database writes (see `akson.importer`)."""
+
+    res_type: str
+    res_id: str
+    last_updated: int  # µs since epoch, as in meta.lastUpdated
+    content: bytes  # the stored JSON, exactly as it will be served
+    patient_id: str | None
+    rows: dict[str, list[tuple[Any, ...]]]  # index table → rows without (res_pk, res_type)
+
+
+def prepare(res_type: str, res_id: str, resource: dict, registry: SearchParamRegistry,
+            now: int) -> Prepared:
+    """Version 1 of `resource` with its index rows (pure: no database)."""
+    doc = _with_meta(resource, res_id, 1, now)
+    found = indexing.extract(doc, registry)
+    extra = extra_index_rows(doc, registry)
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    for table, (field, _) in _INDEX_COLUMNS.items():
+        rows[table] = getattr(found, field)
+    for table, (field, _) in _EXTRA_COLUMNS.items():
+        rows[table] = getattr(extra, field)
+    rows["sp_token"] = [*rows["sp_token"], *extra.ref_identifiers]
+    return Prepared(res_type, res_id, now, jsonio.dumps(doc),
+                    indexing.patient_compartment(doc, found), rows)
+
+
 async def bulk_create(s: Session, items: Sequence[tuple[str, str, dict]], *,
                       assume_new: bool = False) -> list[Stored]:
     """Store `(type, id, resource)` items as version 1 (or a new version where the id exists).
@@ -40,43 +71,49 @@ async def bulk_create(s: Session, items: Sequence[tuple[str, str, dict]], *,
     existing ids, for ids the caller has just generated. Everything runs in the caller's
     session: it commits or rolls back with it.
     """
+    now = dates.now_us()
+    return await bulk_create_prepared(
+        s, [prepare(t, i, r, s.registry, now) for t, i, r in items], assume_new=assume_new)
+
+
+async def bulk_create_prepared(s: Session, items: Sequence[Prepared], *,
+                               assume_new: bool = False) -> list[Stored]:
+    """`bulk_create` for resources already prepared (by this process or a worker)."""
     if not items:
         return []
-    existing = set() if assume_new else await _existing(s, items)
-    fresh = [item for item in items if (item[0], item[1]) not in existing]
+    existing = set() if assume_new else await _existing(s, [(p.res_type, p.res_id) for p in items])
+    # The first occurrence of a new id is copied in; an id seen again (in the database or
+    # earlier in this batch — NDJSON exports repeat shared resources) becomes a new version.
+    fresh: dict[tuple[str, str], Prepared] = {}
+    later: list[Prepared] = []
+    for item in items:
+        key = (item.res_type, item.res_id)
+        if key in existing or key in fresh:
+            later.append(item)
+        else:
+            fresh[key] = item
+    created = await _copy_new(s, list(fresh.values())) if fresh else {}
     updated: dict[tuple[str, str], Stored] = {}
-    for res_type, res_id, resource in items:
-        if (res_type, res_id) in existing:
-            updated[(res_type, res_id)], _ = await s.update(res_type, res_id, resource)
-    created: dict[tuple[str, str], Stored] = {}
-    if fresh:
-        created = await _copy_new(s, fresh)
-    return [updated.get((t, i)) or created[(t, i)] for t, i, _ in items]
+    for p in later:
+        updated[(p.res_type, p.res_id)], _ = await s.update(p.res_type, p.res_id,
+                                                             jsonio.loads(p.content))
+    return [updated.get((p.res_type, p.res_id)) or created[(p.res_type, p.res_id)] for p in items]
 
 
-async def _copy_new(s: Session, fresh: Sequence[tuple[str, str, dict]]
-                    ) -> dict[tuple[str, str], Stored]:
+async def _copy_new(s: Session, fresh: Sequence[Prepared]) -> dict[tuple[str, str], Stored]:
     out: dict[tuple[str, str], Stored] = {}
     pks = await _allocate_pks(s, len(fresh))
-    now = dates.now_us()
     resource_rows: list[tuple[Any, ...]] = []
     version_rows: list[tuple[Any, ...]] = []
     index_rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in (*_INDEX_COLUMNS,
                                                                     *_EXTRA_COLUMNS)}
-    for pk, (res_type, res_id, resource) in zip(pks, fresh, strict=True):
-        doc = _with_meta(resource, res_id, 1, now)
-        rows = indexing.extract(doc, s.registry)
-        content = jsonio.dumps(doc)
-        resource_rows.append((pk, res_type, res_id, 1, now, False,
-                              indexing.patient_compartment(doc, rows), content))
-        version_rows.append((pk, res_type, res_id, 1, now, False, "POST", content))
-        for table, (field, _) in _INDEX_COLUMNS.items():
-            index_rows[table].extend((pk, res_type, *row) for row in getattr(rows, field))
-        extra = extra_index_rows(doc, s.registry)
-        for table, (field, _) in _EXTRA_COLUMNS.items():
-            index_rows[table].extend((pk, res_type, *row) for row in getattr(extra, field))
-        index_rows["sp_token"].extend((pk, res_type, *row) for row in extra.ref_identifiers)
-        out[(res_type, res_id)] = Stored(res_type, res_id, 1, now, False, content, "POST")
+    for pk, p in zip(pks, fresh, strict=True):
+        now = p.last_updated
+        resource_rows.append((pk, p.res_type, p.res_id, 1, now, False, p.patient_id, p.content))
+        version_rows.append((pk, p.res_type, p.res_id, 1, now, False, "POST", p.content))
+        for table, rows in p.rows.items():
+            index_rows[table].extend((pk, p.res_type, *row) for row in rows)
+        out[(p.res_type, p.res_id)] = Stored(p.res_type, p.res_id, 1, now, False, p.content, "POST")
     await s.tx.copy_rows("resource", ("pk", "res_type", "res_id", "version", "last_updated",
                                       "deleted", "patient_id", "content"), resource_rows)
     await s.tx.copy_rows("resource_version", ("res_pk", "res_type", "res_id", "version",
@@ -87,10 +124,10 @@ async def _copy_new(s: Session, fresh: Sequence[tuple[str, str, dict]]
     return out
 
 
-async def _existing(s: Session, items: Sequence[tuple[str, str, dict]]) -> set[tuple[str, str]]:
+async def _existing(s: Session, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     by_type: dict[str, list[str]] = {}
-    for res_type, res_id, _ in items:
+    for res_type, res_id in keys:
         by_type.setdefault(res_type, []).append(res_id)
     for res_type, ids in by_type.items():
         for start in range(0, len(ids), 500):

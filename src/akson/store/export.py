@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from akson.fhir.search import SearchQuery
 from akson.store.repository import Page, Session, _stored
-from akson.store.search_sql import compile_where
+from akson.store.search_sql import Scope, Where, compile_where
 
 #: Types a patient's resources point at that belong to nobody's record (shared base data):
 #: `$everything` adds them one level deep. Other referenced types are either patient-owned
@@ -131,6 +133,22 @@ class ExportScope:
     group_pk: int | None = None
     since: int | None = None
     until: int | None = None
+    #: The kick-off's `patient` list (POST, Patient and Group level): only these compartments.
+    patients: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExportAccess:
+    """What an access policy adds to every export query, as in `Session.search(extra, scope)`.
+
+    `extra` is ANDed to the exported rows (`r`) of every type. `scope(alias, type)` is called for
+    the exported rows too (alias `r`, the type being exported: an export reads many types, so a
+    policy that depends on the type needs it here) and for every row a `_typeFilter` chain or
+    `_has` passes through. Either way the policy filters in the query, never after it.
+    """
+
+    extra: Where | None = None
+    scope: Scope | None = None
 
 
 async def group_pk(s: Session, group_id: str) -> int | None:
@@ -142,15 +160,41 @@ async def group_pk(s: Session, group_id: str) -> int | None:
     return int(row[0]) if row else None
 
 
+async def missing_members(s: Session, group: int, limit: int) -> list[str]:
+    """Ids of (at most `limit`) local Patients the Group names that are not live on this server:
+    their data cannot be exported, which the manifest's `error` files say."""
+    rows = await s.tx.fetchall(
+        "SELECT DISTINCT m.target_id FROM sp_reference m WHERE m.res_pk = %s "
+        "AND m.param = 'member' AND m.target_type = 'Patient' AND m.url IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM resource p WHERE p.res_type = 'Patient' "
+        "AND p.res_id = m.target_id AND NOT p.deleted) ORDER BY m.target_id LIMIT %s",
+        (group, limit),
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def live_patients(s: Session, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` are live Patients (the kick-off's `patient` parameter is checked with it)."""
+    if not ids:
+        return set()
+    rows = await s.tx.fetchall(
+        "SELECT res_id FROM resource WHERE res_type = 'Patient' AND NOT deleted "
+        f"AND res_id IN ({', '.join(['%s'] * len(ids))})", tuple(ids))
+    return {str(r[0]) for r in rows}
+
+
 async def type_chunk(s: Session, res_type: str, scope: ExportScope, *, after_pk: int, limit: int,
-                     filters: Sequence[SearchQuery] = ()) -> list[tuple[int, bytes]]:
-    """The next `limit` live resources of `res_type` in `scope` after `after_pk`, as (pk, JSON).
+                     filters: Sequence[SearchQuery] = (), access: ExportAccess | None = None
+                     ) -> list[tuple[int, str, bytes]]:
+    """The next `limit` live resources of `res_type` in `scope` after `after_pk`, as
+    (pk, id, JSON).
 
     `filters` are `_typeFilter` queries for this type; a resource matching any of them is
     exported (they are ORed, Bulk Data IG `_typeFilter`). Each is compiled by the search
-    compiler, so a filter means exactly what the same search means.
+    compiler, so a filter means exactly what the same search means. `access` (see
+    `ExportAccess`) restricts the rows inside the same statement.
     """
-    sql = ("SELECT r.pk, r.content FROM resource r "
+    sql = ("SELECT r.pk, r.res_id, r.content FROM resource r "
            "WHERE r.res_type = %s AND r.pk > %s AND NOT r.deleted")
     params: list[Any] = [res_type, after_pk]
     if scope.level == "patient":
@@ -160,21 +204,29 @@ async def type_chunk(s: Session, res_type: str, scope: ExportScope, *, after_pk:
         sql += (" AND r.patient_id IN (SELECT target_id FROM sp_reference WHERE res_pk = %s "
                 "AND param = 'member' AND target_type = 'Patient' AND url IS NULL)")
         params.append(scope.group_pk)
+    if scope.patients is not None:
+        sql += f" AND r.patient_id IN ({', '.join(['%s'] * len(scope.patients)) or 'NULL'})"
+        params += scope.patients
     if scope.since is not None:
         sql += " AND r.last_updated >= %s"
         params.append(scope.since)
     if scope.until is not None:
         sql += " AND r.last_updated <= %s"
         params.append(scope.until)
+    policy = access.scope if access else None
     if filters:
         ors = []
         for query in filters:
-            where = compile_where(query)
+            where = compile_where(query, scope=policy)
             ors.append("(" + where.render() + ")")
             params += where.params
         sql += " AND (" + " OR ".join(ors) + ")"
+    for added in (access.extra if access else None, policy("r", res_type) if policy else None):
+        if added is not None and added.sql:
+            sql += " AND " + added.render()
+            params += added.params
     rows = await s.tx.fetchall(sql + " ORDER BY r.pk LIMIT %s", (*params, limit))
-    return [(int(r[0]), r[1] if isinstance(r[1], bytes) else bytes(r[1])) for r in rows]
+    return [(int(r[0]), str(r[1]), r[2] if isinstance(r[2], bytes) else bytes(r[2])) for r in rows]
 
 
 # ------------------------------------------------------------------ job rows
@@ -185,7 +237,7 @@ class Job:
     """One export job as stored (times in µs since the epoch, UTC)."""
 
     id: str
-    status: str  # queued | running | completed | failed | cancelled
+    status: str  # queued | running | completed | failed | cancelled | expired
     request: str
     params: str
     progress: str | None
@@ -195,6 +247,13 @@ class Job:
     transaction_time: int | None
     manifest: str | None
     worker: str | None
+
+    @property
+    def requester(self) -> str | None:
+        """Who asked for the export, as the API recorded it in the job's parameters (no column:
+        the schema stays as it is); only they may poll, download or cancel."""
+        value = orjson.loads(self.params).get("requester")
+        return value if isinstance(value, str) else None
 
 
 _JOB_COLS = ("id, status, request, params, progress, error, created, finished, transaction_time, "
@@ -216,9 +275,14 @@ async def create_job(s: Session, request: str, params: str, now: int) -> str:
     return job_id
 
 
-async def get_job(s: Session, job_id: str) -> Job | None:
+async def get_job(s: Session, job_id: str, *, requester: str | None = None) -> Job | None:
+    """The job, or None if unknown — or, when `requester` is given, if someone else asked for
+    it (to that caller another's job does not exist)."""
     row = await s.tx.fetchone(f"SELECT {_JOB_COLS} FROM export_job WHERE id = %s", (job_id,))
-    return _job(row) if row else None
+    job = _job(row) if row else None
+    if job is not None and requester is not None and job.requester != requester:
+        return None
+    return job
 
 
 async def has_work(s: Session) -> bool:
@@ -276,10 +340,28 @@ async def requeue_job(s: Session, job_id: str, worker: str) -> None:
 
 
 async def cancel_job(s: Session, job_id: str, now: int) -> bool:
-    """Mark a job cancelled (Bulk Data IG, delete request); False if unknown or cancelled."""
+    """Mark a job cancelled (Bulk Data IG, delete request); False if unknown, cancelled or expired."""
     return await _changed(s, "UPDATE export_job SET status = 'cancelled', finished = %s, "
                           "manifest = NULL, progress = 'cancelled' "
-                          "WHERE id = %s AND status <> 'cancelled'", (now, job_id))
+                          "WHERE id = %s AND status NOT IN ('cancelled', 'expired')", (now, job_id))
+
+
+async def expired_jobs(s: Session, before: int, limit: int) -> list[str]:
+    """Completed or failed jobs that finished before `before`: their time to be downloaded is
+    over (`AKSON_EXPORT_RETENTION_SECONDS`)."""
+    rows = await s.tx.fetchall(
+        "SELECT id FROM export_job WHERE status IN ('completed', 'failed') AND finished < %s "
+        "ORDER BY finished LIMIT %s", (before, limit))
+    return [str(r[0]) for r in rows]
+
+
+async def expire_job(s: Session, job_id: str, before: int) -> bool:
+    """Mark a job `expired` once its files are gone: the manifest goes too. False if it was not
+    (or is no longer) a completed or failed job that finished before `before`."""
+    return await _changed(s, "UPDATE export_job SET status = 'expired', manifest = NULL, "
+                          "progress = 'expired' WHERE id = %s "
+                          "AND status IN ('completed', 'failed') AND finished < %s",
+                          (job_id, before))
 
 
 async def _changed(s: Session, update: str, params: tuple[Any, ...]) -> bool:

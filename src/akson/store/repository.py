@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from akson.fhir import dates, indexing, jsonio
+from akson.fhir import dates, indexing, jsonio, valuesets
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import ExtraRows, SearchQuery, expand_valueset, extra_index_rows
+from akson.fhir.search import ExtraRows, SearchQuery, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
@@ -344,27 +344,42 @@ class Session:
 
     async def _valuesets(self, query: SearchQuery, base_url: str
                          ) -> dict[str, list[tuple[str, str | None]]]:
-        """Expand the ValueSets `:in` / `:not-in` name (by canonical URL or `ValueSet/id`)."""
+        """Expand the ValueSets `:in` / `:not-in` name (by canonical URL, `url|version` or
+        `ValueSet/id`), with the CodeSystems and ValueSets their definitions use, loaded by
+        `url` (akson.fhir.valuesets; valueset.html#compose).
+
+        The expansions of one search together hold at most `valuesets.SEARCH_CODES` codes
+        (else 400): every code becomes a statement parameter.
+        """
+        budget = valuesets.SEARCH_CODES
+
+        async def by_url(res_type: str, url: str) -> list[dict]:
+            rows = await self.tx.fetchall(
+                "SELECT content FROM resource WHERE res_type = %s AND NOT deleted AND pk IN "
+                "(SELECT res_pk FROM sp_uri WHERE res_type = %s AND param = 'url' AND uri = %s) "
+                "ORDER BY pk DESC LIMIT %s", (res_type, res_type, url, valuesets.MAX_VERSIONS))
+            return [jsonio.loads(bytes(r[0])) for r in rows]
+
         out: dict[str, list[tuple[str, str | None]]] = {}
-        for url in valueset_urls(query.clauses):
+        for url in sorted(valueset_urls(query.clauses)):
             local = url.removeprefix(base_url.rstrip("/") + "/") if base_url else url
+            library = valuesets.Library()
             if local.startswith("ValueSet/") and local.count("/") == 1:
                 row = await self.tx.fetchone(
                     "SELECT content FROM resource WHERE res_type = 'ValueSet' AND res_id = %s "
                     "AND NOT deleted", (local.split("/", 1)[1],))
+                root = jsonio.loads(bytes(row[0])) if row else None
             else:
-                row = await self.tx.fetchone(
-                    "SELECT content FROM resource WHERE res_type = 'ValueSet' AND NOT deleted "
-                    "AND pk IN (SELECT res_pk FROM sp_uri WHERE res_type = 'ValueSet' AND "
-                    "param = 'url' AND uri = %s) ORDER BY pk DESC LIMIT 1", (url.split("|")[0],))
-            if row is None:
+                canonical, _, version = url.partition("|")
+                library.add("ValueSet", canonical, await by_url("ValueSet", canonical))
+                root = library.resolve("ValueSet", canonical, version or None)
+            if root is None:
                 raise FhirError(400, f"ValueSet '{url[:200]}' is not known to this server",
                                 "not-found")
-            pairs = expand_valueset(jsonio.loads(bytes(row[0])))
-            if pairs is None:
-                raise FhirError(400, f"ValueSet '{url[:200]}' cannot be expanded here (only "
-                                "concept lists, whole code systems and expansions)",
-                                "not-supported")
+            await valuesets.load(root, by_url, library)
+            pairs = valuesets.expand_valueset(root, library.resolve, limit=budget,
+                                              label=url[:200])
+            budget -= len(pairs)
             out[url] = pairs
         return out
 
@@ -396,11 +411,17 @@ class Session:
 
     async def history(
         self, res_type: str | None, res_id: str | None, *, since: int | None, count: int,
-        cursor: int | None,
+        cursor: int | None, extra: Where | None = None,
     ) -> Page:
-        """Versions newest first (http.html#history), paged by the version sequence number."""
+        """Versions newest first (http.html#history), paged by the version sequence number.
+
+        `extra` (an access policy's predicates on the current `resource` row, alias `r`) keeps
+        only the versions of resources whose current row passes it."""
         sql = f"SELECT seq, {_COLS}, method FROM resource_version WHERE 1=1"
         params: list[Any] = []
+        if extra is not None and extra.sql:
+            sql += f" AND res_pk IN (SELECT r.pk FROM resource r WHERE {extra.render()})"
+            params += extra.params
         if res_type:
             sql += " AND res_type = %s"
             params.append(res_type)

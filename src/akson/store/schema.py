@@ -105,3 +105,48 @@ sp_number = _index_table("sp_number", sa.Column("value", sa.Float, nullable=Fals
 sp_uri = _index_table("sp_uri", sa.Column("uri", BinaryText, nullable=False), lookup=("uri",))
 
 INDEX_TABLES = ("sp_token", "sp_string", "sp_date", "sp_reference", "sp_quantity", "sp_number", "sp_uri")
+
+# ------------------------------------------------------------------ audit log (migration 0006)
+# Append-only, hash-chained AuditEvents (akson.store.audit_log). Only INSERT is ever issued on
+# audit_event and audit_patient; PostgreSQL refuses UPDATE and DELETE on them with a trigger.
+
+audit_event = sa.Table(
+    "audit_event",
+    metadata,
+    sa.Column("chain", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),  # 1, 2, … within the chain, no gaps
+    sa.Column("recorded", sa.BigInteger, nullable=False),  # µs since epoch, UTC
+    sa.Column("action", sa.String(1), nullable=False),  # C R U D E
+    sa.Column("subtype", sa.String(64), nullable=False),  # read, search-type, login, $export, …
+    sa.Column("outcome", sa.String(2), nullable=False),  # 0 4 8 12
+    sa.Column("purpose", sa.String(16)),  # TREAT ETREAT COC BTG (urn:oid:2.16.840.1.113883.1.11.20448)
+    sa.Column("user_selected", sa.Boolean, nullable=False),  # self-declared care relationship
+    sa.Column("org", sa.String(32)),  # legal entity orgnr of the actor (municipality)
+    sa.Column("unit", sa.String(64)),  # point of care (underenhet) orgnr
+    sa.Column("agent", sa.String(200)),  # non-personal actor key: hpr:…, sub:…, client:…
+    sa.Column("content", sa.LargeBinary, nullable=False),  # the AuditEvent JSON
+    sa.Column("prev_hash", sa.LargeBinary, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.Index("ix_audit_event_org_recorded", "org", "recorded"),
+    sa.Index("ix_audit_event_recorded", "recorded"),
+)
+
+audit_patient = sa.Table(
+    "audit_patient",
+    metadata,
+    sa.Column("chain", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("patient_id", sa.String(64), primary_key=True),  # Patient logical id
+    sa.Column("recorded", sa.BigInteger, nullable=False),  # copy of the event's, for the keyset
+    sa.Index("ix_audit_patient_log", "patient_id", "recorded", "chain", "seq"),
+)
+
+audit_chain = sa.Table(
+    "audit_chain",
+    metadata,
+    sa.Column("chain", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the head: last appended sequence
+    sa.Column("hash", sa.LargeBinary, nullable=False),  # the head's hash
+    sa.Column("mac", sa.LargeBinary, nullable=False),  # checkpoint MAC under the installation key
+    sa.Column("updated", sa.BigInteger, nullable=False),
+)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, DecimalException
 from typing import Any
 
-from akson.fhir import dates, text
+from akson.fhir import dates, text, ucum
+from akson.fhir.indexing import CANONICAL_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, SearchQuery, SortKey, Value, split_or
 
@@ -236,18 +238,21 @@ def _token_text(raw: str) -> tuple[str, list[Any]]:
 
 
 def _in_valueset(ctx: _Ctx, url: str) -> tuple[str, list[Any]]:
+    """`:in` / `:not-in` (search.html#token): one term per system, its codes as one IN list
+    (an OR per code would nest one level per code, and SQLite refuses depths beyond 1000)."""
     pairs = ctx.valuesets.get(url)
     if pairs is None:
         raise FhirError(400, f"ValueSet '{url[:200]}' is not known to this server", "not-found")
-    ors: list[str] = []
-    params: list[Any] = []
+    whole = {system for system, code in pairs if code is None}
+    codes: dict[str, list[str]] = {}
     for system, code in pairs:
-        if code is None:
-            ors.append("system = %s")
-            params.append(system)
-        else:
-            ors.append("(system = %s AND code = %s)")
-            params += [system, code]
+        if code is not None and system not in whole:
+            codes.setdefault(system, []).append(code)
+    ors = ["system = %s"] * len(whole)
+    params: list[Any] = sorted(whole)
+    for system, listed in codes.items():
+        ors.append(f"(system = %s AND code IN ({', '.join(['%s'] * len(listed))}))")
+        params += [system, *listed]
     return ("(" + " OR ".join(ors) + ")" if ors else "1=0"), params
 
 
@@ -347,7 +352,14 @@ def _half_precision(raw: str) -> float:
 
 
 def _quantity(value: Value, prefix: str = "") -> tuple[str, list[Any]]:
-    """search.html#quantity: `value|system|code`, and `value||unit` (any system)."""
+    """search.html#quantity: `value|system|code`, and `value||unit` (any system).
+
+    With the UCUM system and a unit akson.fhir.ucum understands, the value is compared in
+    canonical form: `1|http://unitsofmeasure.org|g` finds `1000 mg`. Rows indexed before
+    canonical rows existed still match in the literal unit. Without a system (`value||mg`, or a
+    value alone) only the literal rows match, never the canonical ones the indexer adds
+    (akson.fhir.indexing.canonical_quantity). `prefix` names the columns (`v_` in composites).
+    """
     number, _, rest = value.raw.partition("|")
     system, _, code = rest.partition("|")
     frag, params = _number(Value(number, value.prefix), f"{prefix}value")
@@ -357,7 +369,45 @@ def _quantity(value: Value, prefix: str = "") -> tuple[str, list[Any]]:
     if system:
         frag += f" AND {prefix}system = %s"
         params.append(system)
-    return "(" + frag + ")", params
+    else:
+        frag += f" AND ({prefix}system IS NULL OR {prefix}system <> %s)"
+        params.append(CANONICAL_SYSTEM)
+    canonical = _canonical_quantity(value.prefix, number, code, prefix) \
+        if system == ucum.SYSTEM and code else None
+    if canonical is None:
+        return "(" + frag + ")", params
+    return f"(({frag}) OR {canonical[0]})", params + canonical[1]
+
+
+def _canonical_quantity(op: str, number: str, unit: str, prefix: str
+                        ) -> tuple[str, list[Any]] | None:
+    """`op number unit` against the canonical rows (UCUM-coded literals already in canonical
+    form, and the indexer's CANONICAL_SYSTEM rows); None when the unit is not understood.
+
+    The implicit range of `eq`/`ne` (half a unit of the last digit given) and the ±10 % of
+    `ap` are taken in the unit of the query and then converted, bound by bound, with Decimal
+    arithmetic (search.html#quantity, #number; conversion is monotonic, affine for Cel/[degF]).
+    """
+    unit_ = ucum.parse(unit)
+    value = ucum.to_decimal(number)
+    if unit_ is None or value is None:
+        return None
+    column = f"{prefix}value"
+    tail = f" AND {prefix}code = %s AND {prefix}system IN (%s, %s))"
+    tail_params = [unit_.code, ucum.SYSTEM, CANONICAL_SYSTEM]
+    try:
+        if op in ("eq", "ne", "ap"):
+            half = abs(value) / 10 if op == "ap" else \
+                Decimal(5).scaleb(int(value.as_tuple().exponent) - 1)
+            low, high = (float(unit_.to_canonical(value - half)),
+                         float(unit_.to_canonical(value + half)))
+            frag = f"({column} >= %s AND {column} < %s)"
+            frag = f"(NOT {frag}" if op == "ne" else f"({frag}"
+            return frag + tail, [low, high, *tail_params]
+        bound = float(unit_.to_canonical(value))
+    except (DecimalException, OverflowError):
+        return None
+    return f"({column} {_NUM_SQL[op]} %s" + tail, [bound, *tail_params]
 
 
 def _uri(modifier: str, raw: str) -> tuple[str, list[Any]]:
@@ -414,5 +464,9 @@ def _sort_expression(key: SortKey, a: str) -> tuple[str, list[Any]]:
     agg = "MAX" if key.descending else "MIN"
     column = ("high" if key.descending else "low") if key.type == "date" else \
         _SORT_COLUMN[key.type]
+    if key.type == "quantity":  # the values as given, not their canonical UCUM copies
+        return (f"(SELECT {agg}(value) FROM sp_quantity s WHERE s.res_pk = {a}.pk "
+                "AND s.param = %s AND (s.system IS NULL OR s.system <> %s))",
+                [key.name, CANONICAL_SYSTEM])
     return (f"(SELECT {agg}({column}) FROM {TABLES[key.type]} s WHERE s.res_pk = {a}.pk "
             "AND s.param = %s)", [key.name])

@@ -60,6 +60,9 @@ _TYPE_OPERATIONS: dict[str, list[dict]] = {
     "Group": [
         _op("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"),
     ],
+    "ValueSet": [
+        _op("expand", "http://hl7.org/fhir/OperationDefinition/ValueSet-expand"),
+    ],
 }
 
 

@@ -10,6 +10,7 @@ from akson.api.fhir import bundles, crud, operations, searching
 from akson.api.fhir.capability import capability_statement
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.api.fhir.operations import expand
 from akson.api.fhir.validate_op import validate_op
 from akson.fhir.ids import ID_RE
 from akson.fhir.outcome import FhirError
@@ -32,6 +33,8 @@ def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
         return searching.history, (), False
     if head.startswith("$"):
         return operations.resolve_system(req)
+    if head == "ValueSet" and n in (2, 3) and path[-1] == "$expand":
+        return expand.route(req)
     if head not in RESOURCE_TYPES:
         raise FhirError(404, f"Unknown resource type '{head[:64]}'", "not-supported")
     res_type = head

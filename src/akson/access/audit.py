@@ -1,0 +1,348 @@
+"""Build R4 AuditEvents from a Principal and an event, and map them for the citizen's access log.
+
+Pure mapping, no SQL: `audit_entry` returns the `AuditEntry` the access gate appends with
+`akson.store.audit_log.AuditLog`. The care relationship of a tillitsrammeverk attestation is mapped
+as the HL7 Norway AuditEvent IG maps it (https://github.com/HL7Norway/AuditEvent, "Trust Framework
+mappings"; Normen 6.1 §5.4.4):
+
+- `care_relationship.purpose_of_use` (and `purpose_of_use_details`) → `purposeOfEvent.coding`,
+  system `urn:oid:2.16.840.1.113883.1.11.20448` as the IG writes it;
+- `decision_ref.{id, description, user_selected}` and `toa` → the
+  `auditevent-carerelation-metadata-extension` (sub-extensions `decision-ref-id`,
+  `decision-ref-description`, `decision-ref-user-selected`, `toa`);
+- the patient → `auditevent-patient-extension` (a contained Patient with its national id) when
+  the event concerns exactly one patient (the IG: one AuditEvent per patient), and always an
+  R4 `entity` with role Patient, so core `AuditEvent?patient=` semantics hold for searches too;
+- `legal_entity` and `point_of_care` → agents of their own (organisations, orgnr identifiers).
+
+Personal data: the patient's national id may be in the AuditEvent (the patient link), never in a
+log line. The practitioner is identified by HPR number and name only: their national id is never
+written (a citizen reading the event must not see it, Tillitsrammeverk; DOMAIN.md §3).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from akson.access.principal import Principal
+from akson.fhir import jsonio
+from akson.fhir.dates import to_instant
+from akson.store.audit_log import AuditEntry, AuditRecord
+
+PURPOSE_SYSTEM = "urn:oid:2.16.840.1.113883.1.11.20448"
+CARE_RELATION_EXT = "http://hl7.no/fhir/StructureDefinition/auditevent-carerelation-metadata-extension"
+PATIENT_EXT = "http://hl7.no/fhir/StructureDefinition/auditevent-patient-extension"
+FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
+DNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.2"
+HPR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.4"
+ORGNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.101"
+AKSON_OPERATION = "https://akson.no/fhir/CodeSystem/audit-operation"
+
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+_RESTFUL = "http://hl7.org/fhir/restful-interaction"
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+
+ACTIONS = frozenset("CRUDE")
+OUTCOMES = frozenset({"0", "4", "8", "12"})
+REST_SUBTYPES = frozenset({
+    "read", "vread", "update", "patch", "delete", "history", "history-instance", "history-type",
+    "history-system", "create", "search", "search-type", "search-system", "capabilities",
+    "transaction", "batch",
+})
+#: Non-REST subtypes: (type coding, subtype coding), DICOM audit codes (DCM, PS3.16 CID 400-401).
+_SPECIAL = {
+    "login": ((_DCM, "110114", "User Authentication"), (_DCM, "110122", "Login")),
+    "logout": ((_DCM, "110114", "User Authentication"), (_DCM, "110123", "Logout")),
+    "export": ((_DCM, "110106", "Export"), (_RESTFUL, "operation", "operation")),
+    "break-glass": ((_DCM, "110113", "Security Alert"),
+                    (_DCM, "110127", "Emergency Override Started")),
+}
+PURPOSE_DISPLAY = {"TREAT": "treatment", "ETREAT": "emergency treatment",
+                   "COC": "coordination of care", "BTG": "break the glass"}
+#: What a citizen reads (Norwegian), per purpose of use and action.
+PURPOSE_TEXT = {"TREAT": "Behandling", "ETREAT": "Akutt behandling",
+                "COC": "Koordinering av helsehjelp", "BTG": "Nødtilgang («glassknuser»)"}
+ACTION_TEXT = {"C": "Opprettet", "R": "Lest", "U": "Endret", "D": "Slettet", "E": "Utført"}
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRef:
+    """A patient an event concerns: the Patient's logical id, and its national id if known."""
+
+    id: str
+    national_id: str | None = None  # FNR or D-nr; goes into the AuditEvent only, never a log
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The Akson node that records the event (AuditEvent.source)."""
+
+    site: str  # e.g. the node's host name or deployment name
+    observer: str = "Akson"
+
+
+@dataclass(frozen=True, slots=True)
+class OrgNames:
+    """Display names of the actor's legal entity and point of care, when the gate knows them."""
+
+    legal_entity: str | None = None
+    point_of_care: str | None = None
+
+
+def _coding(triple: tuple[str, str, str]) -> dict[str, str]:
+    system, code, display = triple
+    return {"system": system, "code": code, "display": display}
+
+
+def _types(subtype: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """AuditEvent.type and .subtype for a subtype name (rest interaction, `$op`, or special)."""
+    if subtype in _SPECIAL:
+        type_, sub = _SPECIAL[subtype]
+        subs = [_coding(sub)]
+        if subtype == "export":
+            subs.append({"system": AKSON_OPERATION, "code": "$export"})
+        return _coding(type_), subs
+    rest = _coding((_EVENT_TYPE, "rest", "RESTful Operation"))
+    if subtype in REST_SUBTYPES:
+        return rest, [{"system": _RESTFUL, "code": subtype}]
+    if subtype.startswith("$") and len(subtype) > 1:
+        return rest, [{"system": _RESTFUL, "code": "operation"},
+                      {"system": AKSON_OPERATION, "code": subtype}]
+    raise ValueError(f"unknown audit subtype {subtype!r}")
+
+
+def agent_key(principal: Principal) -> str:
+    """A stable, non-personal key for the actor (reports count distinct patients per key)."""
+    if principal.kind == "practitioner" and principal.hpr_number:
+        return f"hpr:{principal.hpr_number}"
+    if principal.kind == "system":
+        return f"client:{principal.client_id}"[:200]
+    return f"{principal.kind}:{principal.issuer}|{principal.subject}"[:200]
+
+
+def _purpose(principal: Principal) -> list[dict[str, Any]]:
+    cr = principal.care_relationship
+    if cr is None:
+        return []
+    codings = [{"system": PURPOSE_SYSTEM, "code": cr.purpose_of_use,
+                "display": PURPOSE_DISPLAY.get(cr.purpose_of_use, cr.purpose_of_use)}]
+    if cr.purpose_of_use_details:
+        # Volven 9151 ("tjenestetyper"), as the attestation's purpose_of_use_details.
+        codings.append({"system": "urn:oid:2.16.578.1.12.4.1.1.9151",
+                        "code": cr.purpose_of_use_details})
+    return [{"coding": codings}]
+
+
+def _care_relation_extension(principal: Principal) -> dict[str, Any] | None:
+    cr = principal.care_relationship
+    if cr is None:
+        return None
+    parts: list[dict[str, Any]] = []
+    if cr.decision_ref_id:
+        parts.append({"url": "decision-ref-id", "valueString": cr.decision_ref_id})
+    if cr.decision_ref_description:
+        parts.append({"url": "decision-ref-description", "valueString": cr.decision_ref_description})
+    parts.append({"url": "decision-ref-user-selected", "valueBoolean": cr.user_selected})
+    if cr.toa is not None:
+        parts.append({"url": "toa", "valueUnsignedInt": cr.toa})
+    return {"url": CARE_RELATION_EXT, "extension": parts}
+
+
+def _agents(principal: Principal, purpose: list[dict[str, Any]],
+            names: OrgNames) -> list[dict[str, Any]]:
+    """The requesting user or client, then its legal entity and point of care (IG: organisations
+    of the practitioner role)."""
+    who: dict[str, Any] = {}
+    if principal.kind == "practitioner" and principal.hpr_number:
+        who["identifier"] = {"system": HPR_SYSTEM, "value": principal.hpr_number}
+    elif principal.kind == "system":
+        who["identifier"] = {"system": "urn:ietf:rfc:7591:client_id", "value": principal.client_id}
+    if principal.name:
+        who["display"] = principal.name
+    user: dict[str, Any] = {
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                             "code": "humanuser" if principal.kind != "system" else "dataprocessor"}]},
+        "who": who or {"display": principal.kind},
+        "requestor": True,
+    }
+    if principal.name:
+        user["name"] = principal.name
+    if principal.kind == "practitioner":
+        # The token's subject, not the national id: identifies the login session's user.
+        user["altId"] = principal.subject
+    if purpose:
+        user["purposeOfUse"] = purpose
+    agents = [user]
+    for orgnr, name, code, display in (
+        (principal.orgnr_parent, names.legal_entity, "PROV", "healthcare provider"),
+        (principal.orgnr_child, names.point_of_care, "SDLOC", "service delivery location"),
+    ):
+        if orgnr:
+            ref: dict[str, Any] = {"identifier": {"system": ORGNR_SYSTEM, "value": orgnr}}
+            if name:
+                ref["display"] = name
+            agents.append({"type": {"coding": [{"system": _ROLE_CLASS, "code": code,
+                                                "display": display}]},
+                           "who": ref, "requestor": False})
+    return agents
+
+
+def _entities(patients: Sequence[PatientRef], resources: Sequence[str],
+              query: str | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"what": {"reference": f"Patient/{p.id}"},
+         "type": {"system": _ENTITY_TYPE, "code": "1", "display": "Person"},
+         "role": {"system": _OBJECT_ROLE, "code": "1", "display": "Patient"}}
+        for p in patients
+    ]
+    out.extend({"what": {"reference": ref},
+                "type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"}}
+               for ref in resources)
+    if query is not None:
+        out.append({"type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"},
+                    "role": {"system": _OBJECT_ROLE, "code": "24", "display": "Query"},
+                    "query": base64.b64encode(query.encode()).decode()})
+    return out
+
+
+def build_event(principal: Principal, *, action: str, subtype: str, recorded: int,
+                source: Source, outcome: str = "0", patients: Sequence[PatientRef] = (),
+                resources: Sequence[str] = (), query: str | None = None,
+                outcome_desc: str | None = None,
+                names: OrgNames = OrgNames()) -> dict[str, Any]:
+    """The R4 AuditEvent (https://hl7.org/fhir/R4/auditevent.html) for one event.
+
+    `action` C/R/U/D/E; `subtype` a REST interaction (`read`, `search-type`, …), an operation
+    (`$everything`) or `login`/`logout`/`export`/`break-glass`; `recorded` µs since the epoch;
+    `resources` references (`Observation/1`) of what was touched; `query` the search as sent.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"audit action must be one of C R U D E, not {action!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError("audit outcome must be 0, 4, 8 or 12")
+    type_, subtypes = _types(subtype)
+    purpose = _purpose(principal)
+    event: dict[str, Any] = {"resourceType": "AuditEvent"}
+    extensions: list[dict[str, Any]] = []
+    unique = {p.id: p for p in patients}
+    if len(unique) == 1:
+        (only,) = unique.values()
+        contained: dict[str, Any] = {"resourceType": "Patient", "id": "patient"}
+        if only.national_id:
+            system = DNR_SYSTEM if only.national_id[:1] in "4567" else FNR_SYSTEM
+            contained["identifier"] = [{"system": system, "value": only.national_id}]
+        contained["link"] = [{"other": {"reference": f"Patient/{only.id}"}, "type": "seealso"}]
+        event["contained"] = [contained]
+        extensions.append({"url": PATIENT_EXT, "valueReference": {"reference": "#patient"}})
+    care = _care_relation_extension(principal)
+    if care:
+        extensions.append(care)
+    if extensions:
+        event["extension"] = extensions
+    event.update({"type": type_, "subtype": subtypes, "action": action,
+                  "recorded": to_instant(recorded), "outcome": outcome})
+    if outcome_desc:
+        event["outcomeDesc"] = outcome_desc
+    if purpose:
+        event["purposeOfEvent"] = purpose
+    event["agent"] = _agents(principal, purpose, names)
+    event["source"] = {"site": source.site, "observer": {"display": source.observer},
+                       "type": [{"system": _SOURCE_TYPE, "code": "4",
+                                 "display": "Application Server"}]}
+    entities = _entities(list(unique.values()), resources, query)
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: int,
+                source: Source, outcome: str = "0", patients: Sequence[PatientRef] = (),
+                resources: Sequence[str] = (), query: str | None = None,
+                outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> AuditEntry:
+    """The AuditEvent of `build_event` with the columns the store indexes, ready to append."""
+    event = build_event(principal, action=action, subtype=subtype, recorded=recorded,
+                        source=source, outcome=outcome, patients=patients, resources=resources,
+                        query=query, outcome_desc=outcome_desc, names=names)
+    cr = principal.care_relationship
+    return AuditEntry(
+        content=jsonio.dumps(event), recorded=recorded, action=action, subtype=subtype,
+        outcome=outcome, purpose=cr.purpose_of_use if cr else None,
+        user_selected=bool(cr and cr.user_selected), org=principal.orgnr_parent,
+        unit=principal.orgnr_child, agent=agent_key(principal),
+        patients=tuple(sorted({p.id for p in patients})),
+    )
+
+
+def served(record: AuditRecord) -> dict[str, Any]:
+    """The AuditEvent as a FHIR read or search returns it: the stored JSON plus `id` and
+    `meta.lastUpdated` (the stored bytes, which the hash covers, carry neither)."""
+    event: dict[str, Any] = orjson.loads(record.entry.content)
+    return {"resourceType": "AuditEvent", "id": record.id,
+            "meta": {"lastUpdated": to_instant(record.entry.recorded)},
+            **{k: v for k, v in event.items() if k != "resourceType"}}
+
+
+# ---------------------------------------------------------------- the citizen's view
+
+
+@dataclass(frozen=True, slots=True)
+class CitizenLogLine:
+    """One line of a citizen's access log ("Logg over bruk"): who, where, when, what and why.
+
+    Holds the practitioner's name, never their national id.
+    """
+
+    when: str  # R4 instant
+    who: str
+    organisation: str | None
+    unit: str | None
+    what: str
+    why: str
+    purpose: str | None
+    break_glass: bool
+    self_declared: bool
+    reason: str | None  # the stated reason of a break-the-glass or self-declared access
+
+
+def _org_label(agent: dict[str, Any]) -> str | None:
+    who = agent.get("who", {})
+    return who.get("display") or who.get("identifier", {}).get("value")
+
+
+def citizen_view(record: AuditRecord) -> CitizenLogLine:
+    """How a citizen sees one event that concerned them."""
+    event: dict[str, Any] = orjson.loads(record.entry.content)
+    agents = event.get("agent", [])
+    user: dict[str, Any] = next((a for a in agents if a.get("requestor")), {})
+    orgs = {a["type"]["coding"][0]["code"]: _org_label(a)
+            for a in agents if not a.get("requestor") and a.get("type")}
+    who = user.get("name") or user.get("who", {}).get("display") or "Ukjent bruker"
+    purpose = record.entry.purpose
+    reason = None
+    for ext in event.get("extension", []):
+        if ext.get("url") == CARE_RELATION_EXT:
+            for part in ext.get("extension", []):
+                if part.get("url") == "decision-ref-description":
+                    reason = part.get("valueString")
+    btg = purpose == "BTG" or record.entry.subtype == "break-glass"
+    why = PURPOSE_TEXT.get(purpose or "", "Ikke oppgitt")
+    if btg:
+        why = PURPOSE_TEXT["BTG"]
+    elif record.entry.user_selected:
+        why += " (egenerklært tjenstlig behov)"
+    show_reason = btg or record.entry.user_selected
+    return CitizenLogLine(
+        when=to_instant(record.entry.recorded), who=who, organisation=orgs.get("PROV"),
+        unit=orgs.get("SDLOC"), what=ACTION_TEXT.get(record.entry.action, record.entry.action),
+        why=why, purpose=purpose, break_glass=btg, self_declared=record.entry.user_selected,
+        reason=reason if show_reason else None,
+    )

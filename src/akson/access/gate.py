@@ -1,0 +1,408 @@
+"""The one gate: a store session wrapped so every read and write passes the access policy.
+
+`Gate.session(principal)` (or `Gate.guard(session, principal)` on a session the caller opened)
+gives a `GuardedSession` with the reads and writes the API uses — read, vread, search,
+`_include`/`_revinclude`, history, `$everything`, export rows, create/update/delete. Each applies
+the caller's `Plan` (akson.access.policy) inside the SQL statement (akson.store.access_sql), never
+after it, so no denied resource or count leaks; each hands an `AuditIntent` to an `AuditSink`.
+
+Denials (docs/adr/0006-access-gate.md): a read, vread, instance history, update or delete of a
+resource the caller may not see raises 403 with one fixed text, the same whether the resource
+exists or not (a caller without full access cannot tell "denied" from "not there"); a search
+never fails for lack of access to a patient: the patient's resources are simply not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Set as AbstractSet
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from akson.access import policy as pol
+from akson.access.principal import Principal
+from akson.fhir import indexing, jsonio
+from akson.fhir.naming import DNR_SYSTEM, FHN_SYSTEM, FNR_SYSTEM
+from akson.fhir.outcome import FhirError
+from akson.fhir.search import Clause, SearchQuery
+from akson.store import access_sql as acl
+from akson.store import export as store_export
+from akson.store.include import Included, fetch_included
+from akson.store.repository import Page, ResourceStore, Session, Stored
+
+#: The one text of every denial: it says nothing about whether the resource exists.
+DENIED = "Access denied, or the resource is not available to you"
+PERSON_ID_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM, FHN_SYSTEM)
+_ROLE_CODE_V3 = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+#: = akson.registry.mapping.PARENTAL_RESPONSIBILITY_EXT (the registry sits above this layer).
+PARENTAL_RESPONSIBILITY_EXT = "https://akson.no/fhir/StructureDefinition/parental-responsibility"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditIntent:
+    """One access to hand to the audit log: who, what, which records, why, and the outcome.
+
+    Never holds a national id: the caller is named by kind, subject, HPR number and orgs;
+    records by Patient id.
+    """
+
+    action: str  # read | vread | search | include | history | everything | create | update | delete
+    outcome: str  # allowed | denied
+    at: int  # µs since the epoch, UTC
+    kind: str
+    subject: str
+    client_id: str
+    name: str | None
+    hpr_number: str | None
+    orgnr_parent: str | None
+    orgnr_child: str | None
+    purpose: str | None
+    break_glass: bool
+    user_selected: bool
+    reason: str | None  # decision_ref description (self-declared, break-the-glass)
+    policy_reason: str
+    resource_type: str | None
+    resource_ids: tuple[str, ...] = ()
+    patients: tuple[str, ...] = ()
+
+
+class AuditSink(Protocol):
+    """Where audit intents go (the hash-chained audit log implements it)."""
+
+    async def record(self, intent: AuditIntent) -> None: ...
+
+
+class MemoryAuditSink:
+    """An audit sink that keeps the intents in a list (tests, development)."""
+
+    def __init__(self) -> None:
+        self.intents: list[AuditIntent] = []
+
+    async def record(self, intent: AuditIntent) -> None:
+        self.intents.append(intent)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Gate:
+    """Opens guarded sessions: the policy and the audit sink around a `ResourceStore`."""
+
+    def __init__(self, store: ResourceStore, sink: AuditSink, policy: pol.Policy | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.store = store
+        self.sink = sink
+        self.policy = policy or pol.Policy()
+        self.clock = clock
+
+    @asynccontextmanager
+    async def session(self, principal: Principal, *, write: bool = False
+                      ) -> AsyncIterator[GuardedSession]:
+        """One transaction as `principal` sees it."""
+        async with self.store.session(write=write) as s:
+            yield await self.guard(s, principal)
+
+    async def guard(self, s: Session, principal: Principal) -> GuardedSession:
+        """Wrap a session the caller opened: look up the facts, decide, return the guard."""
+        now = self.clock()
+        facts = await gather_facts(s, principal, now.date())
+        return GuardedSession(s, principal, pol.plan(principal, now, facts, self.policy),
+                              self.sink, now)
+
+
+# ------------------------------------------------------------------ facts
+
+
+async def gather_facts(s: Session, principal: Principal, today: date) -> pol.Facts:
+    """What the policy needs to know about the caller's patients, looked up unrestricted."""
+    if principal.kind == "citizen" and principal.national_id:
+        found = await acl.patients_by_identifier(s, PERSON_ID_SYSTEMS, [principal.national_id])
+        own = found.get(principal.national_id)
+        if own is None:
+            return pol.Facts()
+        return pol.Facts(self_patient=own, children=await _children(s, own))
+    cr = principal.care_relationship
+    if principal.kind == "practitioner" and cr is not None and (cr.user_selected
+                                                                 or cr.purpose_of_use == "BTG"):
+        found = await acl.patients_by_identifier(s, PERSON_ID_SYSTEMS, list(cr.patients))
+        ids = [found[n] for n in cr.patients if n in found]
+        if principal.launch_patient:
+            ids.append(principal.launch_patient)
+        return pol.Facts(attested_patients=tuple(dict.fromkeys(ids)))
+    return pol.Facts()
+
+
+async def _children(s: Session, parent_id: str) -> tuple[pol.ChildFacts, ...]:
+    """The parent's children as FREG states them: RelatedPersons in the parent's record with
+    relationship CHILD, their parental-responsibility extension, and the child's Patient."""
+    kids: dict[str, bool] = {}
+    for raw in await acl.referring(s, "RelatedPerson", "patient", "Patient", parent_id):
+        rel = jsonio.loads(raw)
+        codes = {(c.get("system"), c.get("code")) for concept in rel.get("relationship") or ()
+                 for c in concept.get("coding") or ()}
+        if (_ROLE_CODE_V3, "CHILD") not in codes:
+            continue
+        responsible = any(e.get("url") == PARENTAL_RESPONSIBILITY_EXT
+                          for e in rel.get("extension") or ())
+        for ident in rel.get("identifier") or ():
+            if ident.get("system") in PERSON_ID_SYSTEMS and ident.get("value"):
+                kids[ident["value"]] = kids.get(ident["value"], False) or responsible
+    if not kids:
+        return ()
+    found = await acl.patients_by_identifier(s, PERSON_ID_SYSTEMS, list(kids))
+    docs = await acl.contents(s, "Patient", [parent_id, *found.values()])
+    parent = jsonio.loads(docs[parent_id]) if parent_id in docs else {}
+    out = []
+    for nin, child_id in found.items():
+        if child_id not in docs:
+            continue
+        child = jsonio.loads(docs[child_id])
+        out.append(pol.ChildFacts(
+            patient_id=child_id, birth_date=_date(child.get("birthDate")),
+            parental_responsibility=kids[nin],
+            shares_address=pol.shares_address(parent, child),
+            parents_refused=pol.NORN_FORANS in pol.security_labels(child)))
+    return tuple(out)
+
+
+def _date(value: Any) -> date | None:
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ the guarded session
+
+
+def _address_params(clauses: Sequence[Clause]) -> bool:
+    """Does the search match on an address anywhere (also in a chain or `_has`)?"""
+    for c in clauses:
+        if c.name.startswith("address") or c.name == "municipality":
+            return True
+        if c.chain and _address_params([inner for _, inner in c.chain.targets]):
+            return True
+        if c.has and _address_params([c.has.inner]):
+            return True
+    return False
+
+
+class GuardedSession:
+    """A store session as one caller sees it (see the module docstring)."""
+
+    def __init__(self, s: Session, principal: Principal, plan: pol.Plan, sink: AuditSink,
+                 now: datetime) -> None:
+        self._s = s
+        self.principal = principal
+        self.plan = plan
+        self._sink = sink
+        self._now_us = int(now.timestamp() * 1_000_000)
+
+    @property
+    def restriction(self) -> acl.Restriction:
+        return self.plan.restriction
+
+    # ------------------------------------------------------------------ audit and denial
+
+    async def _audit(self, action: str, outcome: str, res_type: str | None,
+                     ids: Sequence[str] = (), patients: Sequence[str] = ()) -> None:
+        p, cr = self.principal, self.principal.care_relationship
+        await self._sink.record(AuditIntent(
+            action=action, outcome=outcome, at=self._now_us, kind=p.kind, subject=p.subject,
+            client_id=p.client_id, name=p.name, hpr_number=p.hpr_number,
+            orgnr_parent=p.orgnr_parent, orgnr_child=p.orgnr_child, purpose=self.plan.purpose,
+            break_glass=self.plan.break_glass, user_selected=self.plan.user_selected,
+            reason=cr.decision_ref_description if cr else None,
+            policy_reason=self.plan.reason, resource_type=res_type,
+            resource_ids=tuple(ids), patients=tuple(sorted(set(patients)))))
+
+    async def _deny(self, action: str, res_type: str | None, ids: Sequence[str] = ()) -> FhirError:
+        await self._audit(action, "denied", res_type, ids)
+        return FhirError(403, DENIED, "forbidden")
+
+    def _redact(self, stored: Stored, current: AbstractSet[tuple[str, str]] = frozenset()) -> Stored:
+        if stored.content is None or stored.res_type not in pol.ADDRESS_TYPES:
+            return stored
+        doc = jsonio.loads(stored.content)
+        out = pol.redact(doc, self.plan, current)
+        return stored if out is None else replace(stored, content=jsonio.dumps(out))
+
+    async def _visible(self, res_type: str, res_id: str) -> bool:
+        return await acl.visible(self._s, self.restriction, res_type, res_id)
+
+    # ------------------------------------------------------------------ reads
+
+    async def read(self, res_type: str, res_id: str) -> Stored | None:
+        """The current version (possibly a deletion marker). None only for a caller with full
+        access when it never existed; anyone else gets 403 for "denied" and "not there" alike."""
+        if not self.plan.permits(res_type, "r"):
+            raise await self._deny("read", res_type, [res_id])
+        stored = await self._s.read(res_type, res_id)
+        if stored is None and self.restriction.unrestricted:
+            return None
+        if stored is None or not await self._visible(res_type, res_id):
+            raise await self._deny("read", res_type, [res_id])
+        patient = await acl.patient_of(self._s, res_type, res_id)
+        await self._audit("read", "allowed", res_type, [res_id], [patient] if patient else [])
+        return self._redact(stored)
+
+    async def vread(self, res_type: str, res_id: str, version: int) -> Stored | None:
+        """One version, if the resource is visible now and that version's labels allow it."""
+        if not self.plan.permits(res_type, "r"):
+            raise await self._deny("vread", res_type, [res_id])
+        stored = await self._s.vread(res_type, res_id, version)
+        if stored is None and self.restriction.unrestricted:
+            return None
+        if stored is None or not await self._visible(res_type, res_id):
+            raise await self._deny("vread", res_type, [res_id])
+        patient = await acl.patient_of(self._s, res_type, res_id)
+        if stored.content is not None and pol.hidden_by_labels(
+                self.restriction, pol.security_labels(jsonio.loads(stored.content)), patient):
+            raise await self._deny("vread", res_type, [res_id])
+        current = (await acl.labels_of(self._s, res_type, [res_id])).get(res_id, set())
+        await self._audit("vread", "allowed", res_type, [res_id], [patient] if patient else [])
+        return self._redact(stored, current)
+
+    def _search_plan(self, query: SearchQuery) -> pol.Plan:
+        if _address_params(query.clauses):
+            return pol.with_rules(self.plan, pol.address_search_rules(self.plan))
+        return self.plan
+
+    async def search(self, query: SearchQuery, *, base_url: str = "") -> Page:
+        """A search with the restriction in the statement: matches, total and paging."""
+        res_type = query.resource_type
+        if (res_type and not self.plan.permits(res_type, "s")) or not self.plan.allowed:
+            raise await self._deny("search", res_type)
+        r = self._search_plan(query).restriction
+        page = await self._s.search(query, base_url=base_url,
+                                    extra=acl.restrict(r, "r", res_type or ""),
+                                    scope=acl.scope_of(r))
+        patients = await acl.patients_of(self._s, page.items)
+        await self._audit("search", "allowed", res_type, [i.res_id for i in page.items],
+                          list(patients.values()))
+        return replace(page, items=[self._redact(i) for i in page.items])
+
+    async def include(self, query: SearchQuery, matches: Sequence[Stored]) -> Included:
+        """The `_include` / `_revinclude` resources of a page, restricted like the page."""
+        r = self._search_plan(query).restriction
+        included = await fetch_included(self._s, query, matches, scope=acl.scope_of(r))
+        patients = await acl.patients_of(self._s, included.items)
+        await self._audit("include", "allowed", query.resource_type,
+                          [f"{i.res_type}/{i.res_id}" for i in included.items],
+                          list(patients.values()))
+        return replace(included, items=[self._redact(i) for i in included.items])
+
+    async def history(self, res_type: str | None, res_id: str | None, *, since: int | None,
+                      count: int, cursor: int | None) -> Page:
+        """Versions newest first of the resources the caller may see; a version whose own labels
+        hide it is left out, and older versions of a protected person are redacted."""
+        if res_type and not self.plan.permits(res_type, "r") or not self.plan.allowed:
+            raise await self._deny("history", res_type, [res_id] if res_id else [])
+        if res_type and res_id and not self.restriction.unrestricted \
+                and not await self._visible(res_type, res_id):
+            raise await self._deny("history", res_type, [res_id])
+        page = await self._s.history(res_type, res_id, since=since, count=count, cursor=cursor,
+                                     extra=acl.restrict(self.restriction, "r", res_type or ""))
+        patients = await acl.patients_of(self._s, page.items)
+        kept = [i for i in page.items if i.content is None or not pol.hidden_by_labels(
+            self.restriction, pol.security_labels(jsonio.loads(i.content)),
+            patients.get((i.res_type, i.res_id)))]
+        persons = {i.res_id for i in kept if i.res_type in pol.ADDRESS_TYPES}
+        current: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for person_type in pol.ADDRESS_TYPES:
+            ids = sorted({i.res_id for i in kept if i.res_type == person_type} & persons)
+            for rid, labels in (await acl.labels_of(self._s, person_type, ids)).items():
+                current[(person_type, rid)] = labels
+        items = [self._redact(i, current.get((i.res_type, i.res_id), set())) for i in kept]
+        await self._audit("history", "allowed", res_type, [res_id] if res_id else [],
+                          [patients[(i.res_type, i.res_id)] for i in kept
+                           if (i.res_type, i.res_id) in patients])
+        total = len(items) if page.total is not None else None
+        return replace(page, items=items, total=total)
+
+    async def everything(self, res_type: str, res_id: str, *, types: Sequence[str] | None,
+                         since: int | None, cursor: int | None, count: int) -> Page:
+        """`Patient/[id]/$everything` or `Encounter/[id]/$everything`, restricted: the anchor
+        must be visible, and every member passes the restriction inside the statement."""
+        if res_type not in ("Patient", "Encounter") or not self.plan.permits(res_type, "r"):
+            raise await self._deny("everything", res_type, [res_id])
+        if not await self._visible(res_type, res_id):
+            raise await self._deny("everything", res_type, [res_id])
+        members = (store_export.patient_members(res_id) if res_type == "Patient"
+                   else store_export.encounter_members(res_id))
+        page = await acl.members_page(self._s, members, acl.restrict(self.restriction, "r", ""),
+                                      types=types, since=since, cursor=cursor, count=count)
+        patients = await acl.patients_of(self._s, page.items)
+        await self._audit("everything", "allowed", res_type, [res_id], list(patients.values()))
+        return replace(page, items=[self._redact(i) for i in page.items])
+
+    def export_access(self) -> store_export.ExportAccess:
+        """What a Bulk Data export of this caller adds to every row query (type_chunk)."""
+        return store_export.ExportAccess(scope=acl.scope_of(self.restriction))
+
+    # ------------------------------------------------------------------ writes
+
+    def _compartment(self, res_type: str, res_id: str, resource: dict[str, Any]) -> str | None:
+        doc = {**resource, "resourceType": res_type, "id": res_id}
+        return indexing.patient_compartment(doc, indexing.extract(doc, self._s.registry))
+
+    async def _may_write(self, action: str, res_type: str, res_id: str,
+                         resource: dict[str, Any], current: Stored | None) -> None:
+        """Refuse (403) a write the caller may not make: to a record it may not see, of a type
+        it may not write, or one that would lift a citizen's block."""
+        interaction = {"create": "c", "update": "u", "delete": "d"}[action]
+        if not self.plan.permits(res_type, interaction):
+            raise await self._deny(action, res_type, [res_id])
+        if current is not None and not await self._visible(res_type, res_id):
+            raise await self._deny(action, res_type, [res_id])
+        if not resource:  # delete
+            return
+        patient = self._compartment(res_type, res_id, resource)
+        writable = self.plan.write_patients
+        if writable is not None and patient not in writable:
+            raise await self._deny(action, res_type, [res_id])
+        if writable is None and patient is not None and not (
+                res_type == "Patient" and patient == res_id and current is None) \
+                and not self.restriction.unrestricted \
+                and not await self._visible("Patient", patient):
+            raise await self._deny(action, res_type, [res_id])
+        if current is not None and current.content is not None and self.plan.self_patient is None:
+            before = pol.security_labels(jsonio.loads(current.content))
+            if pol.NORS in before and pol.NORS not in pol.security_labels(resource):
+                raise await self._deny(action, res_type, [res_id])  # only the citizen lifts NORS
+        if res_type == "Consent":
+            pol.check_block_consent(resource)
+
+    async def create(self, res_type: str, resource: dict[str, Any], *, res_id: str | None = None
+                     ) -> Stored:
+        res_id = res_id or str(uuid.uuid4())
+        await self._may_write("create", res_type, res_id, resource, None)
+        stored = await self._s.create(res_type, resource, res_id=res_id)
+        patient = self._compartment(res_type, res_id, resource)
+        await self._audit("create", "allowed", res_type, [res_id], [patient] if patient else [])
+        return stored
+
+    async def update(self, res_type: str, res_id: str, resource: dict[str, Any], *,
+                     if_match: int | None = None) -> tuple[Stored, bool]:
+        current = await self._s.read(res_type, res_id, for_update=True)
+        await self._may_write("update", res_type, res_id, resource, current)
+        stored, created = await self._s.update(res_type, res_id, resource, if_match=if_match)
+        patient = self._compartment(res_type, res_id, resource)
+        await self._audit("update", "allowed", res_type, [res_id], [patient] if patient else [])
+        return stored, created
+
+    async def delete(self, res_type: str, res_id: str) -> Stored | None:
+        current = await self._s.read(res_type, res_id, for_update=True)
+        if current is None and not self.restriction.unrestricted:
+            raise await self._deny("delete", res_type, [res_id])
+        await self._may_write("delete", res_type, res_id, {}, current)
+        patient = await acl.patient_of(self._s, res_type, res_id)
+        deleted = await self._s.delete(res_type, res_id)
+        await self._audit("delete", "allowed", res_type, [res_id], [patient] if patient else [])
+        return deleted

@@ -1,0 +1,475 @@
+"""The append-only, hash-chained audit log: append, read, report and verify (the SQL side).
+
+Tables (migration 0006): `audit_event` holds each AuditEvent's JSON and the columns the readers'
+reports need; `audit_patient` one row per patient an event concerns (so a citizen's access log,
+`AuditEvent?patient=`, is an index range scan); `audit_chain` one head row per chain. Nothing in
+this module updates or deletes an event; PostgreSQL (and SQLite) refuse it with a trigger.
+
+**Chains.** Events are spread over N independent chains (default 16) so auditing does not
+serialise the server: a writer picks a chain from a routing key (request id, connection) and
+appends under that chain's lock only — `SELECT … FOR UPDATE` on the chain's head row on
+PostgreSQL; a SQLite write transaction is exclusive already. The lock is held until the
+enclosing transaction ends, so sequence numbers are gap-free in commit order. Append inside the
+transaction of the write being audited (a rollback removes both, a commit keeps both), as late in
+it as possible (the chain stays locked until commit); reads are audited by `record()`, which
+opens a transaction of its own.
+
+**Hashes.** `hash = SHA-256(canonical(chain, seq, prev_hash, recorded, action, subtype, outcome,
+purpose, user_selected, org, unit, agent, sorted patient ids, JSON bytes))`, every field length-
+prefixed so no two records encode alike; `prev_hash` of seq 1 is 32 zero bytes. Editing any
+field, the JSON or a patient row, deleting or reordering records breaks a recomputed hash, a link
+or the sequence.
+
+**Checkpoints (truncation).** Deleting the newest records of a chain leaves a valid, shorter
+chain. The head row holds (seq, hash) and a MAC (HMAC-SHA-256) under a key derived from the
+installation secret, which is not in the database: an attacker with database access alone can
+delete a tail but cannot write a head that verifies for the shorter chain. Restoring an old copy
+of the head row (from a backup) would pass, so operators who need that too export `heads()` to
+storage outside the database now and then and pass them to `verify(anchors=…)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from akson.fhir.dates import now_us
+from akson.store.database import Database, Row, Tx
+
+DEFAULT_CHAINS = 16
+ZERO_HASH = bytes(32)
+_NONE = (2**64 - 1).to_bytes(8, "big")  # length prefix of an absent field (distinct from "")
+_VERSION = b"akson-audit-v1"
+
+_EVENT_COLS = ("e.chain, e.seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose, "
+               "e.user_selected, e.org, e.unit, e.agent, e.content, e.prev_hash, e.hash")
+_INSERT_EVENT = (
+    "INSERT INTO audit_event (chain, seq, recorded, action, subtype, outcome, purpose, "
+    "user_selected, org, unit, agent, content, prev_hash, hash) "
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+)
+_INSERT_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded) VALUES (%s,%s,%s,%s)"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One event to record: the AuditEvent JSON and the columns the readers' queries use.
+
+    Build it with `akson.access.audit`; `patients` are Patient logical ids (never national ids).
+    """
+
+    content: bytes
+    recorded: int  # µs since epoch, UTC
+    action: str  # C R U D E (http://hl7.org/fhir/R4/valueset-audit-event-action.html)
+    subtype: str  # read, vread, search-type, create, …, login, export, break-glass, $everything
+    outcome: str = "0"  # 0 success, 4 minor failure, 8 serious failure, 12 major failure
+    purpose: str | None = None  # TREAT, ETREAT, COC, BTG
+    user_selected: bool = False  # a self-declared care relationship (decision_ref.user_selected)
+    org: str | None = None  # the actor's legal entity (orgnr)
+    unit: str | None = None  # the actor's point of care (orgnr)
+    agent: str | None = None  # non-personal actor key: "hpr:…", "sub:…", "client:…"
+    patients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An entry as stored: its place in its chain and its hashes."""
+
+    chain: int
+    seq: int
+    entry: AuditEntry
+    prev_hash: bytes
+    hash: bytes
+
+    @property
+    def id(self) -> str:
+        """The AuditEvent's logical id as served: `<chain>-<seq>`, stable and unique."""
+        return f"{self.chain}-{self.seq}"
+
+    @property
+    def cursor(self) -> tuple[int, int, int]:
+        """The keyset position of this record in a newest-first log."""
+        return (self.entry.recorded, self.chain, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """One principal's access volume in a period: distinct patients and events."""
+
+    agent: str
+    patients: int
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A place where a chain fails verification. Holds positions only, never personal data."""
+
+    chain: int
+    seq: int
+    kind: str  # see KINDS
+
+    def describe(self) -> str:
+        return f"chain {self.chain} seq {self.seq}: {KINDS[self.kind]}"
+
+
+KINDS = {
+    "hash-mismatch": "record altered (its hash does not match its content)",
+    "broken-link": "record does not link to the previous one (deleted, inserted or reordered)",
+    "gap": "records missing before this sequence (deleted)",
+    "truncated": "records missing at the end of the chain (truncated after this sequence)",
+    "beyond-checkpoint": "records after the signed head (inserted without the key)",
+    "checkpoint-invalid": "the chain head's signature does not verify (head edited)",
+    "checkpoint-mismatch": "the chain head's hash differs from the record it names",
+    "head-missing": "events exist but the chain head is missing (head deleted)",
+    "anchor-mismatch": "record differs from the externally kept anchor",
+    "patients-mismatch": "patient index row disagrees with its event",
+}
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` found: chains and events walked, and every problem (empty when intact)."""
+
+    chains: int = 0
+    events: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def chain_for(route: str, chains: int) -> int:
+    """The chain a routing key (request id, connection id) appends to: a stable hash mod N."""
+    digest = hashlib.blake2b(route.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % chains
+
+
+def _field(h: hashlib._Hash, value: bytes | None) -> None:
+    if value is None:
+        h.update(_NONE)
+    else:
+        h.update(len(value).to_bytes(8, "big"))
+        h.update(value)
+
+
+def record_hash(chain: int, seq: int, prev_hash: bytes, entry: AuditEntry) -> bytes:
+    """SHA-256 over the canonical encoding of a record (module docstring)."""
+    h = hashlib.sha256(_VERSION)
+    h.update(chain.to_bytes(8, "big", signed=True))
+    h.update(seq.to_bytes(8, "big", signed=True))
+    _field(h, prev_hash)
+    h.update(entry.recorded.to_bytes(8, "big", signed=True))
+    for text in (entry.action, entry.subtype, entry.outcome, entry.purpose):
+        _field(h, None if text is None else text.encode())
+    h.update(b"\x01" if entry.user_selected else b"\x00")
+    for text in (entry.org, entry.unit, entry.agent):
+        _field(h, None if text is None else text.encode())
+    h.update(len(entry.patients).to_bytes(8, "big"))
+    for patient in sorted(entry.patients):
+        _field(h, patient.encode())
+    _field(h, entry.content)
+    return h.digest()
+
+
+def checkpoint_key(secret: bytes) -> bytes:
+    """The checkpoint MAC key, derived from an installation secret (e.g. AKSON_SECRET_KEY)."""
+    return hmac.new(secret, b"akson audit checkpoint", hashlib.sha256).digest()
+
+
+def _mac(key: bytes, chain: int, seq: int, head_hash: bytes) -> bytes:
+    msg = _VERSION + chain.to_bytes(8, "big", signed=True) + seq.to_bytes(8, "big") + head_hash
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+# ---------------------------------------------------------------- appending
+
+
+class AuditLog:
+    """Appends to N chains; `key` signs the chain heads (see `checkpoint_key`)."""
+
+    def __init__(self, db: Database, *, key: bytes, chains: int = DEFAULT_CHAINS) -> None:
+        if chains < 1:
+            raise ValueError("the audit log needs at least one chain")
+        self.db = db
+        self.key = key
+        self.chains = chains
+
+    async def append(self, tx: Tx, entry: AuditEntry, *, route: str) -> AuditRecord:
+        """Append `entry` inside the caller's write transaction `tx`; it commits or rolls back
+        with it. Locks the chain picked by `route` until `tx` ends.
+
+        Call it as the last statement(s) of `tx`, and with one `route` per transaction (the
+        request id): the chain lock is then always the last lock a transaction takes, and only
+        one, so audit appends can never be part of a deadlock cycle.
+        """
+        chain = chain_for(route, self.chains)
+        head_seq, prev = await self._lock_head(tx, chain)
+        seq = head_seq + 1
+        patients = tuple(sorted(set(entry.patients)))
+        if patients != entry.patients:
+            entry = replace(entry, patients=patients)
+        digest = record_hash(chain, seq, prev, entry)
+        e = entry
+        await tx.execute(_INSERT_EVENT, (chain, seq, e.recorded, e.action, e.subtype, e.outcome,
+                                         e.purpose, e.user_selected, e.org, e.unit, e.agent,
+                                         e.content, prev, digest))
+        await tx.executemany(_INSERT_PATIENT, [(chain, seq, p, e.recorded) for p in patients])
+        await tx.execute(
+            "UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s WHERE chain = %s",
+            (seq, digest, _mac(self.key, chain, seq, digest), now_us(), chain),
+        )
+        return AuditRecord(chain, seq, entry, prev, digest)
+
+    async def record(self, entry: AuditEntry, *, route: str) -> AuditRecord:
+        """Append `entry` in a transaction of its own (reads, logins: nothing else to commit)."""
+        async with self.db.transaction(write=True) as tx:
+            return await self.append(tx, entry, route=route)
+
+    async def _lock_head(self, tx: Tx, chain: int) -> tuple[int, bytes]:
+        lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
+        sql = f"SELECT seq, hash FROM audit_chain WHERE chain = %s{lock}"
+        row = await tx.fetchone(sql, (chain,))
+        if row is None:  # the chain's first event: create its head (a racing writer waits here)
+            await tx.execute(
+                "INSERT INTO audit_chain (chain, seq, hash, mac, updated) VALUES (%s, 0, %s, %s, %s) "
+                "ON CONFLICT (chain) DO NOTHING",
+                (chain, ZERO_HASH, _mac(self.key, chain, 0, ZERO_HASH), now_us()),
+            )
+            row = await tx.fetchone(sql, (chain,))
+            assert row is not None
+        return int(row[0]), bytes(row[1])
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _record(row: Row, patients: tuple[str, ...] = ()) -> AuditRecord:
+    entry = AuditEntry(content=bytes(row[11]), recorded=int(row[2]), action=row[3], subtype=row[4],
+                       outcome=row[5], purpose=row[6], user_selected=bool(row[7]), org=row[8],
+                       unit=row[9], agent=row[10], patients=patients)
+    return AuditRecord(int(row[0]), int(row[1]), entry, bytes(row[12]), bytes(row[13]))
+
+
+async def _with_patients(tx: Tx, rows: list[Row]) -> list[AuditRecord]:
+    """Records for event rows, each with its patient ids (one query for the whole page)."""
+    if not rows:
+        return []
+    keys = [(int(r[0]), int(r[1])) for r in rows]
+    where = " OR ".join(["(chain = %s AND seq = %s)"] * len(keys))
+    found = await tx.fetchall(
+        f"SELECT chain, seq, patient_id FROM audit_patient WHERE {where} ORDER BY patient_id",
+        [v for k in keys for v in k],
+    )
+    by_key: dict[tuple[int, int], list[str]] = {}
+    for chain, seq, patient in found:
+        by_key.setdefault((int(chain), int(seq)), []).append(patient)
+    return [_record(r, tuple(by_key.get(k, ()))) for r, k in zip(rows, keys, strict=True)]
+
+
+async def read(tx: Tx, chain: int, seq: int) -> AuditRecord | None:
+    """One record by its place, or None."""
+    row = await tx.fetchone(f"SELECT {_EVENT_COLS} FROM audit_event e "
+                            "WHERE e.chain = %s AND e.seq = %s", (chain, seq))
+    return (await _with_patients(tx, [row]))[0] if row else None
+
+
+async def patient_log(tx: Tx, patient_id: str, *, limit: int = 50,
+                      before: tuple[int, int, int] | None = None) -> list[AuditRecord]:
+    """The events concerning `patient_id`, newest first: the citizen's access log.
+
+    Keyset-paged: pass the last record's `cursor` as `before` for the next page.
+    """
+    params: list[object] = [patient_id]
+    after = ""
+    if before is not None:
+        after = " AND (p.recorded, p.chain, p.seq) < (%s, %s, %s)"
+        params.extend(before)
+    params.append(limit)
+    rows = await tx.fetchall(
+        f"SELECT {_EVENT_COLS} FROM audit_patient p "
+        "JOIN audit_event e ON e.chain = p.chain AND e.seq = p.seq "
+        f"WHERE p.patient_id = %s{after} "
+        "ORDER BY p.recorded DESC, p.chain DESC, p.seq DESC LIMIT %s",
+        params,
+    )
+    return await _with_patients(tx, rows)
+
+
+async def _org_events(tx: Tx, org: str, start: int, end: int, condition: str,
+                      limit: int) -> list[AuditRecord]:
+    rows = await tx.fetchall(
+        f"SELECT {_EVENT_COLS} FROM audit_event e WHERE e.org = %s AND e.recorded >= %s "
+        f"AND e.recorded < %s AND {condition} ORDER BY e.recorded, e.chain, e.seq LIMIT %s",
+        (org, start, end, limit),
+    )
+    return await _with_patients(tx, rows)
+
+
+async def break_glass(tx: Tx, org: str, start: int, end: int, *,
+                      limit: int = 1000) -> list[AuditRecord]:
+    """Accesses by `org` (orgnr) in [start, end) µs whose purpose was BTG, oldest first."""
+    return await _org_events(tx, org, start, end, "e.purpose = 'BTG'", limit)
+
+
+async def self_declared(tx: Tx, org: str, start: int, end: int, *,
+                        limit: int = 1000) -> list[AuditRecord]:
+    """Accesses by `org` in [start, end) µs on a self-declared (user_selected) care relationship."""
+    return await _org_events(tx, org, start, end, "e.user_selected", limit)
+
+
+async def unusual_volumes(tx: Tx, org: str, start: int, end: int,
+                          threshold: int) -> list[Volume]:
+    """Principals of `org` whose events in [start, end) µs concern more than `threshold`
+    distinct patients, the most first."""
+    rows = await tx.fetchall(
+        "SELECT e.agent, COUNT(DISTINCT p.patient_id), COUNT(*) FROM audit_event e "
+        "JOIN audit_patient p ON p.chain = e.chain AND p.seq = e.seq "
+        "WHERE e.org = %s AND e.recorded >= %s AND e.recorded < %s AND e.agent IS NOT NULL "
+        "GROUP BY e.agent HAVING COUNT(DISTINCT p.patient_id) > %s "
+        "ORDER BY COUNT(DISTINCT p.patient_id) DESC, e.agent",
+        (org, start, end, threshold),
+    )
+    events = await tx.fetchall(
+        "SELECT e.agent, COUNT(*) FROM audit_event e WHERE e.org = %s AND e.recorded >= %s "
+        "AND e.recorded < %s AND e.agent IS NOT NULL GROUP BY e.agent",
+        (org, start, end),
+    )
+    per_agent = {agent: int(n) for agent, n in events}
+    return [Volume(agent, int(n), per_agent.get(agent, 0)) for agent, n, _ in rows]
+
+
+async def installed(db: Database) -> bool:
+    """True when the database has the audit tables (migration 0006 applied)."""
+    async with db.transaction(write=False) as tx:
+        if tx.dialect == "postgresql":
+            row = await tx.fetchone("SELECT to_regclass('audit_chain') IS NOT NULL")
+            return bool(row and row[0])
+        row = await tx.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                "AND name = 'audit_chain'")
+        return row is not None
+
+
+async def heads(db: Database) -> dict[int, tuple[int, bytes]]:
+    """Every chain's head (seq, hash): export these off the database as verification anchors."""
+    async with db.transaction(write=False) as tx:
+        rows = await tx.fetchall("SELECT chain, seq, hash FROM audit_chain ORDER BY chain")
+    return {int(c): (int(s), bytes(h)) for c, s, h in rows}
+
+
+# ---------------------------------------------------------------- verification
+
+
+async def verify(db: Database, key: bytes, *,
+                 anchors: Mapping[int, tuple[int, bytes]] | None = None,
+                 batch: int = 2000) -> VerifyReport:
+    """Walk every chain, recompute every hash and link, and check each chain's signed head
+    (and the external `anchors`, chain → (seq, hash), if given). Read-only; safe while the
+    server appends (a head is read after the events it covers, see `_walk`)."""
+    report = VerifyReport()
+    anchors = anchors or {}
+    async with db.transaction(write=False) as tx:
+        found = await tx.fetchall("SELECT chain FROM audit_chain UNION SELECT DISTINCT chain "
+                                  "FROM audit_event")
+        for chain in sorted({int(r[0]) for r in found} | set(anchors)):
+            report.chains += 1
+            await _verify_chain(tx, key, chain, anchors.get(chain), batch, report)
+    return report
+
+
+class _Walk:
+    """The state of walking one chain in sequence order."""
+
+    def __init__(self, chain: int, report: VerifyReport, anchor_seq: int | None) -> None:
+        self.chain = chain
+        self.report = report
+        self.last = 0  # highest sequence seen
+        self.prev = ZERO_HASH  # hash of the record at `last`, as stored
+        self.anchor_seq = anchor_seq
+        self.anchor_hash: bytes | None = None  # the stored hash at `anchor_seq`
+
+    def check(self, rec: AuditRecord, patient_rows: list[tuple[str, int]]) -> None:
+        problems, chain, seq = self.report.problems, self.chain, rec.seq
+        if any(recorded != rec.entry.recorded for _, recorded in patient_rows):
+            problems.append(Problem(chain, seq, "patients-mismatch"))
+        if seq != self.last + 1:
+            problems.append(Problem(chain, seq, "gap"))
+        elif rec.prev_hash != self.prev:
+            problems.append(Problem(chain, seq, "broken-link"))
+        if record_hash(chain, seq, rec.prev_hash, rec.entry) != rec.hash:
+            problems.append(Problem(chain, seq, "hash-mismatch"))
+        # Judge the next record against this one as stored, so one tampered record is
+        # reported once rather than as a cascade.
+        self.last, self.prev = seq, rec.hash
+        if seq == self.anchor_seq:
+            self.anchor_hash = rec.hash
+        self.report.events += 1
+
+
+async def _walk(tx: Tx, walk: _Walk, batch: int, upto: int | None = None) -> None:
+    bound = "" if upto is None else " AND e.seq <= %s"
+    while True:
+        params: tuple[int, ...] = (walk.chain, walk.last) + (() if upto is None else (upto,))
+        rows = await tx.fetchall(
+            f"SELECT {_EVENT_COLS} FROM audit_event e WHERE e.chain = %s AND e.seq > %s{bound} "
+            f"ORDER BY e.seq LIMIT {int(batch)}", params)
+        if not rows:
+            return
+        patients = await _patients_between(tx, walk.chain, walk.last, int(rows[-1][1]))
+        for row in rows:
+            seq = int(row[1])
+            walk.check(_record(row, tuple(p for p, _ in patients.get(seq, ()))),
+                       patients.get(seq, []))
+
+
+async def _verify_chain(tx: Tx, key: bytes, chain: int, anchor: tuple[int, bytes] | None,
+                        batch: int, report: VerifyReport) -> None:
+    problems = report.problems
+    walk = _Walk(chain, report, anchor[0] if anchor else None)
+    await _walk(tx, walk, batch)
+    # The head is read after the walk: a head and its event commit together, so a head read
+    # now covers at least every event seen; events appended meanwhile are walked up to it.
+    head = await tx.fetchone("SELECT seq, hash, mac FROM audit_chain WHERE chain = %s", (chain,))
+    if head is None:
+        if walk.last:
+            problems.append(Problem(chain, walk.last, "head-missing"))
+    else:
+        head_seq, head_hash, mac = int(head[0]), bytes(head[1]), bytes(head[2])
+        if not hmac.compare_digest(mac, _mac(key, chain, head_seq, head_hash)):
+            problems.append(Problem(chain, head_seq, "checkpoint-invalid"))
+        if walk.last > head_seq:
+            problems.append(Problem(chain, head_seq + 1, "beyond-checkpoint"))
+        else:
+            await _walk(tx, walk, batch, upto=head_seq)
+            if walk.last < head_seq:
+                problems.append(Problem(chain, walk.last, "truncated"))
+            elif head_seq and walk.prev != head_hash:
+                problems.append(Problem(chain, head_seq, "checkpoint-mismatch"))
+    if anchor is not None:
+        anchor_seq, anchor_hash = anchor
+        if anchor_seq > walk.last:
+            problems.append(Problem(chain, walk.last, "truncated"))
+        elif anchor_seq and walk.anchor_hash != anchor_hash:
+            problems.append(Problem(chain, anchor_seq, "anchor-mismatch"))
+
+
+async def _patients_between(tx: Tx, chain: int, after: int,
+                            upto: int) -> dict[int, list[tuple[str, int]]]:
+    rows = await tx.fetchall(
+        "SELECT seq, patient_id, recorded FROM audit_patient WHERE chain = %s AND seq > %s "
+        "AND seq <= %s ORDER BY seq, patient_id", (chain, after, upto))
+    out: dict[int, list[tuple[str, int]]] = {}
+    for seq, patient, recorded in rows:
+        out.setdefault(int(seq), []).append((patient, int(recorded)))
+    return out
+
+
+__all__ = ["AuditEntry", "AuditLog", "AuditRecord", "Problem", "VerifyReport", "Volume",
+           "break_glass", "chain_for", "checkpoint_key", "heads", "installed", "patient_log",
+           "read", "record_hash", "self_declared", "unusual_volumes", "verify"]

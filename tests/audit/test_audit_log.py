@@ -1,0 +1,188 @@
+"""The audit log store on SQLite and PostgreSQL: append and read, chains under concurrency,
+transactions, and the readers' queries (citizen log, privacy officer's report)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import orjson
+import psycopg
+import pytest
+
+from akson.store import audit_log
+from akson.store.audit_log import AuditEntry, chain_for
+from akson.store.database import pg_conninfo
+from tests.audit.conftest import opened, run
+
+T0 = 1_760_000_000_000_000  # µs: 2025-10-09
+
+
+def entry(n: int, *, patients: tuple[str, ...] = ("p1",), purpose: str | None = "TREAT",
+          agent: str = "hpr:9144897", org: str = "974589095", recorded: int | None = None,
+          user_selected: bool = False) -> AuditEntry:
+    body = orjson.dumps({"resourceType": "AuditEvent", "n": n})
+    return AuditEntry(content=body, recorded=T0 + n if recorded is None else recorded,
+                      action="R", subtype="read", purpose=purpose, user_selected=user_selected,
+                      org=org, unit="874716782", agent=agent, patients=patients)
+
+
+def test_an_appended_event_reads_back_whole_and_chains_from_zero(audit_url: str) -> None:
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            first = await log.record(entry(1, patients=("p2", "p1", "p1")), route="req-a")
+            second = await log.record(entry(2), route="req-a")
+            assert first.chain == second.chain == chain_for("req-a", 4)
+            assert (first.seq, second.seq) == (1, 2)
+            assert first.prev_hash == bytes(32) and second.prev_hash == first.hash
+            async with db.transaction(write=False) as tx:
+                got = await audit_log.read(tx, first.chain, 1)
+                assert await audit_log.read(tx, first.chain, 3) is None
+            assert got is not None
+            assert got.entry == entry(1, patients=("p1", "p2"))  # deduplicated, sorted
+            assert got.hash == first.hash
+            report = await audit_log.verify(db, log.key)
+            assert report.ok and report.events == 2 and report.chains == 1
+
+    run(go())
+
+
+def test_concurrent_writers_keep_every_chain_gapless_and_valid(audit_url: str) -> None:
+    tasks, per_task = 8, 15
+
+    async def writer(log: audit_log.AuditLog, t: int) -> None:
+        for i in range(per_task):
+            await log.record(entry(t * 100 + i, patients=(f"p{t}",)), route=f"req-{t}-{i}")
+
+    async def go() -> None:
+        async with opened(audit_url, chains=3, pool_size=8) as (db, log):
+            await asyncio.gather(*(writer(log, t) for t in range(tasks)))
+            report = await audit_log.verify(db, log.key)
+            assert report.ok, [p.describe() for p in report.problems]
+            assert report.events == tasks * per_task
+            heads = await audit_log.heads(db)
+            assert sum(seq for seq, _ in heads.values()) == tasks * per_task
+
+    run(go())
+
+
+def test_an_append_rolled_back_with_its_write_leaves_no_record(audit_url: str) -> None:
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            await log.record(entry(1), route="r")
+            with pytest.raises(RuntimeError):
+                async with db.transaction(write=True) as tx:
+                    await log.append(tx, entry(2, patients=("p9",)), route="r")
+                    raise RuntimeError("the audited write failed")
+            committed = None
+            async with db.transaction(write=True) as tx:
+                committed = await log.append(tx, entry(3), route="r")
+            assert committed.seq == 2  # the rolled-back append took no sequence number
+            async with db.transaction(write=False) as tx:
+                assert await audit_log.patient_log(tx, "p9") == []
+            report = await audit_log.verify(db, log.key)
+            assert report.ok and report.events == 2
+
+    run(go())
+
+
+def test_the_citizen_log_is_newest_first_and_keyset_paged(audit_url: str) -> None:
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            for n in range(7):
+                await log.record(entry(n, patients=("mine", "other") if n % 2 else ("mine",),
+                                       recorded=T0 + 1000 * (n // 2)), route=f"r{n}")
+            await log.record(entry(99, patients=("other",)), route="x")
+            seen: list[int] = []
+            before = None
+            async with db.transaction(write=False) as tx:
+                while True:
+                    page = await audit_log.patient_log(tx, "mine", limit=3, before=before)
+                    if not page:
+                        break
+                    seen.extend(orjson.loads(r.entry.content)["n"] for r in page)
+                    assert all("mine" in r.entry.patients for r in page)
+                    before = page[-1].cursor
+            assert sorted(seen) == list(range(7)) and len(seen) == 7
+            times = [T0 + 1000 * (n // 2) for n in seen]
+            assert times == sorted(times, reverse=True)
+
+    run(go())
+
+
+def test_the_privacy_officer_sees_break_glass_self_declared_and_unusual_volumes(
+        audit_url: str) -> None:
+    org, other_org = "974589095", "921234567"
+
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            await log.record(entry(1, purpose="BTG", patients=("a",)), route="1")
+            await log.record(entry(2, user_selected=True, patients=("b",)), route="2")
+            await log.record(entry(3, purpose="BTG", org=other_org), route="3")
+            await log.record(entry(4, purpose="BTG", recorded=T0 + 10_000_000), route="4")
+            for i in range(6):  # one nurse touches six patients; the GP two
+                await log.record(entry(10 + i, agent="hpr:111", patients=(f"q{i}",)), route=f"n{i}")
+            await log.record(entry(20, agent="hpr:222", patients=("q0", "q1")), route="gp")
+            start, end = T0, T0 + 1_000_000
+            async with db.transaction(write=False) as tx:
+                btg = await audit_log.break_glass(tx, org, start, end)
+                declared = await audit_log.self_declared(tx, org, start, end)
+                volumes = await audit_log.unusual_volumes(tx, org, start, end, threshold=3)
+            assert [r.entry.patients for r in btg] == [("a",)]  # not the other org's, not later
+            assert [r.entry.patients for r in declared] == [("b",)]
+            assert [(v.agent, v.patients, v.events) for v in volumes] == [("hpr:111", 6, 6)]
+
+    run(go())
+
+
+def test_the_database_refuses_update_delete_and_truncate(audit_url: str) -> None:
+    """The append-only trigger (PostgreSQL; SQLite has one too): only a superuser who drops it
+    can tamper, and `verify` catches that (test_tamper.py)."""
+    async def append() -> None:
+        async with opened(audit_url) as (_, log):
+            await log.record(entry(1), route="r")
+
+    run(append())
+    attempts = ["UPDATE audit_event SET action = 'C'", "DELETE FROM audit_event",
+                "DELETE FROM audit_patient", "UPDATE audit_patient SET patient_id = 'other'"]
+    if audit_url.startswith("sqlite"):
+        conn = sqlite3.connect(audit_url.split(":///", 1)[1])
+        for sql in attempts:
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(sql)
+        count = conn.execute("SELECT count(*) FROM audit_patient").fetchone()
+        conn.close()
+    else:
+        with psycopg.connect(pg_conninfo(audit_url), autocommit=True) as conn:
+            for sql in [*attempts, "TRUNCATE audit_event CASCADE"]:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                    conn.execute(sql)
+            count = conn.execute("SELECT count(*) FROM audit_patient").fetchone()
+    assert count == (1,)
+
+
+def test_a_write_and_its_audit_record_commit_or_roll_back_together(audit_url: str) -> None:
+    """The gate appends inside the session of the write it audits: a failed write leaves no
+    record, and every committed write has one."""
+    from akson.fhir.searchparams import SearchParamRegistry
+    from akson.store.repository import ResourceStore
+
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            store = ResourceStore(db, SearchParamRegistry.default())
+            with pytest.raises(RuntimeError):
+                async with store.session(write=True) as s:
+                    await s.create("Patient", {"resourceType": "Patient"}, res_id="lost")
+                    await log.append(s.tx, entry(1, patients=("lost",)), route="req-1")
+                    raise RuntimeError("a later entry of the transaction Bundle failed")
+            async with store.session(write=True) as s:
+                await s.create("Patient", {"resourceType": "Patient"}, res_id="kept")
+                await log.append(s.tx, entry(2, patients=("kept",)), route="req-2")
+            async with store.session(write=False) as s:
+                assert await s.read("Patient", "lost") is None
+                assert await s.read("Patient", "kept") is not None
+                assert await audit_log.patient_log(s.tx, "lost") == []
+                assert len(await audit_log.patient_log(s.tx, "kept")) == 1
+            assert (await audit_log.verify(db, log.key)).ok
+
+    run(go())
