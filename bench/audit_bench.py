@@ -1,10 +1,11 @@
-"""Audit-log append throughput on PostgreSQL: W concurrent writers, each appending events in
-transactions of their own (as reads are audited), over 1 chain and over N chains.
+"""Audit-log append throughput on PostgreSQL: W concurrent writers appending in transactions of
+their own (as reads are audited) over 1 chain and over N chains, and a small write with and
+without its audit append in the same transaction (what auditing a write costs).
 
     .venv/bin/python bench/audit_bench.py [--writers 8] [--events 4000] [--chains 16]
         [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
-Creates a scratch database, migrates it, appends, runs `verify`, prints appends/s, drops it.
+Each run gets a scratch database (migrated, verified after, dropped); prints transactions/s.
 """
 
 from __future__ import annotations
@@ -34,15 +35,29 @@ def event(writer: int, n: int) -> AuditEntry:
                       agent=f"hpr:{1000 + writer}", patients=(f"p{n % 500}",))
 
 
-async def run(url: str, writers: int, events: int, chains: int) -> tuple[float, int]:
+async def run(url: str, writers: int, events: int, chains: int,
+              mode: str) -> tuple[float, int]:
+    """Transactions per second over `writers` concurrent writers. Modes: `own` (an append in a
+    transaction of its own, as reads are audited), `write` (a small write without audit, the
+    baseline) and `write+audit` (the same write with its append in the same transaction)."""
     db = connect(url, pool_size=writers)
     await db.open()
     log = AuditLog(db, key=KEY, chains=chains)
     per_writer = events // writers
+    async with db.transaction(write=True) as tx:
+        await tx.execute("CREATE TABLE IF NOT EXISTS bench_write (id BIGSERIAL PRIMARY KEY, "
+                         "body BYTEA NOT NULL)")
 
     async def writer(w: int) -> None:
         for n in range(per_writer):
-            await log.record(event(w, n), route=f"{w}-{n}-{uuid.uuid4().hex}")
+            route = f"{w}-{n}-{uuid.uuid4().hex}"
+            if mode == "own":
+                await log.record(event(w, n), route=route)
+                continue
+            async with db.transaction(write=True) as tx:
+                await tx.execute("INSERT INTO bench_write (body) VALUES (%s)", (b"x" * 600,))
+                if mode == "write+audit":
+                    await log.append(tx, event(w, n), route=route)
 
     try:
         start = time.perf_counter()
@@ -64,16 +79,18 @@ def main() -> None:
         "AKSON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args()
     server = args.pg.split("://", 1)[1].rsplit("/", 1)[0]
-    for chains in sorted({1, args.chains}):
-        name = f"akson_audit_bench_{os.getpid()}_{chains}"
+    runs = [("own", 1), ("own", args.chains), ("write", args.chains),
+            ("write+audit", args.chains)]
+    for mode, chains in runs:
+        name = f"akson_audit_bench_{os.getpid()}"
         with psycopg.connect(args.pg, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         url = f"postgresql+psycopg://{server}/{name}"
         try:
             upgrade(url)
-            rate, walked = asyncio.run(run(url, args.writers, args.events, chains))
-            print(f"PostgreSQL, {args.writers} writers, {chains:>2} chain(s): "
-                  f"{rate:,.0f} appends/s ({walked} events, verify ok)")
+            rate, walked = asyncio.run(run(url, args.writers, args.events, chains, mode))
+            print(f"PostgreSQL, {args.writers} writers, {chains:>2} chain(s), {mode:<11}: "
+                  f"{rate:,.0f} transactions/s ({walked} audit events, verify ok)")
         finally:
             with psycopg.connect(args.pg, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--synthea", type=Path, default=SYNTHEA)
     ap.add_argument("--synthea-share", type=float, default=0.5,
                     help="share of a size below the Synthea set's 191k taken from it (rest: demo)")
+    ap.add_argument("--synthea-as", choices=["ndjson", "bundles"], default="ndjson",
+                    help="load Synthea as NDJSON (bulk import) or as transaction Bundles")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--server-cmd", default=str(REPO / ".venv" / "bin" / "akson"))
     ap.add_argument("--pg-host", default="127.0.0.1")
@@ -73,22 +75,48 @@ def _sql(pg: PgTarget, sql: str) -> Any:
 # ------------------------------------------------------------------ loading
 
 
-def synthea_subset(tar_path: Path, budget: int, out: Path) -> tuple[int, int]:
-    """Write Synthea bundles (in archive order) to `out` while they fit in `budget` resources."""
+def synthea_subset(tar_path: Path, budget: int, out: Path, as_ndjson: bool) -> tuple[int, int]:
+    """Write Synthea bundles (in archive order) to `out` while they fit in `budget` resources.
+
+    As NDJSON (one file per type, as a Bulk Data export would deliver them) the bundles'
+    `urn:uuid:` references become `Type/id`: Synthea's ids are those uuids.
+    """
     files = resources = 0
-    with tarfile.open(tar_path, "r:xz") as tar:
-        for member in tar:
-            if not member.isfile() or not member.name.endswith(".json"):
-                continue
-            raw = tar.extractfile(member).read()  # type: ignore[union-attr]
-            n = len(json.loads(raw).get("entry") or [])
-            if resources + n > budget:
-                continue
-            (out / f"{files:04d}.json").write_bytes(raw)
-            files, resources = files + 1, resources + n
-            if budget - resources < 50:
-                break
+    handles: dict[str, Any] = {}
+    try:
+        with tarfile.open(tar_path, "r:xz") as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.endswith(".json"):
+                    continue
+                raw = tar.extractfile(member).read()  # type: ignore[union-attr]
+                entries = json.loads(raw).get("entry") or []
+                n = len(entries)
+                if resources + n > budget:
+                    continue
+                if as_ndjson:
+                    _bundle_to_ndjson(entries, out, handles)
+                else:
+                    (out / f"{files:04d}.json").write_bytes(raw)
+                files, resources = files + 1, resources + n
+                if budget - resources < 50:
+                    break
+    finally:
+        for handle in handles.values():
+            handle.close()
     return files, resources
+
+
+def _bundle_to_ndjson(entries: list[dict], out: Path, handles: dict[str, Any]) -> None:
+    types = {e["fullUrl"]: e["resource"]["resourceType"] + "/" + e["resource"]["id"]
+             for e in entries if "fullUrl" in e and "id" in e.get("resource", {})}
+    for entry in entries:
+        line = json.dumps(entry["resource"], separators=(",", ":"))
+        line = re.sub(r'"reference":"(urn:uuid:[0-9a-f-]+)"',
+                      lambda m: f'"reference":"{types.get(m.group(1), m.group(1))}"', line)
+        rtype = entry["resource"]["resourceType"]
+        if rtype not in handles:
+            handles[rtype] = (out / f"{rtype}.ndjson").open("a")
+        handles[rtype].write(line + "\n")
 
 
 def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
@@ -108,14 +136,15 @@ def load(size: int, args: argparse.Namespace, cmd: list[str], env: dict[str, str
     budget = size if full else int(size * args.synthea_share)
     if budget and args.synthea.is_file():
         with tempfile.TemporaryDirectory(prefix="akson-scale-synthea-") as tmp:
-            files, count = synthea_subset(args.synthea, budget, Path(tmp))
-            print(f"  importing {files} Synthea bundles ({count} resources) …", flush=True)
+            files, count = synthea_subset(args.synthea, budget, Path(tmp), args.synthea_as == "ndjson")
+            print(f"  importing {files} Synthea bundles ({count} resources) as {args.synthea_as} …",
+                  flush=True)
             took, out = timed([*cmd, "import", tmp], env, ok=(0, 1))
         found = re.search(r"Loaded (\d+) resources; rejected (\d+)", out)
         if found is None:
             raise RuntimeError(f"akson import printed no summary:\n{out[-2000:]}")
         loaded, rejected = int(found.group(1)), int(found.group(2))
-        info["synthea"] = {"files": files, "resources": loaded, "rejected": rejected,
+        info["synthea"] = {"as": args.synthea_as, "files": files, "resources": loaded, "rejected": rejected,
                            "seconds": round(took, 1), "resources_per_s": round(loaded / took),
                            "first_rejections": out.splitlines()[1:4]}
         print(f"  akson import: {loaded} resources in {took:.1f} s = {loaded / took:.0f}/s", flush=True)

@@ -18,6 +18,7 @@ from akson.api.openapi import openapi_document
 from akson.config import Settings
 from akson.export_worker import ExportWorker
 from akson.fhir.searchparams import SearchParamRegistry
+from akson.idp import SMART_CONFIGURATION_PATH, IdentityProvider
 from akson.store.database import connect
 from akson.store.repository import ResourceStore
 
@@ -33,10 +34,12 @@ class Akson:
         self.exports: ExportWorker | None = None
         self.reindexer: ReindexWorker | None = None
         self.fhir = FhirApp(self._context)
+        self.idp = IdentityProvider(self.settings, lambda: self._context().store)
         self.site = Starlette(routes=[
             Route("/", _index),
             Route("/health", self._health),
             Route("/openapi.json", _openapi),
+            *self.idp.routes(),
         ])
 
     def _context(self) -> FhirContext:
@@ -55,7 +58,8 @@ class Akson:
         except Exception as exc:  # noqa: BLE001 - e.g. not migrated yet: the worker retries
             log.error("could not load stored SearchParameters type=%s", type(exc).__name__)
         self.reindexer.start()
-        self.exports = ExportWorker(self.ctx.store, self.settings.export_dir)
+        self.exports = ExportWorker(self.ctx.store, self.settings.export_dir,
+                                    retention_seconds=self.settings.export_retention_seconds)
         self.exports.start()
         log.warning("Akson serves WITHOUT authentication (trust services are not built yet); "
                     "keep it on a loopback address")
@@ -75,7 +79,8 @@ class Akson:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(receive, send)
-        elif kind == "http" and (scope["path"] == "/fhir" or scope["path"].startswith("/fhir/")):
+        elif (kind == "http" and (scope["path"] == "/fhir" or scope["path"].startswith("/fhir/"))
+              and scope["path"] != SMART_CONFIGURATION_PATH):
             await self.fhir(scope, receive, send)
         else:
             await self.site(scope, receive, send)

@@ -9,6 +9,7 @@ import sys
 import click
 
 from akson.config import Settings
+from akson.idp_cli import token
 from akson.registry_cli import registry
 from akson.registry_sync_cli import sync
 
@@ -46,6 +47,7 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
 
 
 main.add_command(registry)
+main.add_command(token)
 registry.add_command(sync)
 
 

@@ -289,7 +289,7 @@ EXPECTED_OBS: dict[str, set[str] | None] = {
     "home-nurse": {"o-cecilie"},  # the home-care decision; Jon's has ended
     "hs-nurse": {"o-kid11", "o-kid11-forans"},  # NORN_FORANS binds parents only
     "gp-k2": {"o-frida"},
-    "gp-wrong-tenant": set(),  # the unit is not part of the claimed legal entity
+    "gp-wrong-tenant": None,  # the unit is not part of the claimed legal entity
     "gp-self-declared-erik": {"o-anna", "o-gina", "o-erik"},  # NORS still holds
     "gp-btg-erik-dora": {"o-anna", "o-gina", "o-erik", "o-erik-nors", "o-dora"},
     "citizen-anna": {"o-anna", "o-anna-nors"},  # her own blocks do not bind her
@@ -465,6 +465,9 @@ def test_history_hides_versions_by_their_own_labels_and_redacts_old_addresses(en
     assert (got, total) == ([2], 1)  # v1 carried Anna's NORS
     got, total, _ = env.as_("citizen-anna", lambda gs: versions(gs, "Observation", "o-anna"))
     assert (got, total) == ([2, 1], 2)
+    assert env.as_("gp", lambda gs: gs.vread("Observation", "o-anna", 2)) is not None
+    denied(lambda: env.as_("gp", lambda gs: gs.vread("Observation", "o-anna", 1)))
+    denied(lambda: env.as_("gp", lambda gs: gs.vread("Observation", "o-anna", 9)))
     denied(lambda: env.as_("gp", lambda gs: versions(gs, "Observation", "o-dora")))
     denied(lambda: env.as_("gp", lambda gs: versions(gs, "Patient", "dora")))
     got, _, contents = env.as_("home-nurse", lambda gs: versions(gs, "Patient", "cecilie"))
@@ -517,6 +520,35 @@ def test_everything_is_restricted_inside_the_statement(env: Env) -> None:
     denied(lambda: env.as_("parent-per", lambda gs: everything(gs, "kid13")))
     kid = env.as_("parent-per", lambda gs: everything(gs, "kid11"))
     assert "o-kid11" in kid and "o-kid11-forans" not in kid
+
+    async def encounter(gs: GuardedSession, res_id: str) -> set[str]:
+        page = await gs.everything("Encounter", res_id, types=None, since=None, cursor=None,
+                                   count=100)
+        return {i.res_id for i in page.items}
+
+    assert {"en-bjorn", "o-bjorn", "bjorn", "lv"} <= env.as_("legevakt",
+                                                              lambda gs: encounter(gs, "en-bjorn"))
+    denied(lambda: env.as_("legevakt", lambda gs: encounter(gs, "en-erik-old")))
+
+
+def test_export_rows_pass_the_same_restriction(env: Env) -> None:
+    from akson.store.export import ExportScope, type_chunk
+
+    async def exported(gate: Gate) -> set[str]:
+        async with gate.session(PRINCIPALS["gp"]) as gs:
+            access = gs.export_access()
+        async with gate.store.session(write=False) as s:
+            rows = await type_chunk(s, "Observation", ExportScope("system"), after_pk=0,
+                                    limit=1000, access=access)
+        return {bytes(row[-1]).split(b'"id":"', 1)[1].split(b'"', 1)[0].decode() for row in rows}
+
+    assert env.run(exported) == {"o-anna", "o-gina"}
+
+
+def test_exists_says_no_for_what_the_caller_may_not_see(env: Env) -> None:
+    assert env.as_("gp", lambda gs: gs.exists("Observation", "o-anna")) is True
+    assert env.as_("gp", lambda gs: gs.exists("Observation", "o-dora")) is False
+    assert env.as_("gp2", lambda gs: gs.exists("Observation", "o-dora")) is True
 
 
 def test_every_access_is_audited_with_purpose_and_break_glass_mark(env: Env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -17,6 +18,8 @@ from akson.store import access_sql
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())
+#: The facts the gate finds for a practitioner at a known unit of their legal entity.
+AT_UNIT = pol.Facts(practitioner_ids=("pr",), unit_ids=("unit",), legal_entity_ids=("k",))
 TYPES = ("Patient", "Observation", "Condition", "Consent", "Encounter", "Organization")
 
 
@@ -128,7 +131,7 @@ attested = st.lists(st.sampled_from(["p1", "p2", "p3"]), unique=True).map(tuple)
 @given(relationships, attested)
 def test_practitioner_access_always_needs_purpose_relationship_and_fresh_attestation(
         cr: CareRelationship, patients: tuple[str, ...]) -> None:
-    p = pol.plan(practitioner(cr), NOW, pol.Facts(attested_patients=patients))
+    p = pol.plan(practitioner(cr), NOW, replace(AT_UNIT, attested_patients=patients))
     r = p.restriction
     if cr.purpose_of_use not in PURPOSES_OF_USE:
         assert not p.allowed
@@ -157,15 +160,21 @@ def test_practitioner_without_unit_or_outside_the_journal_is_refused() -> None:
     cr = CareRelationship("TREAT", toa=NOW_S)
     no_unit = Principal(kind="practitioner", issuer="i", subject="s", client_id="c",
                         hpr_number="1", orgnr_parent="910000001", care_relationship=cr)
-    assert not pol.plan(no_unit, NOW, pol.Facts()).allowed
+    assert not pol.plan(no_unit, NOW, AT_UNIT).allowed
     policy = pol.Policy(journal_members=frozenset({"999999999"}))
-    assert not pol.plan(practitioner(cr), NOW, pol.Facts(), policy).allowed
-    assert pol.plan(practitioner(cr), NOW, pol.Facts()).allowed
+    assert not pol.plan(practitioner(cr), NOW, AT_UNIT, policy).allowed
+    # the unit was not found as part of the legal entity (another tenant, or unknown)
+    assert not pol.plan(practitioner(cr), NOW, pol.Facts()).allowed
+    p = pol.plan(practitioner(cr), NOW, AT_UNIT)
+    assert p.allowed and p.restriction.relation is not None
+    assert p.restriction.relation.unit_ids == ("unit",)
+    assert p.restriction.block is not None
+    assert p.restriction.block.organization_ids == ("k", "unit")
 
 
 def test_resource_scopes_narrow_a_practitioner_to_their_types() -> None:
     p = pol.plan(practitioner(CareRelationship("TREAT", toa=NOW_S),
-                              "user/Observation.rs user/Condition.c"), NOW, pol.Facts())
+                              "user/Observation.rs user/Condition.c"), NOW, AT_UNIT)
     assert p.permits("Observation", "s") and not p.permits("Patient", "r")
     assert not p.permits("Condition", "r")  # create-only scopes do not make a type readable
     assert p.restriction.types == frozenset({"Observation"})
@@ -200,10 +209,10 @@ def test_system_clients_get_only_what_their_scopes_allow(text: str, launch: str 
 
 plans = st.sampled_from([
     pol.plan(citizen(), NOW, pol.Facts("me")),
-    pol.plan(practitioner(CareRelationship("TREAT", toa=NOW_S)), NOW, pol.Facts()),
-    pol.plan(practitioner(CareRelationship("COC", toa=NOW_S)), NOW, pol.Facts()),
+    pol.plan(practitioner(CareRelationship("TREAT", toa=NOW_S)), NOW, AT_UNIT),
+    pol.plan(practitioner(CareRelationship("COC", toa=NOW_S)), NOW, AT_UNIT),
     pol.plan(practitioner(CareRelationship("BTG", decision_ref_description="akutt",
-                                           toa=NOW_S)), NOW, pol.Facts(attested_patients=("p",))),
+                                           toa=NOW_S)), NOW, replace(AT_UNIT, attested_patients=("p",))),
     pol.plan(Principal(kind="system", issuer="i", subject="s", client_id="c",
                        scopes=parse_scopes("system/*.rs")), NOW, pol.Facts()),
 ])
@@ -233,7 +242,7 @@ def test_protected_addresses_never_reach_callers_who_may_not_see_them(
 def test_confidential_addresses_are_for_treating_roles_and_the_citizen() -> None:
     def plan_for(purpose: str) -> pol.Plan:
         cr = CareRelationship(purpose, decision_ref_description="akutt", toa=NOW_S)
-        return pol.plan(practitioner(cr), NOW, pol.Facts(attested_patients=("p",)))
+        return pol.plan(practitioner(cr), NOW, replace(AT_UNIT, attested_patients=("p",)))
     assert plan_for("TREAT").confidential_address and plan_for("ETREAT").confidential_address
     assert plan_for("BTG").confidential_address and not plan_for("COC").confidential_address
     assert pol.plan(citizen(), NOW, pol.Facts("me")).confidential_address

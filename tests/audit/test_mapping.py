@@ -10,6 +10,7 @@ import pytest
 
 from akson.access.audit import (
     CARE_RELATION_EXT,
+    ENCOUNTER_EXT,
     PATIENT_EXT,
     PURPOSE_SYSTEM,
     OrgNames,
@@ -68,6 +69,9 @@ def test_the_attestation_maps_to_purpose_of_event_and_care_relation_metadata() -
     assert parts["toa"]["valueUnsignedInt"] == 1_760_000_000
     assert event["recorded"] == "2025-10-09T08:53:20.000000Z" and event["action"] == "R"
     assert event["source"]["site"] == "akson-test-node"
+    encounter = next(c for c in event["contained"] if c["resourceType"] == "Encounter")
+    assert encounter["serviceType"]["coding"][0]["code"] == "KP02"
+    assert ext(event, ENCOUNTER_EXT)["valueReference"] == {"reference": "#care"}
 
 
 def test_one_patient_gets_the_ig_patient_link_and_every_patient_an_entity() -> None:
@@ -82,7 +86,9 @@ def test_one_patient_gets_the_ig_patient_link_and_every_patient_an_entity() -> N
     many = build_event(doctor(), action="R", subtype="search-type", recorded=T0, source=SOURCE,
                        patients=[PatientRef("a"), PatientRef("b"), PatientRef("a")],
                        query="Observation?code=1234-5")
-    assert "contained" not in many  # the IG's patient link is for one patient per event
+    # The IG's patient link is for one patient per event.
+    assert all(c["resourceType"] != "Patient" for c in many.get("contained", []))
+    assert all(e["url"] != PATIENT_EXT for e in many["extension"])
     roles = [(e.get("what", {}).get("reference"), e["role"]["code"]) for e in many["entity"]]
     assert roles == [("Patient/a", "1"), ("Patient/b", "1"), (None, "24")]
 

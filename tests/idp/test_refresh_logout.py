@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.idp.conftest import POST_LOGOUT, Env
@@ -81,10 +83,18 @@ def test_logout_ends_the_session_and_revokes_its_refresh_tokens(env: Env, http: 
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
 
 
-def test_logout_by_session_cookie_without_redirect_shows_a_page(env: Env, http: httpx.Client):
+def test_logout_without_id_token_hint_asks_the_user_first(env: Env, http: httpx.Client):
     tokens = _login(env, http)
-    response = http.get("/auth/logout")
-    assert response.status_code == 200 and "Du er logget ut" in response.text
+    question = http.get("/auth/logout")
+    assert question.status_code == 200 and "Vil du logge ut" in question.text
+    tokens = _refresh(http, tokens["refresh_token"]).json()  # a GET alone ended nothing
+    assert "refresh_token" in tokens
+    forged = http.post("/auth/logout", data={"csrf": "0" * 64})
+    assert forged.status_code == 403
+    csrf = re.search(r'name="csrf" value="([^"]+)"', question.text)
+    assert csrf
+    done = http.post("/auth/logout", data={"csrf": csrf.group(1)})
+    assert done.status_code == 200 and "Du er logget ut" in done.text
     assert _refresh(http, tokens["refresh_token"]).status_code == 400
 
 
@@ -99,6 +109,8 @@ def test_logout_never_redirects_to_an_unregistered_uri(env: Env, http: httpx.Cli
 def test_a_code_from_an_ended_session_is_refused(env: Env, http: httpx.Client):
     verifier, challenge = pkce_pair()
     done = login_citizen(http, authorize_params(env, challenge), env.user("Innbygger").id_value)
-    http.get("/auth/logout")
+    question = http.get("/auth/logout")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', question.text)
+    assert csrf and http.post("/auth/logout", data={"csrf": csrf.group(1)}).status_code == 200
     refused = exchange(http, query_of(done.headers["location"])["code"], verifier)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"

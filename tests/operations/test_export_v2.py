@@ -178,6 +178,8 @@ def test_post_kickoff_errors(client, family):
         ({"resourceType": "Patient"}, "must be a Parameters resource"),
         ({"resourceType": "Parameters", "parameter": [{"name": "_type"}]}, "exactly one value"),
         ({"resourceType": "Parameters", "parameter": [{"valueString": "x"}]}, "has no name"),
+        ({"resourceType": "Parameters", "parameter": 3}, "must be an array"),
+        ({"resourceType": "Parameters", "parameter": ["_type"]}, "has no name"),
         (_params(("_outputFormat", "text/csv")), "_outputFormat"),
         (_params(("_type", "Nope")), "unknown resource types"),
         (_params(("_since", "last week")), ""),

@@ -341,3 +341,30 @@ def test_registry_remove_and_replace_by_url() -> None:
     assert removed is not None and removed.code == "y-test"
     assert reg.get("Patient", "y-test") is None and reg.by_url(body["url"]) is None
     assert reg.get("Patient", "middlename") is default.get("Patient", "middlename") is not None
+
+
+def test_cli_reindex_of_a_composite_keeps_its_rows(fhir: httpx.Client, db_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A composite's rows are built from its components; reindexing it alone keeps them."""
+    from click.testing import CliRunner
+
+    from akson.cli import main
+
+    tag = uuid.uuid4().hex[:8]
+    systolic = {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}
+    obs = {"resourceType": "Observation", "status": "final",
+           "code": {"coding": [{"system": f"https://akson.test/{tag}", "code": "bp"}]},
+           "component": [{"code": systolic, "valueQuantity": {
+               "value": 128, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}
+    obs_id = fhir.post("/Observation", json=obs).json()["id"]
+    query = {"code": f"https://akson.test/{tag}|bp",
+             "component-code-value-quantity": "http://loinc.org|8480-6$gt120"}
+    assert _ids(fhir.get("/Observation", params=query).json()) == {obs_id}
+    monkeypatch.setenv("AKSON_DATABASE_URL", db_url)
+    result = CliRunner().invoke(main, ["reindex", "--param", "component-code-value-quantity",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _ids(fhir.get("/Observation", params=query).json()) == {obs_id}
+    assert _ids(fhir.get("/Observation", params={
+        "code": f"https://akson.test/{tag}|bp", "component-code": "http://loinc.org|8480-6"}
+    ).json()) == {obs_id}

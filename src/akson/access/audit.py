@@ -1,9 +1,10 @@
 """Build R4 AuditEvents from a Principal and an event, and map them for the citizen's access log.
 
 Pure mapping, no SQL: `audit_entry` returns the `AuditEntry` the access gate appends with
-`akson.store.audit_log.AuditLog`. The care relationship of a tillitsrammeverk attestation is mapped
-as the HL7 Norway AuditEvent IG maps it (https://github.com/HL7Norway/AuditEvent, "Trust Framework
-mappings"; Normen 6.1 §5.4.4):
+`akson.store.audit_log.AuditLog`; `ChainedAuditSink` is the gate's `AuditSink` over that log;
+`citizen_view` is one line of a citizen's access log. The care relationship of a
+tillitsrammeverk attestation is mapped as the HL7 Norway AuditEvent IG maps it
+(https://github.com/HL7Norway/AuditEvent, "Trust Framework mappings"; Normen 6.1 §5.4.4):
 
 - `care_relationship.purpose_of_use` (and `purpose_of_use_details`) → `purposeOfEvent.coding`,
   system `urn:oid:2.16.840.1.113883.1.11.20448` as the IG writes it;
@@ -13,6 +14,8 @@ mappings"; Normen 6.1 §5.4.4):
 - the patient → `auditevent-patient-extension` (a contained Patient with its national id) when
   the event concerns exactly one patient (the IG: one AuditEvent per patient), and always an
   R4 `entity` with role Patient, so core `AuditEvent?patient=` semantics hold for searches too;
+- `healthcare_service` → a contained Encounter's `serviceType`, linked by the IG's
+  `auditevent-encounter-extension`;
 - `legal_entity` and `point_of_care` → agents of their own (organisations, orgnr identifiers).
 
 Personal data: the patient's national id may be in the AuditEvent (the patient link), never in a
@@ -23,20 +26,29 @@ written (a citizen reading the event must not see it, Tillitsrammeverk; DOMAIN.m
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from akson.access.principal import Principal
+from akson.access.principal import CareRelationship, Kind, Principal
 from akson.fhir import jsonio
 from akson.fhir.dates import to_instant
-from akson.store.audit_log import AuditEntry, AuditRecord
+from akson.store.audit_log import AuditEntry, AuditLog, AuditRecord
+from akson.store.database import Tx
+
+if TYPE_CHECKING:  # the gate hands intents here; typing only, so neither imports the other
+    from akson.access.gate import AuditIntent
 
 PURPOSE_SYSTEM = "urn:oid:2.16.840.1.113883.1.11.20448"
 CARE_RELATION_EXT = "http://hl7.no/fhir/StructureDefinition/auditevent-carerelation-metadata-extension"
 PATIENT_EXT = "http://hl7.no/fhir/StructureDefinition/auditevent-patient-extension"
+ENCOUNTER_EXT = "http://hl7.no/fhir/StructureDefinition/auditevent-encounter-extension"
+#: Volven 8663 "kommunale helse- og omsorgstjenester": the attestation's healthcare_service in a
+#: municipal record (the Principal carries the code only).
+SERVICE_SYSTEM = "urn:oid:2.16.578.1.12.4.1.1.8663"
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 DNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.2"
 HPR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.4"
@@ -243,6 +255,17 @@ def build_event(principal: Principal, *, action: str, subtype: str, recorded: in
         contained["link"] = [{"other": {"reference": f"Patient/{only.id}"}, "type": "seealso"}]
         event["contained"] = [contained]
         extensions.append({"url": PATIENT_EXT, "valueReference": {"reference": "#patient"}})
+    cr = principal.care_relationship
+    if cr is not None and cr.healthcare_service:
+        # IG: care_relationship.healthcare_service → Encounter.serviceType, linked by extension.
+        event.setdefault("contained", []).append({
+            "resourceType": "Encounter", "id": "care", "status": "unknown",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+                      "code": "UNK"},
+            "serviceType": {"coding": [{"system": SERVICE_SYSTEM,
+                                        "code": cr.healthcare_service}]},
+        })
+        extensions.append({"url": ENCOUNTER_EXT, "valueReference": {"reference": "#care"}})
     care = _care_relation_extension(principal)
     if care:
         extensions.append(care)
@@ -346,3 +369,82 @@ def citizen_view(record: AuditRecord) -> CitizenLogLine:
         why=why, purpose=purpose, break_glass=btg, self_declared=record.entry.user_selected,
         reason=reason if show_reason else None,
     )
+
+
+# ---------------------------------------------------------------- the gate's audit sink
+
+#: The gate's intent actions → (AuditEvent.action, subtype). History is refined by scope below.
+_INTENT_ACTIONS = {
+    "read": ("R", "read"), "vread": ("R", "vread"), "search": ("R", "search-type"),
+    "include": ("R", "search-type"), "history": ("R", "history"),
+    "everything": ("E", "$everything"), "export": ("E", "export"), "create": ("C", "create"),
+    "update": ("U", "update"), "patch": ("U", "patch"), "delete": ("D", "delete"),
+    "login": ("E", "login"), "break-glass": ("E", "break-glass"),
+}
+
+
+def _intent_principal(intent: AuditIntent) -> Principal:
+    """The caller as far as an intent describes it (no national id, by the gate's design)."""
+    care = None
+    if intent.purpose:
+        care = CareRelationship(purpose_of_use=intent.purpose, user_selected=intent.user_selected,
+                                decision_ref_description=intent.reason)
+    kind = cast(Kind, intent.kind if intent.kind in ("practitioner", "citizen") else "system")
+    return Principal(kind=kind, issuer="", subject=intent.subject,
+                     client_id=intent.client_id, name=intent.name, hpr_number=intent.hpr_number,
+                     orgnr_parent=intent.orgnr_parent, orgnr_child=intent.orgnr_child,
+                     care_relationship=care)
+
+
+def entry_for_intent(intent: AuditIntent, *, source: Source,
+                     principal: Principal | None = None) -> AuditEntry:
+    """The AuditEntry for one of the gate's `AuditIntent`s (akson.access.gate).
+
+    Pass the request's `principal` when at hand: it adds the attestation's decision-ref id, toa
+    and healthcare service, which an intent does not carry. A denial is outcome 4 (minor failure,
+    the HTTP 4xx class); the purpose recorded is the one the policy applied.
+    """
+    action, subtype = _INTENT_ACTIONS.get(intent.action, ("E", "$" + intent.action))
+    if subtype == "history":
+        subtype = ("history-instance" if intent.resource_ids else
+                   "history-type" if intent.resource_type else "history-system")
+    who = principal or _intent_principal(intent)
+    resources = [f"{intent.resource_type}/{rid}" for rid in intent.resource_ids
+                 if intent.resource_type]
+    return audit_entry(who, action=action, subtype=subtype, recorded=intent.at, source=source,
+                       outcome="0" if intent.outcome == "allowed" else "4",
+                       patients=[PatientRef(p) for p in intent.patients], resources=resources)
+
+
+class ChainedAuditSink:
+    """The gate's `AuditSink` over the hash-chained log (akson.store.audit_log).
+
+    - `record(intent)` (a read session) appends in a transaction of its own;
+    - `record(intent, tx=…)` (a write session) appends inside that transaction, so a write and
+      its record commit or roll back together. All records of one transaction go to one chain
+      (routed by the transaction), so a transaction holds at most one chain lock;
+    - a denial in a write session is held back instead: the 403 rolls that transaction back, and
+      the denial must survive it. `flush()` records held-back denials in transactions of their
+      own; call it once the session's transaction has ended (on SQLite a second write
+      transaction inside the first would wait for itself).
+    """
+
+    def __init__(self, log: AuditLog, source: Source) -> None:
+        self.log = log
+        self.source = source
+        self._held: list[AuditEntry] = []
+
+    async def record(self, intent: AuditIntent, tx: Tx | None = None,
+                     principal: Principal | None = None) -> None:
+        entry = entry_for_intent(intent, source=self.source, principal=principal)
+        if tx is None:
+            await self.log.record(entry, route=uuid.uuid4().hex)
+        elif intent.outcome != "allowed":
+            self._held.append(entry)
+        else:
+            await self.log.append(tx, entry, route=f"tx-{id(tx)}")
+
+    async def flush(self) -> None:
+        """Record the held-back denials (each in a transaction of its own)."""
+        while self._held:
+            await self.log.record(self._held.pop(0), route=uuid.uuid4().hex)

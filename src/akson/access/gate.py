@@ -64,8 +64,8 @@ class AuditIntent:
     user_selected: bool
     reason: str | None  # decision_ref description (self-declared, break-the-glass)
     policy_reason: str
-    resource_type: str | None
-    resource_ids: tuple[str, ...] = ()
+    resource_type: str | None  # None when the resources are of several types
+    resource_ids: tuple[str, ...] = ()  # ids of `resource_type`, else "Type/id"
     patients: tuple[str, ...] = ()
 
 
@@ -125,15 +125,20 @@ async def gather_facts(s: Session, principal: Principal, today: date) -> pol.Fac
         if own is None:
             return pol.Facts()
         return pol.Facts(self_patient=own, children=await _children(s, own))
+    if principal.kind != "practitioner" or not (principal.hpr_number and principal.orgnr_child
+                                                and principal.orgnr_parent):
+        return pol.Facts()
+    practitioners, units, entity = await acl.caller_resources(
+        s, principal.hpr_number, principal.orgnr_child, principal.orgnr_parent)
+    ids: list[str] = []
     cr = principal.care_relationship
-    if principal.kind == "practitioner" and cr is not None and (cr.user_selected
-                                                                 or cr.purpose_of_use == "BTG"):
+    if cr is not None and (cr.user_selected or cr.purpose_of_use == "BTG"):
         found = await acl.patients_by_identifier(s, PERSON_ID_SYSTEMS, list(cr.patients))
         ids = [found[n] for n in cr.patients if n in found]
         if principal.launch_patient:
             ids.append(principal.launch_patient)
-        return pol.Facts(attested_patients=tuple(dict.fromkeys(ids)))
-    return pol.Facts()
+    return pol.Facts(attested_patients=tuple(dict.fromkeys(ids)), practitioner_ids=practitioners,
+                     unit_ids=units, legal_entity_ids=entity)
 
 
 async def _children(s: Session, parent_id: str) -> tuple[pol.ChildFacts, ...]:
@@ -269,6 +274,15 @@ class GuardedSession:
         await self._audit("vread", "allowed", res_type, [res_id], [patient] if patient else [])
         return self._redact(stored, current)
 
+    async def exists(self, res_type: str, res_id: str) -> bool:
+        """Is there a live resource the caller may see? (False for hidden ones, without audit.)"""
+        return (self.plan.permits(res_type, "r") and await self._s.exists(res_type, res_id)
+                and await self._visible(res_type, res_id))
+
+    async def lock_condition(self, res_type: str, condition: str) -> None:
+        """`Session.lock_condition` (serialises conditional writes; reads nothing)."""
+        await self._s.lock_condition(res_type, condition)
+
     def _search_plan(self, query: SearchQuery) -> pol.Plan:
         if _address_params(query.clauses):
             return pol.with_rules(self.plan, pol.address_search_rules(self.plan))
@@ -293,7 +307,7 @@ class GuardedSession:
         r = self._search_plan(query).restriction
         included = await fetch_included(self._s, query, matches, scope=acl.scope_of(r))
         patients = await acl.patients_of(self._s, included.items)
-        await self._audit("include", "allowed", query.resource_type,
+        await self._audit("include", "allowed", None,
                           [f"{i.res_type}/{i.res_id}" for i in included.items],
                           list(patients.values()))
         return replace(included, items=[self._redact(i) for i in included.items])

@@ -111,6 +111,9 @@ class Facts:
     self_patient: str | None = None  # the citizen's own Patient id
     children: tuple[ChildFacts, ...] = ()
     attested_patients: tuple[str, ...] = ()  # Patient ids the attestation names
+    practitioner_ids: tuple[str, ...] = ()  # the caller's Practitioner resources (by HPR)
+    unit_ids: tuple[str, ...] = ()  # the caller's unit, when it is part of the legal entity
+    legal_entity_ids: tuple[str, ...] = ()  # the caller's legal entity (Organization)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,8 @@ def _practitioner(principal: Principal, now: datetime, facts: Facts, policy: Pol
     cr = principal.care_relationship
     if cr is None or cr.purpose_of_use not in PURPOSES_OF_USE:
         return denied("no purpose of use")
+    if not facts.unit_ids:
+        return denied("unit unknown, or not part of the legal entity")
     now_s = int(now.timestamp())
     if cr.toa is not None and not 0 <= now_s - cr.toa <= policy.attestation_ttl:
         return denied("attestation_has_expired")
@@ -255,13 +260,13 @@ def _practitioner(principal: Principal, now: datetime, facts: Facts, policy: Pol
             return denied(f"{kind} names no known patient")
         explicit = facts.attested_patients
     exempt = explicit if btg else ()
-    relation = CareRelation(principal.hpr_number, principal.orgnr_child, principal.orgnr_parent,
-                            now_s * 1_000_000, (now_s - policy.encounter_grace) * 1_000_000)
+    relation = CareRelation(facts.practitioner_ids, facts.unit_ids, now_s * 1_000_000,
+                            (now_s - policy.encounter_grace) * 1_000_000)
     scopes = _usable(principal.scopes)
     r = Restriction(patient_ids=explicit, relation=relation, types=_types(scopes),
                     labels=(LabelRule(*NORS, except_patients=exempt),),
-                    block=ActorBlock(principal.hpr_number,
-                                     tuple(sorted({principal.orgnr_child, principal.orgnr_parent})),
+                    block=ActorBlock(facts.practitioner_ids,
+                                     tuple(sorted({*facts.unit_ids, *facts.legal_entity_ids})),
                                      except_patients=exempt))
     why = ("break-the-glass" if btg else "self-declared care relationship" if cr.user_selected
            else "care relationship from data")

@@ -44,6 +44,7 @@ def _us(dt: datetime) -> int:
     return (dt - _EPOCH) // _US
 
 
+@lru_cache(maxsize=256)
 def _zone(tz: str | None) -> tzinfo:
     if tz is None:
         return OSLO
@@ -122,6 +123,7 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+@lru_cache(maxsize=64)  # a bulk load stamps thousands of resources with one time
 def to_instant(us: int) -> str:
     """Format microseconds since the epoch as an R4 instant, e.g. ``2024-03-05T09:00:00.123456Z``.
 

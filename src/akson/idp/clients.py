@@ -183,6 +183,16 @@ def builtin_clients(key_dir: Path) -> list[Client]:
     ]
 
 
+def render_builtin_clients(base_url: str = "http://127.0.0.1:8000") -> str:
+    """Lines for `akson demo` to print: the built-in clients and how to use them."""
+    return "\n".join([
+        "Demo clients (built-in identity provider at /auth):",
+        f"  {WEB_CLIENT_ID}  public SMART app, PKCE; redirect http://localhost:3000/callback; "
+        f"discovery {base_url}/fhir/.well-known/smart-configuration",
+        f"  {CLI_CLIENT_ID}  system/*.* with private_key_jwt; `akson token` prints a token",
+    ])
+
+
 # --------------------------------------------------------------------------------- clients file
 
 

@@ -2,7 +2,9 @@
 
 GET or POST with `id_token_hint` (an ID token this provider issued; an expired one is fine),
 `client_id`, `post_logout_redirect_uri` and `state`. The login session — named by the hint's
-`sid`, else by the session cookie — is ended and every refresh token issued in it revoked. The
+`sid`, else by the session cookie — is ended and every refresh token issued in it revoked.
+Without a valid `id_token_hint` the user is asked first (§2: a GET from another site must not
+log anyone out), and the confirming POST carries a CSRF token. The
 user is redirected (303) to `post_logout_redirect_uri` with `state` only when that URI is
 registered for the client (§3: never an open redirector); otherwise a "logged out" page shows.
 """
@@ -16,6 +18,7 @@ import jwt
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from akson.idp.csrf import COOKIE as CSRF_COOKIE
 from akson.idp.keys import ALGORITHM
 from akson.idp.login import error_page, render
 from akson.idp.sessions import COOKIE as SESSION_COOKIE
@@ -46,6 +49,22 @@ class Logout:
             return None
         return claims
 
+    def _confirmed(self, request: Request, params: dict[str, str]) -> Response | None:
+        """None when this is the user's confirming POST; else the question (or a refusal)."""
+        cookie = request.cookies.get(CSRF_COOKIE)
+        if request.method == "POST":
+            if self.state.csrf.valid(cookie, "logout", params.get("csrf")):
+                return None
+            return error_page("Utloggingen kunne ikke bekreftes (CSRF). Prøv igjen.", status=403)
+        cookie = cookie or self.state.csrf.new_cookie()
+        carry = {k: params[k] for k in ("client_id", "post_logout_redirect_uri", "state")
+                 if params.get(k)}
+        response = render("confirm_logout", title="Logg ut", action=self.state.urls(request).logout,
+                          csrf=self.state.csrf.token(cookie, "logout"), carry=carry)
+        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="lax", path="/auth",
+                            secure=request.url.scheme == "https")
+        return response
+
     async def handle(self, request: Request) -> Response:
         urls = self.state.urls(request)
         params: dict[str, str] = dict(request.query_params)
@@ -65,6 +84,10 @@ class Logout:
         if target and (client is None or target not in client.post_logout_redirect_uris):
             return error_page("Adressen det skal sendes tilbake til etter utlogging er ikke "
                               "registrert for denne klienten.")
+        if hint is None:
+            confirmed = self._confirmed(request, params)
+            if confirmed is not None:
+                return confirmed
         session_id = (hint or {}).get("sid") or request.cookies.get(SESSION_COOKIE)
         if isinstance(session_id, str) and session_id:
             ended = self.state.sessions.end(session_id)

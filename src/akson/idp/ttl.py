@@ -28,19 +28,29 @@ class TtlMap(Generic[K, V]):
         self._lock = threading.Lock()
 
     def put(self, key: K, value: V, expires_at: float) -> None:
+        """Store `key`; when full of live entries the oldest is dropped (bounded memory: a flood
+        of abandoned logins cannot exhaust the process, it only ends the oldest ones)."""
         with self._lock:
             if len(self._items) >= self._max:
                 self._purge()
+                while len(self._items) >= self._max:
+                    del self._items[next(iter(self._items))]
             self._items[key] = (expires_at, value)
 
     def add(self, key: K, value: V, expires_at: float) -> bool:
-        """Insert unless a live entry exists (atomic check-and-set); True when inserted."""
+        """Insert unless a live entry exists (atomic check-and-set); True when inserted.
+
+        A replay cache must not forget early, so when full of live entries this refuses (fails
+        closed) instead of dropping one.
+        """
         with self._lock:
             found = self._items.get(key)
             if found is not None and found[0] > self._clock():
                 return False
             if len(self._items) >= self._max:
                 self._purge()
+                if len(self._items) >= self._max:
+                    return False
             self._items[key] = (expires_at, value)
             return True
 

@@ -7,17 +7,20 @@ results, totals, chains and `_has` (`Session.search(extra=…, scope=…)`), inc
 (`fetch_included(scope=…)`), history and `$everything` inside the statement: a denied row is
 never read, never counted (docs/adr/0006-access-gate.md).
 
-Care relationships from data are subqueries over the index tables (no extra table):
+Care relationships from data are subqueries over the index tables (no extra table), driven
+from the caller's unit (`sp_reference` by target) with per-row checks (`EXISTS` on `res_pk`), so
+their cost follows the unit's patients, not the population:
 
 - GP list: an active `EpisodeOfCare` of type `episode-type|fastlegeliste` whose `careManager` is
-  the caller (Practitioner by HPR number) and `managingOrganization` the caller's unit;
+  the caller's Practitioner and `managingOrganization` the caller's unit;
 - an active `EpisodeOfCare` of any other type at the caller's unit (a home-care service decision,
   a nursing-home place, a helsestasjon programme);
-- an `Encounter` at the caller's unit (`serviceProvider`) that is active, or ended after
+- an `Encounter` at the caller's unit (`serviceProvider`) that is under way, or ended after
   `CareRelation.encounter_since` (a legevakt or GP contact and its follow-up).
 
-The caller's unit is an Organization with the unit's orgnr that is the legal entity itself or
-`partOf` it (tenant × unit: a unit of another municipality never matches).
+The caller's Practitioner and unit ids are looked up once per session (`caller_resources`): the
+unit is an Organization with the unit's orgnr that is the legal entity itself or `partOf` it
+(tenant × unit: a unit of another municipality never matches).
 """
 
 from __future__ import annotations
@@ -47,13 +50,13 @@ VOID_ENCOUNTER = ("cancelled", "entered-in-error")
 class CareRelation:
     """The data-derived care relationships of one practitioner working at one unit.
 
-    Times are µs since the epoch, UTC: `now` for "active", `encounter_since` the earliest end of
-    a finished Encounter that still counts.
+    `practitioner_ids` are the caller's Practitioner resources, `unit_ids` the Organization
+    resources of the caller's unit (see `caller_resources`). Times are µs since the epoch, UTC:
+    `now` for "active", `encounter_since` the earliest end of a finished Encounter that counts.
     """
 
-    hpr_number: str
-    unit_orgnr: str
-    parent_orgnr: str
+    practitioner_ids: tuple[str, ...]
+    unit_ids: tuple[str, ...]
     now: int
     encounter_since: int
 
@@ -77,12 +80,12 @@ class ActorBlock:
     """Hide the records of patients with an active blocking Consent naming the caller.
 
     The Consent (category `consent-category|sperring`, status active) names the blocked actors in
-    `provision.actor.reference`: the Practitioner with `hpr_number`, or an Organization with one of
-    `orgnrs`. `except_patients` are exempt (break-the-glass).
+    `provision.actor.reference`: one of `practitioner_ids` (the caller) or `organization_ids`
+    (the caller's unit or legal entity). `except_patients` are exempt (break-the-glass).
     """
 
-    hpr_number: str | None
-    orgnrs: tuple[str, ...]
+    practitioner_ids: tuple[str, ...]
+    organization_ids: tuple[str, ...]
     except_patients: tuple[str, ...] = ()
 
 
@@ -211,32 +214,34 @@ def _label(where: Where, rule: LabelRule, a: str, res_type: str) -> None:
     where.add("(" + " OR ".join(ors) + ")", *params)
 
 
+def _has_token(alias: str, param: str, system: str | None = None) -> str:
+    """A per-row check: row `alias` has a token `param` (system) with code in the parameters."""
+    sys_sql = f" AND {alias}_t.system = %s" if system else ""
+    return (f"EXISTS (SELECT 1 FROM sp_token {alias}_t WHERE {alias}_t.res_pk = {alias}.pk AND "
+            f"{alias}_t.param = '{param}'{sys_sql} AND {alias}_t.code IN ")
+
+
 def _block(where: Where, block: ActorBlock, a: str) -> None:
     actors: list[str] = []
-    params: list[Any] = [CONSENT_CATEGORY_SYSTEM, BLOCK_CODE]
-    if block.hpr_number:
-        actors.append("(target_type = 'Practitioner' AND target_id IN ("
-                      f"{_by_identifier('Practitioner', 'ax_bp')}))")
-        params += [HPR_SYSTEM, block.hpr_number]
-    if block.orgnrs:
-        actors.append("(target_type = 'Organization' AND target_id IN (SELECT ax_bo.res_id FROM "
-                      "resource ax_bo WHERE ax_bo.res_type = 'Organization' AND NOT ax_bo.deleted "
-                      "AND ax_bo.pk IN (SELECT res_pk FROM sp_token WHERE res_type = "
-                      "'Organization' AND param = 'identifier' AND system = %s AND code IN "
-                      f"({_marks(block.orgnrs)}))))")
-        params += [ORGNR_SYSTEM, *block.orgnrs]
+    params: list[Any] = []
+    if block.practitioner_ids:
+        actors.append("(ax_ca.target_type = 'Practitioner' AND ax_ca.target_id IN "
+                      f"({_marks(block.practitioner_ids)}))")
+        params += block.practitioner_ids
+    if block.organization_ids:
+        actors.append("(ax_ca.target_type = 'Organization' AND ax_ca.target_id IN "
+                      f"({_marks(block.organization_ids)}))")
+        params += block.organization_ids
     if not actors:
         return
     blocked = (
-        "SELECT ax_c.patient_id FROM resource ax_c WHERE ax_c.res_type = 'Consent' AND NOT "
-        "ax_c.deleted AND ax_c.patient_id IS NOT NULL "
-        "AND ax_c.pk IN (SELECT res_pk FROM sp_token WHERE res_type = 'Consent' AND param = "
-        "'status' AND code = 'active') "
-        "AND ax_c.pk IN (SELECT res_pk FROM sp_token WHERE res_type = 'Consent' AND param = "
-        "'category' AND system = %s AND code = %s) "
-        "AND ax_c.pk IN (SELECT res_pk FROM sp_reference WHERE res_type = 'Consent' AND param = "
-        f"'actor' AND ({' OR '.join(actors)}))"
+        "SELECT ax_c.patient_id FROM sp_reference ax_ca JOIN resource ax_c ON ax_c.pk = "
+        f"ax_ca.res_pk WHERE ({' OR '.join(actors)}) AND ax_ca.res_type = 'Consent' AND "
+        "ax_ca.param = 'actor' AND NOT ax_c.deleted AND ax_c.patient_id IS NOT NULL AND "
+        f"{_has_token('ax_c', 'status')}('active')) AND "
+        f"{_has_token('ax_c', 'category', 'system')}(%s))"
     )
+    params += [CONSENT_CATEGORY_SYSTEM, BLOCK_CODE]
     ors = [f"{a}.patient_id IS NULL", f"{a}.patient_id NOT IN ({blocked})"]
     if block.except_patients:
         ors.append(f"{a}.patient_id IN ({_marks(block.except_patients)})")
@@ -244,63 +249,69 @@ def _block(where: Where, block: ActorBlock, a: str) -> None:
     where.add("(" + " OR ".join(ors) + ")", *params)
 
 
-def _by_identifier(res_type: str, alias: str) -> str:
-    """Ids of live `res_type` rows with identifier system|code (two parameters)."""
-    return (f"SELECT {alias}.res_id FROM resource {alias} WHERE {alias}.res_type = '{res_type}' "
-            f"AND NOT {alias}.deleted AND {alias}.pk IN (SELECT res_pk FROM sp_token WHERE "
-            f"res_type = '{res_type}' AND param = 'identifier' AND system = %s AND code = %s)")
-
-
-def _unit(rel: CareRelation) -> tuple[str, list[Any]]:
-    """Organization ids of the caller's unit, when it is the legal entity or part of it."""
-    sql = _by_identifier("Organization", "ax_u")
-    params: list[Any] = [ORGNR_SYSTEM, rel.unit_orgnr]
-    if rel.unit_orgnr != rel.parent_orgnr:
-        sql += (" AND ax_u.pk IN (SELECT res_pk FROM sp_reference WHERE res_type = "
-                "'Organization' AND param = 'partof' AND target_type = 'Organization' AND "
-                f"target_id IN ({_by_identifier('Organization', 'ax_k')}))")
-        params += [ORGNR_SYSTEM, rel.parent_orgnr]
-    return sql, params
-
-
 def related_patients(rel: CareRelation) -> tuple[str, list[Any]]:
     """A subquery of the Patient ids the practitioner has a care relationship with (see module
-    docstring), with its parameters."""
-    unit, unit_params = _unit(rel)
-    practitioner = _by_identifier("Practitioner", "ax_p")
-    is_gp_list = ("SELECT res_pk FROM sp_token WHERE res_type = 'EpisodeOfCare' AND param = "
-                  "'type' AND system = %s AND code = %s")
-    episode = (
-        "SELECT ax_e.patient_id FROM resource ax_e WHERE ax_e.res_type = 'EpisodeOfCare' AND NOT "
-        "ax_e.deleted AND ax_e.patient_id IS NOT NULL "
-        "AND ax_e.pk IN (SELECT res_pk FROM sp_token WHERE res_type = 'EpisodeOfCare' AND param "
-        "= 'status' AND code = 'active') "
-        "AND ax_e.pk IN (SELECT res_pk FROM sp_date WHERE res_type = 'EpisodeOfCare' AND param = "
-        "'date' AND low <= %s AND high >= %s) "
-        "AND ax_e.pk IN (SELECT res_pk FROM sp_reference WHERE res_type = 'EpisodeOfCare' AND "
-        f"param = 'organization' AND target_type = 'Organization' AND target_id IN ({unit}))"
-    )
-    episode_params = [rel.now, rel.now, *unit_params]
-    gp_list = (f"{episode} AND ax_e.pk IN ({is_gp_list}) AND ax_e.pk IN (SELECT res_pk FROM "
-               "sp_reference WHERE res_type = 'EpisodeOfCare' AND param = 'care-manager' AND "
-               f"target_type = 'Practitioner' AND target_id IN ({practitioner}))")
-    gp_params = [*episode_params, EPISODE_TYPE_SYSTEM, GP_LIST_CODE, HPR_SYSTEM, rel.hpr_number]
-    unit_episode = f"{episode} AND ax_e.pk NOT IN ({is_gp_list})"
-    unit_params_all = [*episode_params, EPISODE_TYPE_SYSTEM, GP_LIST_CODE]
-    encounter = (
-        "SELECT ax_n.patient_id FROM resource ax_n WHERE ax_n.res_type = 'Encounter' AND NOT "
-        "ax_n.deleted AND ax_n.patient_id IS NOT NULL "
-        "AND ax_n.pk IN (SELECT res_pk FROM sp_reference WHERE res_type = 'Encounter' AND param "
-        f"= 'service-provider' AND target_type = 'Organization' AND target_id IN ({unit})) "
-        "AND (ax_n.pk IN (SELECT res_pk FROM sp_token WHERE res_type = 'Encounter' AND param = "
-        f"'status' AND code IN ({_marks(ACTIVE_ENCOUNTER)})) OR (ax_n.pk IN (SELECT res_pk FROM "
-        "sp_date WHERE res_type = 'Encounter' AND param = 'date' AND high >= %s) AND ax_n.pk NOT "
-        "IN (SELECT res_pk FROM sp_token WHERE res_type = 'Encounter' AND param = 'status' AND "
-        f"code IN ({_marks(VOID_ENCOUNTER)}))))"
-    )
-    encounter_params = [*unit_params, *ACTIVE_ENCOUNTER, rel.encounter_since, *VOID_ENCOUNTER]
-    return (f"{gp_list} UNION {unit_episode} UNION {encounter}",
-            [*gp_params, *unit_params_all, *encounter_params])
+    docstring), with its parameters; "1=0"-style empty when the unit is unknown."""
+    if not rel.unit_ids:
+        return "SELECT NULL WHERE 1=0", []
+    units = _marks(rel.unit_ids)
+
+    def at_unit(alias: str, res_type: str, param: str) -> str:
+        return (f"SELECT {alias}.patient_id FROM sp_reference {alias}_o JOIN resource {alias} ON "
+                f"{alias}.pk = {alias}_o.res_pk WHERE {alias}_o.target_id IN ({units}) AND "
+                f"{alias}_o.target_type = 'Organization' AND {alias}_o.res_type = '{res_type}' "
+                f"AND {alias}_o.param = '{param}' AND NOT {alias}.deleted AND {alias}.patient_id "
+                "IS NOT NULL")
+
+    is_gp_list = f"{_has_token('ax_e', 'type', 'system')}(%s))"
+    episode = (f"{at_unit('ax_e', 'EpisodeOfCare', 'organization')} AND "
+               f"{_has_token('ax_e', 'status')}('active')) AND EXISTS (SELECT 1 FROM sp_date "
+               "ax_e_d WHERE ax_e_d.res_pk = ax_e.pk AND ax_e_d.param = 'date' AND ax_e_d.low <= "
+               "%s AND ax_e_d.high >= %s)")
+    episode_params = [*rel.unit_ids, rel.now, rel.now]
+    parts = [f"{episode} AND NOT {is_gp_list}"]
+    params: list[Any] = [*episode_params, EPISODE_TYPE_SYSTEM, GP_LIST_CODE]
+    if rel.practitioner_ids:
+        parts.append(f"{episode} AND {is_gp_list} AND EXISTS (SELECT 1 FROM sp_reference ax_e_m "
+                     "WHERE ax_e_m.res_pk = ax_e.pk AND ax_e_m.param = 'care-manager' AND "
+                     "ax_e_m.target_type = 'Practitioner' AND ax_e_m.target_id IN "
+                     f"({_marks(rel.practitioner_ids)}))")
+        params += [*episode_params, EPISODE_TYPE_SYSTEM, GP_LIST_CODE, *rel.practitioner_ids]
+    parts.append(
+        f"{at_unit('ax_n', 'Encounter', 'service-provider')} AND "
+        f"({_has_token('ax_n', 'status')}({_marks(ACTIVE_ENCOUNTER)})) OR (EXISTS (SELECT 1 FROM "
+        "sp_date ax_n_d WHERE ax_n_d.res_pk = ax_n.pk AND ax_n_d.param = 'date' AND "
+        f"ax_n_d.high >= %s) AND NOT {_has_token('ax_n', 'status')}({_marks(VOID_ENCOUNTER)}))))")
+    params += [*rel.unit_ids, *ACTIVE_ENCOUNTER, rel.encounter_since, *VOID_ENCOUNTER]
+    return " UNION ".join(parts), params
+
+
+async def caller_resources(s: Session, hpr_number: str, unit_orgnr: str, parent_orgnr: str
+                           ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(Practitioner ids with the HPR number, Organization ids of the unit when it is the legal
+    entity or part of it, Organization ids of the legal entity)."""
+    practitioners = await _ids_by_identifier(s, "Practitioner", HPR_SYSTEM, hpr_number)
+    parents = await _ids_by_identifier(s, "Organization", ORGNR_SYSTEM, parent_orgnr)
+    units = await _ids_by_identifier(s, "Organization", ORGNR_SYSTEM, unit_orgnr)
+    if unit_orgnr != parent_orgnr and units:
+        if not parents:
+            return practitioners, (), ()
+        rows = await s.tx.fetchall(
+            "SELECT DISTINCT r.res_id FROM resource r JOIN sp_reference p ON p.res_pk = r.pk "
+            f"WHERE r.res_type = 'Organization' AND r.res_id IN ({_marks(units)}) AND p.param = "
+            f"'partof' AND p.target_type = 'Organization' AND p.target_id IN ({_marks(parents)})",
+            [*units, *parents])
+        units = tuple(sorted(str(row[0]) for row in rows))
+    return practitioners, units, parents
+
+
+async def _ids_by_identifier(s: Session, res_type: str, system: str, value: str
+                             ) -> tuple[str, ...]:
+    rows = await s.tx.fetchall(
+        "SELECT r.res_id FROM sp_token t JOIN resource r ON r.pk = t.res_pk WHERE t.res_type = %s "
+        "AND t.param = 'identifier' AND t.system = %s AND t.code = %s AND NOT r.deleted "
+        "ORDER BY r.res_id", (res_type, system, value))
+    return tuple(str(row[0]) for row in rows)
 
 
 # ------------------------------------------------------------------ lookups for the gate

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from akson.fhir import indexing, jsonio
-from akson.fhir.search import extra_index_rows
+from akson.fhir.search import ExtraRows, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.repository import _INSERT, Session
 
@@ -190,11 +190,24 @@ async def index_batch(s: Session, registry: SearchParamRegistry, res_type: str |
         doc = jsonio.loads(bytes(content))
         idx = indexing.extract(doc, registry)
         extra = extra_index_rows(doc, registry)
+        if codes is not None:  # the registry may hold a composite's components: keep ours only
+            idx, extra = _only(idx, extra, codes)
         await s._insert_index(int(pk), rtype, idx, extra)
         if codes is None:
             await s.tx.execute("UPDATE resource SET patient_id = %s WHERE pk = %s",
                                (indexing.patient_compartment(doc, idx), pk))
     return pks[-1], len(pks)
+
+
+def _only(idx: indexing.IndexRows, extra: ExtraRows, codes: Sequence[str]
+          ) -> tuple[indexing.IndexRows, ExtraRows]:
+    """The rows of the parameters named `codes` (each row starts with its parameter code)."""
+    names = {n for c in codes for n in (c, f"{c}:identifier")}
+    for rows in (idx, extra):
+        for name, value in vars(rows).items():
+            if isinstance(value, list):
+                setattr(rows, name, [r for r in value if r[0] in names])
+    return idx, extra
 
 
 async def _delete_rows(s: Session, pks: list[int], codes: Sequence[str] | None) -> None:

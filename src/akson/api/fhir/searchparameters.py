@@ -235,7 +235,11 @@ async def run_job(store: ResourceStore, registry: SearchParamRegistry, job: rein
         if param is None or param.code != job.param_code or set(param.base) != set(job.base):
             async with store.session(write=True) as s:
                 return await _finish(s, job, worker, "cancelled", "superseded")
-        rows_registry, codes, base = SearchParamRegistry([param]), [param.code], param.base
+        # A composite's rows are built from its components: they must be in the registry too
+        # (only the composite's own rows are written; see reindex.index_batch).
+        components = [c for c in registry if c.url in {d for d, _ in param.components}]
+        rows_registry = SearchParamRegistry([param, *components])
+        codes, base = [param.code], param.base
     types: tuple[str | None, ...] = _types(base) or (None,)
     async with store.session(write=False) as s:
         total = sum([await reindex.count(s, t) for t in types])

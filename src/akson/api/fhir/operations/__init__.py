@@ -21,7 +21,7 @@ def resolve_system(req: FhirRequest) -> Route:
         raise FhirError(400, f"{path[0][:40]} cannot be used inside a Bundle", "not-supported")
     n = len(path)
     if path[0] == "$export" and n == 1:
-        if method == "GET":
+        if method in ("GET", "POST"):
             return export.kickoff_system, (), True
         raise _not_allowed(method, "$export")
     if path[0] == "$export-status" and n == 2:
@@ -41,7 +41,7 @@ def resolve_type(req: FhirRequest, res_type: str, name: str) -> Route:
     """`[base]/[type]/$name`: `Patient/$export`."""
     if res_type == "Patient" and name == "$export":
         _no_bundle(req, name)
-        if req.method == "GET":
+        if req.method in ("GET", "POST"):
             return export.kickoff_patient, (), True
         raise _not_allowed(req.method, "Patient/$export")
     raise FhirError(404, f"No operation {name[:40]} on {res_type}", "not-found")
@@ -61,7 +61,7 @@ def resolve_instance(req: FhirRequest, res_type: str, res_id: str, name: str) ->
         return searchparameters.reindex_status, (res_id,), False
     if name == "$export" and res_type == "Group":
         _no_bundle(req, name)
-        if req.method == "GET":
+        if req.method in ("GET", "POST"):
             return export.kickoff_group, (res_id,), True
         raise _not_allowed(req.method, "Group/[id]/$export")
     raise FhirError(404, f"No operation {name[:40]} on {res_type}/[id]", "not-found")

@@ -23,7 +23,7 @@ import orjson
 
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse, http_date
-from akson.fhir import dates, search, shaping
+from akson.fhir import dates, jsonio, search, shaping
 from akson.fhir.ids import ID_RE
 from akson.fhir.outcome import FhirError, Issue, operation_outcome
 from akson.fhir.search import type_list
@@ -96,7 +96,7 @@ async def kickoff_group(ctx: FhirContext, s: Session, req: FhirRequest, group_id
         raise FhirError(404, f"Group/{group_id} is not known", "not-found")
     if current.deleted:
         raise FhirError(410, f"Group/{group_id} has been deleted", "deleted")
-    members = _group_members(orjson.loads(current.content or b"{}"), req.base_url)
+    members = _group_members(jsonio.loads(current.content or b"{}"), req.base_url)
     return await _kickoff(ctx, s, req, {"level": "group", "group": group_id}, members)
 
 
@@ -140,8 +140,11 @@ def parameters_pairs(req: FhirRequest) -> list[tuple[str, str]]:
     body = req.json()
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise FhirError(400, "The $export POST body must be a Parameters resource", "invalid")
+    params = body.get("parameter") or []
+    if not isinstance(params, list):
+        raise FhirError(400, "Parameters.parameter must be an array", "invalid")
     out: list[tuple[str, str]] = []
-    for i, param in enumerate(body.get("parameter") or []):
+    for i, param in enumerate(params):
         name = param.get("name") if isinstance(param, dict) else None
         if not isinstance(name, str) or not name:
             raise FhirError(400, f"Parameters.parameter[{i}] has no name", "invalid")
