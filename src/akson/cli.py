@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from akson.audit_cli import audit
 from akson.config import Settings
 from akson.idp_cli import token
 from akson.registry_cli import registry
@@ -48,6 +49,7 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
 
 main.add_command(registry)
 main.add_command(token)
+main.add_command(audit)
 registry.add_command(sync)
 
 

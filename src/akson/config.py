@@ -52,6 +52,8 @@ class Settings:
     #: How long a finished `$export` job's files are kept (and served) before the worker
     #: deletes them; the status response's `Expires` header says when.
     export_retention_seconds: int = 24 * 60 * 60
+    #: Hash chains of the audit log: more chains, fewer writers waiting on one chain lock.
+    audit_chains: int = 16
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -73,6 +75,7 @@ class Settings:
             practitioner_min_security_level=_int("AKSON_PRACTITIONER_MIN_SECURITY_LEVEL",
                                                  cls.practitioner_min_security_level),
             export_dir=os.environ.get("AKSON_EXPORT_DIR", cls.export_dir),
+            audit_chains=_int("AKSON_AUDIT_CHAINS", cls.audit_chains),
             export_retention_seconds=_int("AKSON_EXPORT_RETENTION_SECONDS",
                                           cls.export_retention_seconds),
         )

@@ -30,6 +30,7 @@ from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, SearchQuery
 from akson.store import access_sql as acl
 from akson.store import export as store_export
+from akson.store.database import Tx
 from akson.store.include import Included, fetch_included
 from akson.store.repository import Page, ResourceStore, Session, Stored
 
@@ -70,9 +71,18 @@ class AuditIntent:
 
 
 class AuditSink(Protocol):
-    """Where audit intents go (the hash-chained audit log implements it)."""
+    """Where audit intents go (akson.access.audit.ChainedAuditSink: the hash-chained log).
 
-    async def record(self, intent: AuditIntent) -> None: ...
+    `tx` is the write session's transaction (None in a read session), so a write and its record
+    commit or roll back together; `principal` adds what an intent does not carry (the
+    attestation's decision-ref id, toa). `flush()` runs after the session's transaction ended,
+    for records that must survive its rollback (denials in a write session).
+    """
+
+    async def record(self, intent: AuditIntent, tx: Tx | None = None,
+                     principal: Principal | None = None) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class MemoryAuditSink:
@@ -81,8 +91,12 @@ class MemoryAuditSink:
     def __init__(self) -> None:
         self.intents: list[AuditIntent] = []
 
-    async def record(self, intent: AuditIntent) -> None:
+    async def record(self, intent: AuditIntent, tx: Tx | None = None,
+                     principal: Principal | None = None) -> None:
         self.intents.append(intent)
+
+    async def flush(self) -> None:
+        return None
 
 
 def _utcnow() -> datetime:
@@ -102,16 +116,22 @@ class Gate:
     @asynccontextmanager
     async def session(self, principal: Principal, *, write: bool = False
                       ) -> AsyncIterator[GuardedSession]:
-        """One transaction as `principal` sees it."""
-        async with self.store.session(write=write) as s:
-            yield await self.guard(s, principal)
+        """One transaction as `principal` sees it; the sink is flushed after it ends."""
+        try:
+            async with self.store.session(write=write) as s:
+                yield await self.guard(s, principal, write=write)
+        finally:
+            await self.sink.flush()
 
-    async def guard(self, s: Session, principal: Principal) -> GuardedSession:
-        """Wrap a session the caller opened: look up the facts, decide, return the guard."""
+    async def guard(self, s: Session, principal: Principal, *, write: bool = False
+                    ) -> GuardedSession:
+        """Wrap a session the caller opened (`write`: it is a write transaction, whose records
+        go into it): look up the facts, decide, return the guard. The caller flushes the sink
+        once the transaction has ended."""
         now = self.clock()
         facts = await gather_facts(s, principal, now.date())
         return GuardedSession(s, principal, pol.plan(principal, now, facts, self.policy),
-                              self.sink, now)
+                              self.sink, now, write=write)
 
 
 # ------------------------------------------------------------------ facts
@@ -202,8 +222,9 @@ class GuardedSession:
     """A store session as one caller sees it (see the module docstring)."""
 
     def __init__(self, s: Session, principal: Principal, plan: pol.Plan, sink: AuditSink,
-                 now: datetime) -> None:
+                 now: datetime, *, write: bool = False) -> None:
         self._s = s
+        self._write = write
         self.principal = principal
         self.plan = plan
         self._sink = sink
@@ -225,7 +246,8 @@ class GuardedSession:
             break_glass=self.plan.break_glass, user_selected=self.plan.user_selected,
             reason=cr.decision_ref_description if cr else None,
             policy_reason=self.plan.reason, resource_type=res_type,
-            resource_ids=tuple(ids), patients=tuple(sorted(set(patients)))))
+            resource_ids=tuple(ids), patients=tuple(sorted(set(patients)))),
+            self._s.tx if self._write else None, p)
 
     async def _deny(self, action: str, res_type: str | None, ids: Sequence[str] = ()) -> FhirError:
         await self._audit(action, "denied", res_type, ids)
