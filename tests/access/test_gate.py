@@ -610,3 +610,37 @@ def test_a_citizens_new_block_takes_effect_everywhere(env: Env) -> None:
         env.as_("citizen-anna", lambda gs: gs.update("Consent", "c-anna-lk", revoked),
                 write=True)
     assert env.search("gp", "Observation", [])[0] == {"o-anna", "o-gina"}
+
+
+def test_the_chained_audit_log_gets_reads_writes_and_denials_that_survive_rollback(env: Env
+                                                                                   ) -> None:
+    from akson.access.audit import ChainedAuditSink, Source
+    from akson.store import audit_log
+
+    async def go(gate: Gate) -> tuple[int, list[str]]:
+        db = gate.store.db
+        log = audit_log.AuditLog(db, key=audit_log.checkpoint_key(b"gate test"), chains=2)
+        chained = Gate(gate.store, ChainedAuditSink(log, Source(site="gate-test")), Policy(),
+                       clock=lambda: NOW)
+        before = sum(seq for seq, _ in (await audit_log.heads(db)).values())
+        async with chained.session(GP) as gs:
+            await gs.read("Observation", "o-gina")
+        async with chained.session(GP, write=True) as gs:
+            await gs.create("Observation", obs("o-audited", "gina"), res_id="o-audited")
+        with pytest.raises(FhirError):
+            async with chained.session(GP, write=True) as gs:
+                await gs.create("Observation", obs("o-refused", "gina"), res_id="o-refused")
+                await gs.create("Observation", obs("o-denied", "erik"), res_id="o-denied")
+        after = sum(seq for seq, _ in (await audit_log.heads(db)).values())
+        async with db.transaction(write=False) as tx:
+            gina = await audit_log.patient_log(tx, "gina")
+        async with gate.store.session(write=False) as s:
+            refused = await s.read("Observation", "o-refused")
+        assert refused is None  # the denial rolled the whole transaction back
+        return after - before, [r.entry.subtype for r in gina]
+
+    added, gina = env.run(go)
+    # read + create + the denial (kept although its transaction rolled back); the create that
+    # rolled back with the denial left no record
+    assert added == 3
+    assert sorted(gina) == ["create", "read"]

@@ -409,8 +409,8 @@ def entry_for_intent(intent: AuditIntent, *, source: Source,
         subtype = ("history-instance" if intent.resource_ids else
                    "history-type" if intent.resource_type else "history-system")
     who = principal or _intent_principal(intent)
-    resources = [f"{intent.resource_type}/{rid}" for rid in intent.resource_ids
-                 if intent.resource_type]
+    resources = [f"{intent.resource_type}/{rid}" if intent.resource_type else rid
+                 for rid in intent.resource_ids]
     return audit_entry(who, action=action, subtype=subtype, recorded=intent.at, source=source,
                        outcome="0" if intent.outcome == "allowed" else "4",
                        patients=[PatientRef(p) for p in intent.patients], resources=resources)

@@ -372,8 +372,9 @@ class GuardedSession:
             raise await self._deny("everything", res_type, [res_id])
         members = (store_export.patient_members(res_id) if res_type == "Patient"
                    else store_export.encounter_members(res_id))
-        page = await acl.members_page(self._s, members, acl.restrict(self.restriction, "r", ""),
-                                      types=types, since=since, cursor=cursor, count=count)
+        page = await store_export.members_page(self._s, members, types=types, since=since,
+                                               cursor=cursor, count=count,
+                                               extra=acl.restrict(self.restriction, "r", ""))
         patients = await acl.patients_of(self._s, page.items)
         await self._audit("everything", "allowed", res_type, [res_id], list(patients.values()))
         return replace(page, items=[self._redact(i) for i in page.items])

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from akson.fhir.naming import HPR_SYSTEM, ORGNR_SYSTEM
-from akson.store.export import Members
-from akson.store.repository import Page, Session, Stored, _stored
+from akson.store.repository import Session, Stored
 from akson.store.search_sql import Scope, Where
 
 #: Akson's episode types (= akson.registry.mapping.EPISODE_TYPE_SYSTEM; the store sits below it).
@@ -399,32 +398,5 @@ async def labels_of(s: Session, res_type: str, ids: Sequence[str]) -> dict[str, 
         out.setdefault(str(res_id), set()).add((str(system or ""), str(code or "")))
     return out
 
-
-async def members_page(s: Session, members: Members, where: Where, *, types: Sequence[str] | None,
-                       since: int | None, cursor: int | None, count: int) -> Page:
-    """`akson.store.export.members_page` with the restriction `where` (on alias `r`) inside.
-
-    Kept here until export.members_page takes `extra` itself (docs/adr/0006-access-gate.md).
-    """
-    sql = (f"WITH {members.ctes} SELECT r.pk, r.res_type, r.res_id, r.version, r.last_updated, "
-           f"r.deleted, r.content FROM resource r WHERE r.pk IN ({members.sql}) AND NOT r.deleted "
-           f"AND {where.render()}")
-    params: list[Any] = [*members.cte_params, *members.params, *where.params]
-    if types:
-        sql += f" AND r.res_type IN ({_marks(types)})"
-        params += types
-    if since is not None:
-        sql += " AND r.last_updated >= %s"
-        params.append(since)
-    if cursor is not None:
-        sql += " AND r.pk > %s"
-        params.append(cursor)
-    rows = await s.tx.fetchall(sql + " ORDER BY r.pk LIMIT %s", (*params, count + 1))
-    more = len(rows) > count
-    rows = rows[:count]
-    items = [_stored(row[1:]) for row in rows]
-    next_cursor = int(rows[-1][0]) if more else None
-    total = len(items) if cursor is None and not more else None
-    return Page(items, next_cursor, None, total)
 
 

@@ -95,11 +95,16 @@ def encounter_members(encounter_id: str) -> Members:
 
 
 async def members_page(s: Session, members: Members, *, types: Sequence[str] | None,
-                       since: int | None, cursor: int | None, count: int) -> Page:
-    """One page of live `members` in pk order (the `_cursor` of the next page is the last pk)."""
+                       since: int | None, cursor: int | None, count: int,
+                       extra: Where | None = None) -> Page:
+    """One page of live `members` in pk order (the `_cursor` of the next page is the last pk);
+    `extra` is a predicate on alias `r` (the access gate's restriction)."""
     sql = (f"WITH {members.ctes} SELECT {_COLS} FROM resource r WHERE r.pk IN ({members.sql}) "
            "AND NOT r.deleted")
     params: list[Any] = [*members.cte_params, *members.params]
+    if extra is not None and extra.sql:
+        sql += " AND " + extra.render()
+        params += extra.params
     if types:
         sql += f" AND r.res_type IN ({', '.join(['%s'] * len(types))})"
         params += types
