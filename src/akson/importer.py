@@ -34,7 +34,15 @@ from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.validation import validate
 from akson.store import reindex
-from akson.store.bulk import Prepared, bulk_create_prepared, prepare
+from akson.store.bulk import (
+    CopyReady,
+    Prepared,
+    allocate_pks,
+    bulk_create_copy_ready,
+    bulk_create_prepared,
+    copy_ready,
+    prepare,
+)
 from akson.store.database import connect
 from akson.store.migrate import upgrade
 from akson.store.repository import ResourceStore
@@ -161,16 +169,23 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
     """Prepare chunks in worker processes, a few ahead; copy each in, in order, as it is ready.
 
     Order matters: a later line with the same id is a newer version. A chunk is written in one
-    transaction; a failure stops the import with everything before it committed.
+    transaction; a failure stops the import with everything before it committed. On PostgreSQL
+    the workers also format the COPY lines (primary keys are drawn from the sequence when a
+    chunk is handed out), so this process only sends bytes.
     """
     workers = max(1, min(4, (os.cpu_count() or 2)))
+    copy = ctx.store.db.dialect == "postgresql"
     ahead: deque[Future] = deque()
     loop = asyncio.get_running_loop()
     args = (custom, ctx.settings.allow_synthetic_ids, ctx.settings.max_json_depth)
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=args) as pool:
-        chunks = _chunks(paths)
-        for chunk in chunks:
-            ahead.append(pool.submit(_prepare_chunk, chunk))
+        for chunk in _chunks(paths):
+            if copy:
+                async with ctx.store.session(write=False) as s:
+                    pks = await allocate_pks(s, len(chunk))
+                ahead.append(pool.submit(_prepare_chunk, chunk, pks))
+            else:
+                ahead.append(pool.submit(_prepare_chunk, chunk))
             if len(ahead) > workers:
                 await _write(ctx, await asyncio.wrap_future(ahead.popleft(), loop=loop), summary,
                              bar)
@@ -178,13 +193,19 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
             await _write(ctx, await asyncio.wrap_future(ahead.popleft(), loop=loop), summary, bar)
 
 
-async def _write(ctx: FhirContext, result: tuple[list[tuple[str, str]], list[Prepared], int],
+Prepared_ = list[Prepared] | list[CopyReady]
+
+
+async def _write(ctx: FhirContext, result: tuple[list[tuple[str, str]], Prepared_, int],
                  summary: Summary, bar: Any) -> None:
     rejected, prepared, size = result
     summary.rejected += rejected
     if prepared:
         async with ctx.store.session(write=True, bulk=True) as s:
-            await bulk_create_prepared(s, prepared)
+            if isinstance(prepared[0], CopyReady):
+                await bulk_create_copy_ready(s, prepared)  # type: ignore[arg-type]
+            else:
+                await bulk_create_prepared(s, prepared)  # type: ignore[arg-type]
         summary.loaded += len(prepared)
     bar.update(size)
 
@@ -200,14 +221,18 @@ def _init_worker(custom: list[dict], allow_synthetic_ids: bool, max_depth: int) 
                    max_depth=max_depth)
 
 
-def _prepare_chunk(chunk: list[tuple[str, bytes]]
-                   ) -> tuple[list[tuple[str, str]], list[Prepared], int]:
-    """In a worker: parse, validate and index each line; (rejections, prepared, bytes read)."""
+def _prepare_chunk(chunk: list[tuple[str, bytes]], pks: list[int] | None = None
+                   ) -> tuple[list[tuple[str, str]], Prepared_, int]:
+    """In a worker: parse, validate and index each line; (rejections, prepared, bytes read).
+
+    With `pks` (one per line, PostgreSQL) the resources come back as COPY lines.
+    """
     registry = _worker["registry"]
     now = dates.now_us()
     rejected: list[tuple[str, str]] = []
     prepared: list[Prepared] = []
-    for where, line in chunk:
+    ready: list[CopyReady] = []
+    for i, (where, line) in enumerate(chunk):
         try:
             resource = jsonio.loads(line, max_depth=_worker["max_depth"])
         except FhirError as err:
@@ -218,8 +243,12 @@ def _prepare_chunk(chunk: list[tuple[str, bytes]]
             rejected.append((where, issues[0].diagnostics))
             continue
         res_id = resource.get("id") or str(uuid.uuid4())
-        prepared.append(prepare(resource["resourceType"], res_id, resource, registry, now))
-    return rejected, prepared, sum(len(line) for _, line in chunk)
+        p = prepare(resource["resourceType"], res_id, resource, registry, now)
+        if pks is None:
+            prepared.append(p)
+        else:
+            ready.append(copy_ready(p, pks[i]))
+    return rejected, (prepared if pks is None else ready), sum(len(line) for _, line in chunk)
 
 
 async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary: Summary) -> None:

@@ -88,3 +88,15 @@ def test_a_transaction_bundle_is_all_or_nothing(settings: Settings, tmp_path: Pa
     summary = run_import(settings, [str(tmp_path / "in")], progress=False)
     assert summary.loaded == 2
     assert len(summary.rejected) == 1 and summary.rejected[0][0].endswith("b-bad.json")
+
+
+def test_text_with_tabs_newlines_and_backslashes_survives(settings: Settings, tmp_path: Path) -> None:
+    """COPY text format escapes these (PostgreSQL); what is read back is what was sent."""
+    note = "Linje 1\n\tinnrykk \\ skråstrek \\N ikke null\r\nslutt"
+    patient = {"resourceType": "Patient", "id": "p-text", "name": [{"family": "Tab\tNavn",
+                                                                      "given": [note]}]}
+    summary = run_import(settings, [str(_ndjson(tmp_path / "p.ndjson", [patient]))],
+                         progress=False)
+    assert (summary.loaded, summary.rejected) == (1, [])
+    _, body = _read(settings, "Patient", "p-text")  # type: ignore[misc]
+    assert body["name"] == patient["name"]

@@ -124,6 +124,90 @@ async def _copy_new(s: Session, fresh: Sequence[Prepared]) -> dict[tuple[str, st
     return out
 
 
+# --- PostgreSQL: rows formatted for COPY by the preparing process --------------------------
+
+RESOURCE_COLUMNS = ("pk", "res_type", "res_id", "version", "last_updated", "deleted", "patient_id",
+                    "content")
+VERSION_COLUMNS = ("res_pk", "res_type", "res_id", "version", "last_updated", "deleted", "method",
+                   "content")
+
+
+@dataclass(slots=True)
+class CopyReady:
+    """One new resource as COPY text lines per table, primary key included (see `copy_ready`)."""
+
+    res_type: str
+    res_id: str
+    content: bytes
+    blocks: dict[str, bytes]  # table → its lines for this resource
+
+
+def copy_ready(p: Prepared, pk: int) -> CopyReady:
+    """`p` as PostgreSQL COPY text lines, so the writing process only concatenates and sends."""
+    blocks = {
+        "resource": _line((pk, p.res_type, p.res_id, 1, p.last_updated, False, p.patient_id,
+                           p.content)),
+        "resource_version": _line((pk, p.res_type, p.res_id, 1, p.last_updated, False, "POST",
+                                   p.content)),
+    }
+    for table, rows in p.rows.items():
+        if rows:
+            blocks[table] = b"".join(_line((pk, p.res_type, *row)) for row in rows)
+    return CopyReady(p.res_type, p.res_id, p.content, blocks)
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _line(values: Sequence[Any]) -> bytes:
+    """One line of COPY text format (NULL is \\N; text escaped; bytea as \\x hex)."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append("\\N")
+        elif v is True or v is False:
+            out.append("t" if v else "f")
+        elif v.__class__ is bytes:
+            out.append("\\\\x" + v.hex())
+        elif v.__class__ is str:
+            out.append(v.translate(_ESCAPES))
+        elif v.__class__ is float:
+            out.append(repr(v))
+        else:
+            out.append(str(v))
+    return ("\t".join(out) + "\n").encode()
+
+
+async def bulk_create_copy_ready(s: Session, items: Sequence[CopyReady]) -> int:
+    """Store new resources formatted by `copy_ready` (PostgreSQL, bulk session); an id already
+    stored, or seen earlier in `items`, becomes a new version instead. Returns how many."""
+    existing = await _existing(s, [(c.res_type, c.res_id) for c in items])
+    fresh: dict[tuple[str, str], CopyReady] = {}
+    later: list[CopyReady] = []
+    for item in items:
+        key = (item.res_type, item.res_id)
+        if key in existing or key in fresh:
+            later.append(item)
+        else:
+            fresh[key] = item
+    tables: dict[str, tuple[str, ...]] = {"resource": RESOURCE_COLUMNS,
+                                          "resource_version": VERSION_COLUMNS}
+    tables |= {t: ("res_pk", "res_type", "param", *cols)
+               for t, (_, cols) in (*_INDEX_COLUMNS.items(), *_EXTRA_COLUMNS.items())}
+    for table, columns in tables.items():
+        data = b"".join(c.blocks.get(table, b"") for c in fresh.values())
+        if data:
+            await s.tx.copy_text(table, columns, data)
+    for c in later:
+        await s.update(c.res_type, c.res_id, jsonio.loads(c.content))
+    return len(items)
+
+
+async def allocate_pks(s: Session, n: int) -> list[int]:
+    """`n` primary keys for new resources from PostgreSQL's sequence (never reused)."""
+    return await _allocate_pks(s, n)
+
+
 async def _existing(s: Session, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     by_type: dict[str, list[str]] = {}

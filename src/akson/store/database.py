@@ -46,6 +46,7 @@ class Tx(Protocol):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def copy_rows(self, table: str, columns: Sequence[str],
                         rows: Sequence[Sequence[Any]]) -> None: ...
+    async def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None: ...
 
 
 class Database(Protocol):
@@ -132,6 +133,9 @@ class _SqliteTx:
         """Bulk insert (SQLite has no COPY; executemany in one transaction is its fast path)."""
         marks = ", ".join("?" * len(columns))
         self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    async def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None:
+        raise NotImplementedError("COPY text is PostgreSQL's; SQLite loads rows (copy_rows)")
 
 
 class SqliteDatabase:
@@ -243,6 +247,14 @@ class _PgTx:
             ) as copy:
                 for row in rows:
                     await copy.write_row(row)
+
+
+    async def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None:
+        """COPY rows already in PostgreSQL's text format (one line per row) into `table`."""
+        async with self._conn.cursor() as cur, cur.copy(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        ) as copy:
+            await copy.write(data)
 
 
 class PostgresDatabase:
