@@ -102,6 +102,9 @@ async def _run(settings: Settings, files: list[Path], progress: bool) -> Summary
         ndjson = [p for p in files if p.suffix == ".ndjson"]
         if ndjson:
             await _ndjson(ctx, ndjson, custom, summary, bar)
+        if summary.loaded:
+            async with ctx.store.session(write=True) as s:  # fresh statistics for the planner
+                await s.analyze()
     finally:
         bar.close()
         await db.close()

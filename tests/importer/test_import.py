@@ -100,3 +100,17 @@ def test_text_with_tabs_newlines_and_backslashes_survives(settings: Settings, tm
     assert (summary.loaded, summary.rejected) == (1, [])
     _, body = _read(settings, "Patient", "p-text")  # type: ignore[misc]
     assert body["name"] == patient["name"]
+
+
+def test_a_re_delivered_resource_is_not_a_new_version(settings: Settings, tmp_path: Path) -> None:
+    """Exports repeat shared resources unchanged; only a change makes a version."""
+    org = {"resourceType": "Organization", "id": "same", "name": "Helsestasjonen"}
+    path = _ndjson(tmp_path / "org.ndjson", [org, org])
+    assert run_import(settings, [str(path)], progress=False).loaded == 2
+    assert _read(settings, "Organization", "same")[0] == 1  # type: ignore[index]
+    run_import(settings, [str(path)], progress=False)
+    assert _read(settings, "Organization", "same")[0] == 1  # type: ignore[index]
+    changed = _ndjson(tmp_path / "changed.ndjson", [{**org, "name": "Helsestasjonen sentrum"}])
+    run_import(settings, [str(changed)], progress=False)
+    version, body = _read(settings, "Organization", "same")  # type: ignore[misc]
+    assert (version, body["name"]) == (2, "Helsestasjonen sentrum")

@@ -85,6 +85,8 @@ async def load(store: ResourceStore, chunks: Iterable[Chunk], total_persons: int
             bar.set_postfix(resources=stats.resources, refresh=False)
     finally:
         bar.close()
+    async with store.session(write=True) as s:  # fresh statistics, or the planner guesses
+        await s.analyze()
     stats.seconds = time.perf_counter() - started
     return stats
 

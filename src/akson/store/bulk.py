@@ -95,8 +95,7 @@ async def bulk_create_prepared(s: Session, items: Sequence[Prepared], *,
     created = await _copy_new(s, list(fresh.values())) if fresh else {}
     updated: dict[tuple[str, str], Stored] = {}
     for p in later:
-        updated[(p.res_type, p.res_id)], _ = await s.update(p.res_type, p.res_id,
-                                                             jsonio.loads(p.content))
+        updated[(p.res_type, p.res_id)] = await _new_version(s, p.res_type, p.res_id, p.content)
     return [updated.get((p.res_type, p.res_id)) or created[(p.res_type, p.res_id)] for p in items]
 
 
@@ -199,8 +198,26 @@ async def bulk_create_copy_ready(s: Session, items: Sequence[CopyReady]) -> int:
         if data:
             await s.tx.copy_text(table, columns, data)
     for c in later:
-        await s.update(c.res_type, c.res_id, jsonio.loads(c.content))
+        await _new_version(s, c.res_type, c.res_id, c.content)
     return len(items)
+
+
+async def _new_version(s: Session, res_type: str, res_id: str, content: bytes) -> Stored:
+    """Store `content` as the next version of a resource, unless it equals the current one
+    apart from `meta.versionId`/`lastUpdated` (a re-delivered resource is not a change: bulk
+    exports repeat shared Organizations and Practitioners in every file); the version stored."""
+    resource = jsonio.loads(content)
+    current = await s.read(res_type, res_id, for_update=True)
+    if current is not None and current.content is not None and not current.deleted \
+            and _without_version(jsonio.loads(current.content)) == _without_version(resource):
+        return current
+    stored, _ = await s.update(res_type, res_id, resource)
+    return stored
+
+
+def _without_version(doc: dict) -> dict:
+    meta = {k: v for k, v in (doc.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    return {**doc, "meta": meta}
 
 
 async def allocate_pks(s: Session, n: int) -> list[int]:
