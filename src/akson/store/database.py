@@ -36,12 +36,20 @@ def _value_refused(exc: BaseException) -> FhirError:
 
 
 class Tx(Protocol):
-    """A unit of work on one connection: all statements commit together or not at all."""
+    """A unit of work on one connection: all statements commit together or not at all.
+
+    `prepare=False` asks PostgreSQL to plan a statement for its values every time. Searches
+    need it: once a statement is prepared, PostgreSQL may switch to one generic plan for all
+    values, and a plan good for a rare code is ruinous for a code with 50,000 rows. (None: the
+    driver's default, which prepares statements run often — right for reads by id.)
+    """
 
     dialect: str
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+    async def fetchall(self, sql: str, params: Params = (), *, prepare: bool | None = None
+                       ) -> list[Row]: ...
+    async def fetchone(self, sql: str, params: Params = (), *, prepare: bool | None = None
+                       ) -> Row | None: ...
     async def execute(self, sql: str, params: Params = ()) -> int: ...
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def copy_rows(self, table: str, columns: Sequence[str],
@@ -109,11 +117,13 @@ class _SqliteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+    async def fetchall(self, sql: str, params: Params = (), *, prepare: bool | None = None
+                       ) -> list[Row]:
         with _sqlite_values():
             return self._conn.execute(_qmark(sql), params).fetchall()
 
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+    async def fetchone(self, sql: str, params: Params = (), *, prepare: bool | None = None
+                       ) -> Row | None:
         with _sqlite_values():
             row: Row | None = self._conn.execute(_qmark(sql), params).fetchone()
         return row
@@ -211,16 +221,19 @@ class _PgTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+    async def fetchall(self, sql: str, params: Params = (), *, prepare: bool | None = None
+                       ) -> list[Row]:
         with _pg_values():
             # Binary results: stored JSON (bytea) arrives as bytes, without hex decoding.
-            cur = await self._conn.execute(sql, params, binary=True)
+            # `prepare=False`: planned for these values every time (see Tx docstring).
+            cur = await self._conn.execute(sql, params, binary=True, prepare=prepare)
             rows: list[Row] = await cur.fetchall()
         return rows
 
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+    async def fetchone(self, sql: str, params: Params = (), *, prepare: bool | None = None
+                       ) -> Row | None:
         with _pg_values():
-            cur = await self._conn.execute(sql, params, binary=True)
+            cur = await self._conn.execute(sql, params, binary=True, prepare=prepare)
             row: Row | None = await cur.fetchone()
         return row
 

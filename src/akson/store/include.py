@@ -94,7 +94,7 @@ async def _step(session: Session, specs: list[Include], frontier: list[Key], rev
     if scope is not None:
         # The policy's predicates depend on the row's type: ask which types this step can
         # reach, then filter each inside the statement.
-        found = [row[0] for row in await session.tx.fetchall(kinds, match.params)]
+        found = [row[0] for row in await session.tx.fetchall(kinds, match.params, prepare=False)]
         if not found:
             return []
         ors: list[str] = []
@@ -109,7 +109,7 @@ async def _step(session: Session, specs: list[Include], frontier: list[Key], rev
         where.params += extra.params
     rows = await session.tx.fetchall(
         f"SELECT {_COLS} FROM resource r WHERE NOT r.deleted AND {where.render()} "
-        "ORDER BY r.pk LIMIT %s", [*where.params, limit])
+        "ORDER BY r.pk LIMIT %s", [*where.params, limit], prepare=False)
     return [_stored(row) for row in rows]
 
 

@@ -285,7 +285,7 @@ class Session:
         total = await self._total(query, base_sql, params)
         if query.count == 0:
             return Page([], None, None, total)
-        rows = await self.tx.fetchall(page_sql, page_params)
+        rows = await self.tx.fetchall(page_sql, page_params, prepare=False)
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
@@ -404,7 +404,7 @@ class Session:
             return int(row[0]) if row else 0
         if query.total != "accurate" and not (query.total == "auto" and query.count == 0):
             return None
-        row = await self.tx.fetchone(f"SELECT COUNT(*) {base_sql}", params)
+        row = await self.tx.fetchone(f"SELECT COUNT(*) {base_sql}", params, prepare=False)
         return int(row[0]) if row else 0
 
     # ---------------------------------------------------------------- history

@@ -7,8 +7,9 @@ The index tables hold every parameter of every type in one table, so a value's f
 depends on (res_type, param): `gender = female` is 3 % of Patient gender rows but 0.2 % of all
 token rows. Per-column statistics cannot see that; the planner then takes a large set for a
 small one and a 20 ms search takes 500 ms at a million resources (docs/performance.md).
-Extended statistics (multivariate MCV lists; ndistinct and dependencies cost ANALYZE seconds) on the key columns, and
-larger samples for the value columns, fix the estimates. SQLite: nothing to do.
+Multivariate MCV lists on the key columns and larger samples for the value columns fix the
+estimates (ndistinct and dependencies statistics were tried: they cost seconds per ANALYZE and
+changed no plan). SQLite: nothing to do.
 """
 
 from alembic import op
