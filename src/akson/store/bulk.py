@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from akson.fhir import dates, indexing, jsonio
 from akson.fhir.search import extra_index_rows
@@ -81,18 +81,8 @@ async def bulk_create_prepared(s: Session, items: Sequence[Prepared], *,
     """`bulk_create` for resources already prepared (by this process or a worker)."""
     if not items:
         return []
-    existing = set() if assume_new else await _existing(s, [(p.res_type, p.res_id) for p in items])
-    # The first occurrence of a new id is copied in; an id seen again (in the database or
-    # earlier in this batch — NDJSON exports repeat shared resources) becomes a new version.
-    fresh: dict[tuple[str, str], Prepared] = {}
-    later: list[Prepared] = []
-    for item in items:
-        key = (item.res_type, item.res_id)
-        if key in existing or key in fresh:
-            later.append(item)
-        else:
-            fresh[key] = item
-    created = await _copy_new(s, list(fresh.values())) if fresh else {}
+    fresh, later = await _split(s, items, assume_new=assume_new)
+    created = await _copy_new(s, fresh) if fresh else {}
     updated: dict[tuple[str, str], Stored] = {}
     for p in later:
         updated[(p.res_type, p.res_id)] = await _new_version(s, p.res_type, p.res_id, p.content)
@@ -180,26 +170,38 @@ def _line(values: Sequence[Any]) -> bytes:
 async def bulk_create_copy_ready(s: Session, items: Sequence[CopyReady]) -> int:
     """Store new resources formatted by `copy_ready` (PostgreSQL, bulk session); an id already
     stored, or seen earlier in `items`, becomes a new version instead. Returns how many."""
-    existing = await _existing(s, [(c.res_type, c.res_id) for c in items])
-    fresh: dict[tuple[str, str], CopyReady] = {}
-    later: list[CopyReady] = []
-    for item in items:
-        key = (item.res_type, item.res_id)
-        if key in existing or key in fresh:
-            later.append(item)
-        else:
-            fresh[key] = item
+    fresh, later = await _split(s, items)
     tables: dict[str, tuple[str, ...]] = {"resource": RESOURCE_COLUMNS,
                                           "resource_version": VERSION_COLUMNS}
     tables |= {t: ("res_pk", "res_type", "param", *cols)
                for t, (_, cols) in (*_INDEX_COLUMNS.items(), *_EXTRA_COLUMNS.items())}
     for table, columns in tables.items():
-        data = b"".join(c.blocks.get(table, b"") for c in fresh.values())
+        data = b"".join(c.blocks.get(table, b"") for c in fresh)
         if data:
             await s.tx.copy_text(table, columns, data)
     for c in later:
         await _new_version(s, c.res_type, c.res_id, c.content)
     return len(items)
+
+
+_Item = TypeVar("_Item", Prepared, CopyReady)
+
+
+async def _split(s: Session, items: Sequence[_Item], *, assume_new: bool = False
+                 ) -> tuple[list[_Item], list[_Item]]:
+    """(new, again): the first occurrence of an id not yet stored is copied in; an id seen
+    again — stored already, or earlier in this batch (NDJSON exports repeat shared resources)
+    — becomes a new version."""
+    existing = set() if assume_new else await _existing(s, [(i.res_type, i.res_id) for i in items])
+    fresh: dict[tuple[str, str], _Item] = {}
+    again: list[_Item] = []
+    for item in items:
+        key = (item.res_type, item.res_id)
+        if key in existing or key in fresh:
+            again.append(item)
+        else:
+            fresh[key] = item
+    return list(fresh.values()), again
 
 
 async def _new_version(s: Session, res_type: str, res_id: str, content: bytes) -> Stored:
