@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -21,7 +21,15 @@ from akson.fhir.search import ExtraRows, SearchQuery, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
-from akson.store.search_sql import Scope, Where, compile_where, sort_expressions, valueset_urls
+from akson.store.search_sql import (
+    Driver,
+    Scope,
+    Where,
+    compile_where,
+    driver,
+    sort_expressions,
+    valueset_urls,
+)
 
 
 @dataclass(frozen=True)
@@ -279,7 +287,17 @@ class Session:
         params += where.params
         cursor = query.cursor
         backwards = cursor is not None and cursor < 0
-        page_sql, page_params = self._page_sql(query, base_sql, params, backwards)
+        drv = driver(query) if query.resource_type and not query.sort else None
+        if drv is not None:
+            rest = compile_where(replace(query, clauses=[c for c in query.clauses
+                                                         if c is not drv.clause]),
+                                 base_url=base_url, valuesets=valuesets, scope=scope)
+            if extra:
+                rest.sql += extra.sql
+                rest.params += extra.params
+            page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
+        else:
+            page_sql, page_params = self._page_sql(query, base_sql, params, backwards)
         if query.explain:
             return Page([], None, None, None, plan=await self._explain(page_sql, page_params))
         total = await self._total(query, base_sql, params)
@@ -301,6 +319,22 @@ class Session:
         if total is None and query.total != "none" and cursor is None and not more:
             total = len(items)  # the whole result fits in the first page: the count is free
         return Page(items, next_cursor, prev_cursor, total, next_key, prev_key)
+
+    def _driven_page_sql(self, query: SearchQuery, drv: Driver, rest: Where,
+                         backwards: bool) -> tuple[str, list[Any]]:
+        """A page led by the driver clause's index rows in pk order (search_sql.driver): the
+        database reads matches until the page is full instead of sorting all of them."""
+        cols = "r.pk, r." + _COLS.replace(", ", ", r.")
+        sql = (f"SELECT {cols} FROM sp_token d JOIN resource r ON r.pk = d.res_pk "
+               "WHERE d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s "
+               "AND NOT r.deleted AND r.res_type = %s AND " + rest.render())
+        params: list[Any] = [query.resource_type, drv.clause.name, drv.code, drv.system,
+                             query.resource_type, *rest.params]
+        if query.cursor is not None:
+            sql += " AND d.res_pk < %s" if backwards else " AND d.res_pk > %s"
+            params.append(abs(query.cursor))
+        return (sql + f" ORDER BY d.res_pk {'DESC' if backwards else 'ASC'} LIMIT %s",
+                [*params, query.count + 1])
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:

@@ -67,7 +67,8 @@ sp_token = _index_table(
     "sp_token",
     sa.Column("system", BinaryText),
     sa.Column("code", BinaryText),
-    lookup=("code", "system"),
+    # res_pk last: an equality match comes out in pk order, so a page can stop early (0009).
+    lookup=("code", "system", "res_pk"),
 )
 sp_string = _index_table(
     "sp_string",
