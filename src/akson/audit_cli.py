@@ -19,18 +19,12 @@ from pathlib import Path
 import click
 import orjson
 
-from akson.api.fhir import paging
+from akson.api.fhir.paging import audit_key
 from akson.config import Settings
 from akson.store import audit_log
 from akson.store.database import connect
 
 __all__ = ["audit", "audit_key"]
-
-
-def audit_key(database_url: str) -> bytes:
-    """The checkpoint key of this installation: derived from its secret, never stored in the
-    database (the server's AuditLog must be built with the same key)."""
-    return audit_log.checkpoint_key(paging.keys(database_url)[1])
 
 
 def _anchors(path: str | None) -> dict[int, tuple[int, bytes]]:

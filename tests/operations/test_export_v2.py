@@ -306,7 +306,7 @@ def expiring(backend: str, tmp_path_factory: pytest.TempPathFactory
         settings = Settings(database_url=url, export_dir=str(folder / "export"),
                             export_retention_seconds=0)
         with ThreadServer(settings) as srv, httpx.Client(
-                base_url=srv.url + "/fhir", timeout=30,
+                base_url=srv.url + "/fhir", timeout=30, auth=srv.auth(),
                 headers={"Accept": "application/fhir+json"}) as c:
             yield srv, c
 

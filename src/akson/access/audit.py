@@ -448,3 +448,49 @@ class ChainedAuditSink:
         """Record the held-back denials (each in a transaction of its own)."""
         while self._held:
             await self.log.record(self._held.pop(0), route=uuid.uuid4().hex)
+
+    def begin(self) -> SessionAuditSink:
+        """A buffering sink for one guarded session (`akson.access.gate.Gate.session`)."""
+        return SessionAuditSink(self.log, self.source)
+
+
+class SessionAuditSink:
+    """The audit records of one guarded session, appended in as few transactions as possible.
+
+    Allowed accesses in a write session are held and appended by `before_commit(tx)` as the
+    transaction's last statements (one chain lock, taken last, so audit appends cannot join a
+    deadlock; a rollback removes them with the write). Everything else — a read session's
+    records, and denials, which must survive the rollback their 403 causes — is appended by
+    `flush()` after the session ended, all in one transaction of its own: a read request costs
+    one audit transaction however many resources it touched, and never holds two database
+    connections at once.
+    """
+
+    def __init__(self, log: AuditLog, source: Source) -> None:
+        self.log = log
+        self.source = source
+        self.route = uuid.uuid4().hex
+        self._in_tx: list[AuditEntry] = []
+        self._after: list[AuditEntry] = []
+
+    async def record(self, intent: AuditIntent, tx: Tx | None = None,
+                     principal: Principal | None = None) -> None:
+        entry = entry_for_intent(intent, source=self.source, principal=principal)
+        if tx is not None and intent.outcome == "allowed":
+            self._in_tx.append(entry)
+        else:
+            self._after.append(entry)
+
+    async def before_commit(self, tx: Tx) -> None:
+        entries, self._in_tx = self._in_tx, []
+        for entry in entries:
+            await self.log.append(tx, entry, route=self.route)
+
+    async def flush(self) -> None:
+        self._in_tx = []  # not committed: the transaction rolled back
+        entries, self._after = self._after, []
+        if not entries:
+            return
+        async with self.log.db.transaction(write=True) as tx:
+            for entry in entries:
+                await self.log.append(tx, entry, route=self.route)
