@@ -118,6 +118,20 @@ class ServerAuth(httpx.Auth):
         yield request
 
 
+def mint_token(server: ThreadServer, *, identity: object | None = None,
+               client_id: str = "akson-web", scope: str = "openid user/*.cruds") -> str:
+    """An access token for a person (`akson.idp.identity.Identity`: a practitioner with an
+    attestation, or a citizen), signed by the server's own provider with its current key, as
+    its token endpoint would issue it after a login (`TokenMinter`; the login page itself is
+    tested in tests/idp). Without `identity`: a client-credentials style token."""
+    from akson.idp.tokens import Grant
+
+    grant = Grant(client_id, tuple(scope.split()), f"{server.url}/fhir",
+                  identity)  # type: ignore[arg-type]
+    return server.app.idp.state.minter.access_token(grant, issuer=f"{server.url}/auth",
+                                                   now=int(time.time()))
+
+
 class ThreadServer:
     """Uvicorn serving an Akson app in a background thread, on a free loopback port."""
 
