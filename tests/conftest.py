@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -118,7 +119,7 @@ class ServerAuth(httpx.Auth):
         yield request
 
 
-def mint_token(server: ThreadServer, *, identity: object | None = None,
+def mint_token(server: ThreadServer, *, identity: Any = None,
                client_id: str = "akson-web", scope: str = "openid user/*.cruds") -> str:
     """An access token for a person (`akson.idp.identity.Identity`: a practitioner with an
     attestation, or a citizen), signed by the server's own provider with its current key, as
@@ -126,8 +127,7 @@ def mint_token(server: ThreadServer, *, identity: object | None = None,
     tested in tests/idp). Without `identity`: a client-credentials style token."""
     from akson.idp.tokens import Grant
 
-    grant = Grant(client_id, tuple(scope.split()), f"{server.url}/fhir",
-                  identity)  # type: ignore[arg-type]
+    grant = Grant(client_id, tuple(scope.split()), f"{server.url}/fhir", identity)
     return server.app.idp.state.minter.access_token(grant, issuer=f"{server.url}/auth",
                                                    now=int(time.time()))
 
