@@ -138,6 +138,7 @@ class ThreadServer:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         self.app = Akson(settings)
+        self._auth: dict[str | None, ServerAuth] = {}
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
@@ -148,8 +149,10 @@ class ThreadServer:
         return f"http://127.0.0.1:{self.port}"
 
     def auth(self, scope: str | None = None) -> ServerAuth:
-        """Tokens of this server's built-in system client (see `ServerAuth`)."""
-        return ServerAuth(self.url, self.app.idp.settings.key_dir, scope)
+        """Tokens of this server's built-in system client (see `ServerAuth`), one per scope."""
+        if scope not in self._auth:
+            self._auth[scope] = ServerAuth(self.url, self.app.idp.settings.key_dir, scope)
+        return self._auth[scope]
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
