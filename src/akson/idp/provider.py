@@ -44,9 +44,10 @@ class IdentityProvider:
                  idp_settings: IdpSettings | None = None, clock: Clock | None = None,
                  on_login: LoginHook | None = None) -> None:
         self.settings = idp_settings or IdpSettings.from_env(settings)
-        kwargs = {"clock": clock} if clock is not None else {}
-        self.state = ProviderState(self.settings, store, **kwargs)
-        self.state.on_login = on_login
+        if clock is not None:
+            self.state = ProviderState(self.settings, store, clock, on_login=on_login)
+        else:
+            self.state = ProviderState(self.settings, store, on_login=on_login)
 
     def routes(self) -> list[BaseRoute]:
         login = LoginPage(self.state)

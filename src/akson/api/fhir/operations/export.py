@@ -283,7 +283,7 @@ async def _patients(s: GuardedSession, refs: list[str], base_url: str, members: 
         ids.append(patient_id)
     live = await store_export.live_patients(s.bookkeeping, sorted(set(ids)))
     if not s.reaches_all:  # a patient the caller may not see is "not on this server" to it
-        live = [p for p in live if await s.exists("Patient", p)]
+        live = {p for p in live if await s.exists("Patient", p)}
     for patient_id in ids:
         if patient_id not in live:
             raise FhirError(400, f"patient Patient/{patient_id} is not on this server",
