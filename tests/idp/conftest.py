@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,11 @@ def idp_env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     folder = tmp_path_factory.mktemp(f"idp-{backend}")
     with fresh_database(backend, folder, "akson_idp") as url:
         settings = Settings(database_url=url)
-        result = run_demo(settings, municipalities=1, persons=40, seed=11, progress=False,
-                          chunk=40, background=False)
+        # In a thread of its own: run_demo starts an event loop, and the fixture may first be
+        # asked for inside a test that runs one already (the browser tests).
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(run_demo, settings, municipalities=1, persons=40, seed=11,
+                                 progress=False, chunk=40, background=False).result()
         assert result is not None
         _, users = result
         system_key = SystemKey.new()
