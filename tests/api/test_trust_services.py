@@ -259,7 +259,9 @@ def test_citizen_reads_own_record_and_who_read_it(world):
         by_gp = [e for e in events if any(a.get("name") == GP_NAME for a in e["agent"])]
         assert by_gp, "the GP's read is in Anna's access log"
         assert any(UNIT in str(a["who"]) for e in by_gp for a in e["agent"])
+        # Who by name, where by the organisation's and unit's names (from the register data).
         assert GP_NAME in by_gp[0]["text"]["div"]
+        assert "Testvik kommune, Testvik legekontor" in by_gp[0]["text"]["div"]
         assert FNR["gp"] not in log.text  # the practitioner's national id, never
         # Her log is hers: Bjørn's is not, and the log cannot be written.
         assert anna.get("/AuditEvent", params={"patient": "bjorn"}).status_code == 403

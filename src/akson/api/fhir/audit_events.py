@@ -20,7 +20,10 @@ from akson.access.audit import citizen_view, served
 from akson.access.gate import DENIED, GuardedSession
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.fhir import jsonio
+from akson.fhir import search as fhir_search
 from akson.fhir.ids import ID_RE
+from akson.fhir.naming import ORGNR_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.store import audit_log
 
@@ -35,9 +38,32 @@ def _allowed_patients(s: GuardedSession) -> tuple[str, ...]:
     return plan.restriction.patient_ids
 
 
-def _narrative(record: audit_log.AuditRecord) -> dict[str, str]:
+async def _org_names(ctx: FhirContext, s: GuardedSession,
+                     records: list[audit_log.AuditRecord]) -> dict[str, str]:
+    """Names of the organisations (by orgnr) the events name, from the Organization resources
+    (register data, no personal data: read outside the caller's policy)."""
+    orgnrs = sorted({n for r in records for n in (r.entry.org, r.entry.unit) if n})
+    if not orgnrs:
+        return {}
+    query = fhir_search.parse("Organization", [("identifier", ",".join(
+        f"{ORGNR_SYSTEM}|{n}" for n in orgnrs))], registry=ctx.registry,
+        max_count=len(orgnrs) * 4, default_count=len(orgnrs) * 4)
+    query.total = "none"
+    page = await s.bookkeeping.search(query)
+    names: dict[str, str] = {}
+    for item in page.items:
+        org = jsonio.loads(item.content) if item.content else {}
+        for ident in org.get("identifier") or ():
+            if ident.get("system") == ORGNR_SYSTEM and ident.get("value") in orgnrs \
+                    and isinstance(org.get("name"), str):
+                names.setdefault(ident["value"], org["name"])
+    return names
+
+
+def _narrative(record: audit_log.AuditRecord, names: dict[str, str]) -> dict[str, str]:
     line = citizen_view(record)
-    where = ", ".join(x for x in (line.organisation, line.unit) if x) or "ukjent virksomhet"
+    where = ", ".join(names.get(x, x) for x in (line.organisation, line.unit) if x) \
+        or "ukjent virksomhet"
     text = f"{line.when}: {line.who} ({where}) — {line.what}. Formål: {line.why}."
     if line.break_glass:
         text = "NØDTILGANG («glassknuser»). " + text
@@ -89,9 +115,10 @@ async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirR
     more = len(records) > count
     records = records[:count]
     entries: list[dict[str, Any]] = []
+    names = await _org_names(ctx, s, records)
     for record in records:
         event = served(record)
-        event["text"] = _narrative(record)
+        event["text"] = _narrative(record, names)
         entries.append({"fullUrl": f"{req.base_url}/AuditEvent/{record.id}", "resource": event,
                         "search": {"mode": "match"}})
     query = [("patient", patient), ("_count", str(count))]
@@ -116,7 +143,7 @@ async def read(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_id: st
     if record is None or not allowed.intersection(record.entry.patients):
         raise FhirError(403, DENIED, "forbidden")
     event = served(record)
-    event["text"] = _narrative(record)
+    event["text"] = _narrative(record, await _org_names(ctx, s, [record]))
     return FhirResponse(200, event)
 
 
