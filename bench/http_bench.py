@@ -9,10 +9,12 @@ import platform
 import shlex
 import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import loadgen
 from calibrate import measure_client
 from loadgen import install_fast_loop, run_phase
 from report import comparison_table, markdown_table, phase_line, write_json
@@ -130,6 +132,15 @@ async def run_phases(
     return phases, data
 
 
+def system_token(port: int, key_dir: Path) -> str:
+    """A `system/*.*` token of the server's built-in client (`akson token`'s flow)."""
+    from akson.idp.clients import CLI_CLIENT_ID, cli_private_key
+    from akson.idp_cli import fetch_token
+
+    body = fetch_token(f"http://{HOST}:{port}", CLI_CLIENT_ID, cli_private_key(key_dir))
+    return str(body["access_token"])
+
+
 def bench_one(db: str, args: argparse.Namespace, ceiling: dict[str, Any] | None) -> dict[str, Any]:
     pg = PgTarget(args.pg_host, args.pg_port, args.pg_user)
     if db == "postgres":
@@ -140,12 +151,17 @@ def bench_one(db: str, args: argparse.Namespace, ceiling: dict[str, Any] | None)
     cmd = shlex.split(args.server_cmd)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with bench_database(db, pg) as url:
-        env = {**os.environ, "AKSON_DATABASE_URL": url}
+        # The provider's keys in a folder of the run's own; a token that outlives the run, so
+        # every phase measures authentication, the access gate and the audit log.
+        key_dir = Path(tempfile.mkdtemp(prefix="akson-bench-keys-"))
+        env = {**os.environ, "AKSON_DATABASE_URL": url, "AKSON_IDP_KEY_DIR": str(key_dir),
+               "AKSON_IDP_ACCESS_TOKEN_SECONDS": "86400"}
         db_upgrade(cmd, env)
         port = args.port or free_port()
         server = ServerProcess(cmd, env, HOST, port, args.workers)
         try:
             startup = server.wait_healthy()
+            loadgen.EXTRA_HEADERS["Authorization"] = "Bearer " + system_token(port, key_dir)
             sampler = RssSampler(server.proc.pid)
             sampler.start()
             idle = sampler.sample()

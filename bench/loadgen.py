@@ -28,11 +28,16 @@ class HttpError(Exception):
 FHIR_JSON = "application/fhir+json"
 
 
+#: Headers every request carries (http_bench sets `Authorization` to the system client's token).
+EXTRA_HEADERS: dict[str, str] = {}
+
+
 def build_request(
     method: str, path: str, host: str, body: bytes | None = None, accept: str = FHIR_JSON
 ) -> bytes:
     """Serialise one HTTP/1.1 keep-alive request to bytes."""
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in EXTRA_HEADERS.items())
     if body is None:
         return (head + "\r\n").encode("latin-1")
     head += f"Content-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -188,7 +188,7 @@ async def run_shape(base: str, shape: Shape, data: Sample, args: argparse.Namesp
 
     async def worker() -> None:
         async with httpx.AsyncClient(base_url=base, timeout=120,
-                                     headers={"Accept": "application/fhir+json"}) as client:
+                                     headers={"Accept": "application/fhir+json", **AUTH}) as client:
             for i, path in queue:
                 start = time.perf_counter()
                 status = await _walk(client, path, shape.pages)
@@ -211,10 +211,22 @@ def _pct(values: list[float], pct: float) -> float:
     return values[min(len(values) - 1, int(len(values) * pct / 100))] if values else float("nan")
 
 
+#: Headers every request carries: the built-in system client's token (set per server run).
+AUTH: dict[str, str] = {}
+
+
+def system_token(origin: str, key_dir: Path) -> str:
+    """A `system/*.*` token of the server's built-in client (`akson token`'s flow)."""
+    from akson.idp.clients import CLI_CLIENT_ID, cli_private_key
+    from akson.idp_cli import fetch_token
+
+    return str(fetch_token(origin, CLI_CLIENT_ID, cli_private_key(key_dir))["access_token"])
+
+
 def probe(base: str, shape: Shape, data: Sample) -> str | None:
     """None if the shape works on this server, else why it is skipped."""
     path = shape.make(random.Random(1), data)
-    resp = httpx.get(base + path, timeout=120, headers={"Accept": "application/fhir+json"})
+    resp = httpx.get(base + path, timeout=120, headers={"Accept": "application/fhir+json", **AUTH})
     if resp.status_code == 200:
         return None
     return f"GET {path} gave {resp.status_code}: {resp.text[:200]}"
@@ -224,7 +236,7 @@ def export(base: str, sampler: RssSampler) -> dict[str, Any]:
     """System $export: kick-off, poll until done, download every file counting NDJSON lines."""
     sampler.new_phase()
     start = time.perf_counter()
-    with httpx.Client(timeout=600) as client:
+    with httpx.Client(timeout=600, headers=AUTH) as client:
         kick = client.get(f"{base}/$export", headers={"Prefer": "respond-async",
                                                      "Accept": "application/fhir+json"})
         if kick.status_code != 202:
@@ -255,7 +267,9 @@ def run_size(size: int, args: argparse.Namespace, pg: PgTarget, cmd: list[str]) 
     print(f"\n== {size:,} resources", flush=True)
     _admin(pg, f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     _admin(pg, f'CREATE DATABASE "{DB}"')
-    env = {**os.environ, "AKSON_DATABASE_URL": pg.url(DB)}
+    key_dir = tempfile.mkdtemp(prefix="akson-scale-keys-")
+    env = {**os.environ, "AKSON_DATABASE_URL": pg.url(DB), "AKSON_IDP_KEY_DIR": key_dir,
+           "AKSON_IDP_ACCESS_TOKEN_SECONDS": "86400"}
     run_upgrade(cmd, env)
     result: dict[str, Any] = {"size": size, "load": load(size, args, cmd, env)}
     _sql(pg, "ANALYZE")
@@ -265,6 +279,8 @@ def run_size(size: int, args: argparse.Namespace, pg: PgTarget, cmd: list[str]) 
     try:
         server.wait_healthy()
         base = f"http://{HOST}:{server.port}/fhir"
+        AUTH["Authorization"] = "Bearer " + system_token(f"http://{HOST}:{server.port}",
+                                                         Path(key_dir))
         sampler = RssSampler(server.proc.pid)
         sampler.start()
         shapes, skipped = [], {}

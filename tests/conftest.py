@@ -10,10 +10,12 @@ import asyncio
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,12 +84,61 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class ServerAuth(httpx.Auth):
+    """Bearer tokens from the server's own provider for its built-in system client `akson-cli`
+    (`system/*.*` unless `scope` narrows it), obtained through the real client-credentials flow
+    (`akson token`'s private_key_jwt) and fetched again shortly before they expire. The one
+    place tests get a token for "a trusted integration" from."""
+
+    def __init__(self, url: str, key_dir: Path, scope: str | None = None) -> None:
+        self.url = url
+        self.key_dir = key_dir
+        self.scope = scope
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def token(self) -> str:
+        from akson.idp.clients import CLI_CLIENT_ID, cli_private_key
+        from akson.idp_cli import fetch_token
+
+        with self._lock:
+            if self._token is None or time.time() > self._expires - 30:
+                body = fetch_token(self.url, CLI_CLIENT_ID, cli_private_key(self.key_dir),
+                                   self.scope)
+                self._token = str(body["access_token"])
+                self._expires = time.time() + int(body["expires_in"])
+            return self._token
+
+    @property
+    def header(self) -> str:
+        return f"Bearer {self.token()}"
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = self.header
+        yield request
+
+
+def mint_token(server: ThreadServer, *, identity: Any = None,
+               client_id: str = "akson-web", scope: str = "openid user/*.cruds") -> str:
+    """An access token for a person (`akson.idp.identity.Identity`: a practitioner with an
+    attestation, or a citizen), signed by the server's own provider with its current key, as
+    its token endpoint would issue it after a login (`TokenMinter`; the login page itself is
+    tested in tests/idp). Without `identity`: a client-credentials style token."""
+    from akson.idp.tokens import Grant
+
+    grant = Grant(client_id, tuple(scope.split()), f"{server.url}/fhir", identity)
+    return server.app.idp.state.minter.access_token(grant, issuer=f"{server.url}/auth",
+                                                   now=int(time.time()))
+
+
 class ThreadServer:
     """Uvicorn serving an Akson app in a background thread, on a free loopback port."""
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         self.app = Akson(settings)
+        self._auth: dict[str | None, ServerAuth] = {}
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
@@ -96,6 +147,12 @@ class ThreadServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def auth(self, scope: str | None = None) -> ServerAuth:
+        """Tokens of this server's built-in system client (see `ServerAuth`), one per scope."""
+        if scope not in self._auth:
+            self._auth[scope] = ServerAuth(self.url, self.app.idp.settings.key_dir, scope)
+        return self._auth[scope]
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
@@ -133,6 +190,6 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture
 def client(server: ThreadServer) -> Iterator[httpx.Client]:
     """An HTTP client on the FHIR base of the running server."""
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30,
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, auth=server.auth(),
                       headers={"Accept": "application/fhir+json"}) as c:
         yield c

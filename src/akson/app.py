@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import socket
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from akson.access.audit import ChainedAuditSink, OrgNames, PatientRef, Source, audit_entry
+from akson.access.dpop import dpop_policy_from_settings
+from akson.access.gate import Gate
+from akson.access.issuers import TrustedIssuers
+from akson.access.principal import Principal, from_json
+from akson.access.tokens import TokenPolicy
+from akson.api.auth import Authenticator, BuiltinIssuer
 from akson.api.fhir.context import FhirContext
+from akson.api.fhir.paging import audit_key, keys
 from akson.api.fhir.searchparameters import ReindexWorker
 from akson.api.http import FhirApp
 from akson.api.openapi import openapi_document
 from akson.config import Settings
 from akson.export_worker import ExportWorker
+from akson.fhir.dates import now_us
+from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.idp import SMART_CONFIGURATION_PATH, IdentityProvider
+from akson.idp.identity import Identity
+from akson.idp.keys import JWKS_FILE
+from akson.idp.settings import IdpSettings
+from akson.store import export as store_export
+from akson.store.audit_log import AuditLog
 from akson.store.database import connect
 from akson.store.repository import ResourceStore
 
@@ -26,15 +46,26 @@ log = logging.getLogger("akson")
 
 
 class Akson:
-    """The whole server as one ASGI callable: `/fhir` on the fast path, the rest on Starlette."""
+    """The whole server as one ASGI callable: `/fhir` on the fast path, the rest on Starlette.
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    Every FHIR request but `metadata` is authenticated (`akson.api.auth`: the trusted issuers of
+    `AKSON_TRUSTED_ISSUERS` and the built-in provider under `/auth`) and runs in a session of the
+    access gate (`akson.access.gate`), audited into the hash-chained log.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, idp_settings: IdpSettings | None = None,
+                 idp_clock: Callable[[], float] | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.ctx: FhirContext | None = None
         self.exports: ExportWorker | None = None
         self.reindexer: ReindexWorker | None = None
+        self.audit_log: AuditLog | None = None
+        self.source = Source(site=self.settings.audit_site or socket.gethostname())
         self.fhir = FhirApp(self._context)
-        self.idp = IdentityProvider(self.settings, lambda: self._context().store)
+        self.idp = IdentityProvider(self.settings, lambda: self._context().store,
+                                    idp_settings=idp_settings, clock=idp_clock,
+                                    on_login=self._audit_login)
+        self.auth = authenticator(self.settings, self.idp)
         self.site = Starlette(routes=[
             Route("/", _index),
             Route("/health", self._health),
@@ -51,7 +82,11 @@ class Akson:
         registry = SearchParamRegistry.default().copy()
         db = connect(self.settings.database_url, pool_size=self.settings.pool_size)
         await db.open()
-        self.ctx = FhirContext(ResourceStore(db, registry), registry, self.settings)
+        store = ResourceStore(db, registry)
+        self.audit_log = AuditLog(db, key=audit_key(self.settings.database_url),
+                                  chains=self.settings.audit_chains)
+        gate = Gate(store, ChainedAuditSink(self.audit_log, self.source))
+        self.ctx = FhirContext(store, registry, self.settings, gate, self.auth)
         self.reindexer = ReindexWorker(self.ctx.store, registry)
         try:
             await self.reindexer.load()
@@ -59,10 +94,41 @@ class Akson:
             log.error("could not load stored SearchParameters type=%s", type(exc).__name__)
         self.reindexer.start()
         self.exports = ExportWorker(self.ctx.store, self.settings.export_dir,
-                                    retention_seconds=self.settings.export_retention_seconds)
+                                    retention_seconds=self.settings.export_retention_seconds,
+                                    access=self._export_access)
         self.exports.start()
-        log.warning("Akson serves WITHOUT authentication (trust services are not built yet); "
-                    "keep it on a loopback address")
+        log.info("Akson requires an access token on every FHIR request but /fhir/metadata; "
+                 "trusted issuers: %d configured plus the built-in provider under /auth",
+                 len(self.auth.issuers))
+
+    async def _export_access(self, job: store_export.Job) -> store_export.ExportAccess | None:
+        """The requester's restriction for an export job, computed now from the principal stored
+        at kick-off and the data (akson.access.gate); a job without one is refused."""
+        principal = from_json(orjson.loads(job.params).get("principal"))
+        if principal is None:
+            raise FhirError(403, "The export job names no requester this server can act for",
+                            "forbidden")
+        async with self._context().gate.session(principal) as g:
+            if not g.plan.allowed:
+                raise FhirError(403, "The requester may no longer export", "forbidden")
+            return g.export_access()
+
+    async def _audit_login(self, identity: Identity, client_id: str) -> None:
+        """A completed login at the built-in provider, as an AuditEvent of subtype `login`."""
+        if self.audit_log is None:
+            return
+        workplace = identity.workplace
+        principal = Principal(
+            kind=identity.kind, issuer="akson-idp", subject=identity.fhir_user,
+            client_id=client_id, name=identity.name, hpr_number=identity.hpr_number,
+            orgnr_parent=workplace.parent_orgnr if workplace else None,
+            orgnr_child=workplace.unit_orgnr if workplace else None)
+        own = identity.fhir_user.removeprefix("Patient/") if identity.kind == "citizen" else None
+        patients = [PatientRef(p) for p in (own or identity.launch_patient,) if p]
+        names = OrgNames(workplace.parent_name, workplace.unit_name) if workplace else OrgNames()
+        entry = audit_entry(principal, action="E", subtype="login", recorded=now_us(),
+                            source=self.source, patients=patients, names=names)
+        await self.audit_log.record(entry, route=uuid.uuid4().hex)
 
     async def shutdown(self) -> None:
         if self.reindexer is not None:  # before the database closes: it requeues a running job
@@ -109,6 +175,21 @@ class Akson:
         except Exception:  # noqa: BLE001 - health reports, it does not raise
             return JSONResponse({"status": "database unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": self.ctx.store.db.dialect})
+
+
+def authenticator(settings: Settings, idp: IdentityProvider) -> Authenticator:
+    """The FHIR API's token verification: the configured issuers (`AKSON_TRUSTED_ISSUERS`) and
+    the built-in provider, trusted through the JWKS file beside its keys (akson.api.auth)."""
+    builtin = BuiltinIssuer(idp.settings.key_dir / JWKS_FILE, issuer=idp.settings.issuer,
+                            audiences=(*([settings.audience] if settings.audience else []),
+                                       *idp.settings.audiences))
+    # DPoP nonces are MACed under a key derived from the installation secret, so every worker
+    # process accepts every other's nonces.
+    nonce_secret = hmac.new(keys(settings.database_url)[1], b"akson dpop nonce",
+                            hashlib.sha256).digest()
+    return Authenticator(TrustedIssuers.from_settings(settings), builtin=builtin,
+                         policy=TokenPolicy.from_settings(settings),
+                         dpop=dpop_policy_from_settings(settings, nonce_secret=nonce_secret))
 
 
 async def _index(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""`akson audit`: prove the audit log untampered (`verify`) and export chain heads (`heads`).
+"""`akson audit`: prove the audit log untampered (`verify`), export chain heads (`heads`) and the
+privacy officer's report of one organisation's accesses (`report`).
 
 `verify` exits 0 when every chain is intact and 1 when anything was altered, deleted, reordered
 or truncated (2: this database has no audit log), printing the chain and sequence of each
@@ -19,18 +20,15 @@ from pathlib import Path
 import click
 import orjson
 
-from akson.api.fhir import paging
+from akson.access.audit import citizen_view
+from akson.api.fhir.paging import audit_key
 from akson.config import Settings
+from akson.fhir.dates import date_range
+from akson.fhir.outcome import FhirError
 from akson.store import audit_log
 from akson.store.database import connect
 
-__all__ = ["audit", "audit_key"]
-
-
-def audit_key(database_url: str) -> bytes:
-    """The checkpoint key of this installation: derived from its secret, never stored in the
-    database (the server's AuditLog must be built with the same key)."""
-    return audit_log.checkpoint_key(paging.keys(database_url)[1])
+__all__ = ["audit", "audit_key", "report_lines"]
 
 
 def _anchors(path: str | None) -> dict[int, tuple[int, bytes]]:
@@ -103,3 +101,61 @@ def heads_cmd() -> None:
         sys.exit(2)
     out = {str(chain): {"seq": seq, "hash": digest.hex()} for chain, (seq, digest) in heads.items()}
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+def report_lines(breaks: list[audit_log.AuditRecord], declared: list[audit_log.AuditRecord],
+                 volumes: list[audit_log.Volume], threshold: int) -> list[str]:
+    """The report as text lines: break-the-glass and self-declared accesses (when, who, which
+    patient ids, the stated reason) and principals above the volume threshold. Patient ids are
+    logical ids; national ids never appear."""
+    out = [f"Break-the-glass accesses: {len(breaks)}"]
+    out += [_report_line(r) for r in breaks]
+    out.append(f"Self-declared care relationships: {len(declared)}")
+    out += [_report_line(r) for r in declared]
+    out.append(f"Principals with more than {threshold} distinct patients: {len(volumes)}")
+    out += [f"  {v.agent}: {v.patients} patients, {v.events} events" for v in volumes]
+    return out
+
+
+def _report_line(record: audit_log.AuditRecord) -> str:
+    line = citizen_view(record)
+    patients = ", ".join(record.entry.patients) or "-"
+    reason = f" reason: {line.reason}" if line.reason else ""
+    return (f"  {line.when} {record.entry.agent or '?'} ({line.who}) unit {line.unit or '?'} "
+            f"{line.what} patients {patients}{reason}")
+
+
+async def _report(url: str, org: str, start: int, end: int, threshold: int) -> list[str] | None:
+    db = connect(url, pool_size=2)
+    await db.open()
+    try:
+        if not await audit_log.installed(db):
+            return None
+        async with db.transaction(write=False) as tx:
+            breaks = await audit_log.break_glass(tx, org, start, end)
+            declared = await audit_log.self_declared(tx, org, start, end)
+            volumes = await audit_log.unusual_volumes(tx, org, start, end, threshold)
+        return report_lines(breaks, declared, volumes, threshold)
+    finally:
+        await db.close()
+
+
+@audit.command("report")
+@click.option("--org", required=True, help="The legal entity's organisation number (orgnr).")
+@click.option("--from", "start", required=True, help="First day or instant (FHIR date).")
+@click.option("--to", "end", required=True, help="Last day or instant (FHIR date), included.")
+@click.option("--threshold", default=100, show_default=True,
+              help="Report principals who accessed more distinct patients than this.")
+def report_cmd(org: str, start: str, end: str, threshold: int) -> None:
+    """The privacy officer's report: break-the-glass, self-declared access, unusual volumes."""
+    try:
+        lo, hi = date_range(start)[0], date_range(end)[1] + 1
+    except FhirError as exc:
+        raise click.BadParameter(exc.diagnostics) from None
+    lines = asyncio.run(_report(Settings.from_env().database_url, org, lo, hi, threshold))
+    if lines is None:
+        click.echo(_NOT_INSTALLED, err=True)
+        sys.exit(2)
+    click.echo(f"Audit report for orgnr {org}, {start} to {end}")
+    for line in lines:
+        click.echo(line)

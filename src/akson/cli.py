@@ -24,7 +24,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind. Unauthenticated until trust services land: keep loopback.")
+              help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=None, type=int,
               help="Worker processes (default: 1 on SQLite, number of cores on PostgreSQL).")
@@ -42,9 +42,37 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
     if workers is None:
         workers = 1 if settings.database_url.startswith("sqlite") else (os.cpu_count() or 1)
     click.echo(f"Akson FHIR R4 at http://{host}:{port}/fhir  (metadata: /fhir/metadata)")
+    click.echo(login_help(f"http://{host}:{port}"))
     uvicorn.run("akson.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False,  # URLs carry national ids: never log them
                 log_level="warning", lifespan="on", server_header=False)
+
+
+#: A fixed PKCE pair for the printed demo login link (RFC 7636 appendix B): the link is for a
+#: person trying the login page by hand, never for an app (an app makes a fresh verifier).
+_DEMO_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+_DEMO_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def login_help(origin: str) -> str:
+    """How to get an access token from the built-in provider (printed by `akson serve`)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"response_type": "code", "client_id": "akson-web",
+                       "redirect_uri": "http://localhost:3000/callback",
+                       "scope": "openid fhirUser user/*.cruds", "state": "demo",
+                       "aud": f"{origin}/fhir", "code_challenge": _DEMO_CHALLENGE,
+                       "code_challenge_method": "S256"})
+    return "\n".join([
+        "Every FHIR request but /fhir/metadata needs an access token:",
+        f"  system client:  curl -H \"Authorization: Bearer $(akson token --url {origin})\" "
+        f"{origin}/fhir/Patient",
+        f"  log in as a demo user (practitioner or citizen; see `akson demo`): {origin}/auth/"
+        f"authorize?{query}",
+        "    then exchange the code from the redirect: curl -d grant_type=authorization_code "
+        "-d client_id=akson-web -d redirect_uri=http://localhost:3000/callback "
+        f"-d code_verifier={_DEMO_VERIFIER} -d code=<code> {origin}/auth/token",
+    ])
 
 
 main.add_command(registry)

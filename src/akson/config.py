@@ -54,6 +54,11 @@ class Settings:
     export_retention_seconds: int = 24 * 60 * 60
     #: Hash chains of the audit log: more chains, fewer writers waiting on one chain lock.
     audit_chains: int = 16
+    #: An extra `aud` value the built-in provider's tokens may carry (besides this server's own
+    #: FHIR base `<base>/fhir`, which is always accepted); e.g. the public base behind a proxy.
+    audience: str | None = None
+    #: AuditEvent.source.site: this node's name in the audit log (default: the host name).
+    audit_site: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -78,6 +83,8 @@ class Settings:
             audit_chains=_int("AKSON_AUDIT_CHAINS", cls.audit_chains),
             export_retention_seconds=_int("AKSON_EXPORT_RETENTION_SECONDS",
                                           cls.export_retention_seconds),
+            audience=os.environ.get("AKSON_AUDIENCE") or None,
+            audit_site=os.environ.get("AKSON_AUDIT_SITE") or None,
         )
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -25,15 +26,21 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from akson.access.audit import ChainedAuditSink, Source
+from akson.access.gate import Gate
+from akson.access.principal import Principal
+from akson.access.scopes import parse_scopes
 from akson.api.fhir import router
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
+from akson.api.fhir.paging import audit_key
 from akson.config import Settings
 from akson.fhir import dates, jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.validation import validate
 from akson.store import reindex
+from akson.store.audit_log import AuditLog
 from akson.store.bulk import (
     CopyReady,
     Prepared,
@@ -87,7 +94,11 @@ async def _run(settings: Settings, files: list[Path], progress: bool) -> Summary
     registry = SearchParamRegistry.default().copy()
     db = connect(settings.database_url, pool_size=2)
     await db.open()
-    ctx = FhirContext(ResourceStore(db, registry), registry, settings)
+    store = ResourceStore(db, registry)
+    sink = ChainedAuditSink(AuditLog(db, key=audit_key(settings.database_url),
+                                     chains=settings.audit_chains),
+                            Source(site=settings.audit_site or socket.gethostname()))
+    ctx = FhirContext(store, registry, settings, Gate(store, sink))
     summary = Summary()
     bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True,
                disable=not progress, desc="import")
@@ -273,8 +284,15 @@ async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary:
     summary.loaded += len(valid)
 
 
+#: Who `akson import` acts as: an operator's local system client with every scope. Its Bundle
+#: writes pass the access gate and are audited like any other client's.
+IMPORTER = Principal(kind="system", issuer="akson:local", subject="akson-import",
+                     client_id="akson-import", scopes=parse_scopes("system/*.*"))
+
+
 async def call(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
     req.headers.setdefault("prefer", "return=minimal")
+    req.principal = req.principal or IMPORTER
     try:
         return await router.handle(ctx, req)
     except FhirError as err:

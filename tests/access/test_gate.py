@@ -404,12 +404,18 @@ def test_read_allows_exactly_the_same_resources_as_search(env: Env, who: str) ->
 
 
 def test_denied_and_missing_reads_look_the_same(env: Env) -> None:
-    for who in ("gp", "system-all", "parent-per"):
-        hidden = denied(lambda w=who: env.as_(w, lambda gs: gs.read("Observation", "o-dora"
-                                                                    if w != "system-all"
-                                                                    else "o-erik-nors")))
+    for who in ("gp", "parent-per"):
+        hidden = denied(lambda w=who: env.as_(w, lambda gs: gs.read("Observation", "o-dora")))
         missing = denied(lambda w=who: env.as_(w, lambda gs: gs.read("Observation", "no-such")))
         assert hidden.outcome() == missing.outcome()
+
+
+def test_a_caller_reaching_every_record_gets_404_for_what_was_never_stored(env: Env) -> None:
+    # Only labels can hide anything from it: a label-hidden resource is still 403, an id never
+    # stored is the ordinary "not there" (None → 404), as R4 read promises (ADR 0006, Denials).
+    denied(lambda: env.as_("system-all", lambda gs: gs.read("Observation", "o-erik-nors")))
+    assert env.as_("system-all", lambda gs: gs.read("Observation", "no-such")) is None
+    assert env.as_("system-all", lambda gs: gs.vread("Observation", "no-such", 1)) is None
 
 
 def test_patient_search_and_reads_follow_the_relationships(env: Env) -> None:

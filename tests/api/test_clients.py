@@ -18,8 +18,21 @@ def base(server) -> str:
     return f"{server.url}/fhir"
 
 
-def test_fhirpy_crud_and_search(base):
-    fhir = SyncFHIRClient(base)
+@pytest.fixture
+def bearer(server) -> str:
+    """The Authorization header value of the server's built-in system client (system/*.*)."""
+    return str(server.auth().header)
+
+
+def _fhirclient(base: str, bearer: str) -> fhir_server.FHIRServer:
+    """fhirclient's server object; its requests session sends the token with every call."""
+    srv = fhir_server.FHIRServer(None, base_uri=base + "/")
+    srv.session.headers["Authorization"] = bearer
+    return srv
+
+
+def test_fhirpy_crud_and_search(base, bearer):
+    fhir = SyncFHIRClient(base, authorization=bearer)
     ident = uuid.uuid4().hex
     pat = fhir.resource("Patient", identifier=[{"system": SYS, "value": ident}],
                         name=[{"family": "Søreng", "given": ["Kari"]}], gender="female")
@@ -50,8 +63,8 @@ def test_fhirpy_crud_and_search(base):
     assert fhir.resources("Patient").search(identifier=f"{SYS}|{ident}").fetch_all() == []
 
 
-def test_fhirpy_paging_fetch_all(base):
-    fhir = SyncFHIRClient(base)
+def test_fhirpy_paging_fetch_all(base, bearer):
+    fhir = SyncFHIRClient(base, authorization=bearer)
     system = f"{SYS}/{uuid.uuid4().hex}"
     made = set()
     for i in range(5):
@@ -62,9 +75,9 @@ def test_fhirpy_paging_fetch_all(base):
     assert sorted(p.id for p in found) == sorted(made)
 
 
-def test_fhirpy_update_and_get(base):
+def test_fhirpy_update_and_get(base, bearer):
     # fhirpy's .patch() sends an Aidbox-style merge patch, which is not a FHIR patch format.
-    fhir = SyncFHIRClient(base)
+    fhir = SyncFHIRClient(base, authorization=bearer)
     ident = uuid.uuid4().hex
     pat = fhir.resource("Patient", identifier=[{"system": SYS, "value": ident}])
     pat.save()
@@ -75,8 +88,8 @@ def test_fhirpy_update_and_get(base):
     assert got["meta"]["versionId"] == "2"
 
 
-def test_fhirclient_crud_and_search(base):
-    srv = fhir_server.FHIRServer(None, base_uri=base + "/")
+def test_fhirclient_crud_and_search(base, bearer):
+    srv = _fhirclient(base, bearer)
     ident = uuid.uuid4().hex
     pat = patient.Patient()
     ident_el = identifier.Identifier()
@@ -114,8 +127,8 @@ def test_fhirclient_crud_and_search(base):
     assert err.value.response.status_code == 410
 
 
-def test_fhirclient_paging(base):
-    srv = fhir_server.FHIRServer(None, base_uri=base + "/")
+def test_fhirclient_paging(base, bearer):
+    srv = _fhirclient(base, bearer)
     system = f"{SYS}/{uuid.uuid4().hex}"
     made = set()
     for i in range(5):
@@ -126,7 +139,7 @@ def test_fhirclient_paging(base):
     assert sorted(found) == sorted(made)
 
 
-def test_fhirclient_capability_statement(base):
-    srv = fhir_server.FHIRServer(None, base_uri=base + "/")
+def test_fhirclient_capability_statement(base, bearer):
+    srv = _fhirclient(base, bearer)
     srv.get_capability()
     assert srv.capabilityStatement.fhirVersion == "4.0.1"

@@ -140,7 +140,7 @@ def test_concurrent_conditional_creates_make_exactly_one(server, client):
 
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60, auth=server.auth(),
                                      limits=limits) as ac:
             return await asyncio.gather(*[
                 ac.post("/Patient", json=body, headers=headers) for _ in range(50)
@@ -159,7 +159,7 @@ def test_concurrent_conditional_updates_make_exactly_one(server, client):
     ident = _ident()
 
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60, auth=server.auth(),
                                      limits=httpx.Limits(max_connections=20)) as ac:
             return await asyncio.gather(*[
                 ac.put("/Patient", params={"identifier": f"{SYS}|{ident}"},
@@ -182,7 +182,7 @@ def test_concurrent_conditional_creates_with_differently_written_conditions(serv
                  f"identifier={SYS}%7C{ident}&_count=1"]
 
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60, auth=server.auth(),
                                      limits=httpx.Limits(max_connections=40)) as ac:
             return await asyncio.gather(*[
                 ac.post("/Patient", json=_patient(ident),
@@ -199,7 +199,7 @@ def test_concurrent_if_match_updates_one_wins(server, client):
     rid = client.post("/Patient", json=_patient(_ident())).json()["id"]
 
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60, auth=server.auth(),
                                      limits=httpx.Limits(max_connections=20)) as ac:
             return await asyncio.gather(*[
                 ac.put(f"/Patient/{rid}", json={**_patient(_ident()), "id": rid},
@@ -220,7 +220,7 @@ def test_concurrent_transactions_with_if_none_exist_make_one(server, client):
                      "ifNoneExist": f"identifier={SYS}|{ident}"}}]}
 
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60,
+        async with httpx.AsyncClient(base_url=server.url + "/fhir", timeout=60, auth=server.auth(),
                                      limits=httpx.Limits(max_connections=20)) as ac:
             return await asyncio.gather(*[ac.post("", json=bundle) for _ in range(20)])
 

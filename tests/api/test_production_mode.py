@@ -24,7 +24,7 @@ def test_production_refuses_synthetic_but_not_real_form_numbers(tmp_path):
     ordinary = next(n for i in range(100, 400) if (n := make_fnr(date(1980, 11, 1), i)))
     assert tenor and ordinary
     with ThreadServer(Settings(database_url=url, environment="production")) as srv, \
-            httpx.Client(base_url=srv.url + "/fhir") as client:
+            httpx.Client(base_url=srv.url + "/fhir", auth=srv.auth()) as client:
         refused = client.post("/Patient", json=_patient(tenor))
         assert refused.status_code == 422
         issue = refused.json()["issue"][0]

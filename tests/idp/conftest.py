@@ -1,9 +1,9 @@
 """A real Akson server with the identity provider mounted, on SQLite and PostgreSQL, with demo data.
 
-The composition is test-only (`IdpServer`): the Akson app serves `/fhir` and the rest, the
-provider's routes serve `/auth/...` and the SMART configuration, as `akson.app` will once the
-provider is wired in. The registry holds a small generated demo (one municipality), so the login
-page finds real practitioners, their workplaces and citizens.
+`IdpServer` serves the Akson app (`/fhir`, and the provider under `/auth/...` with the SMART
+configuration) with the test's provider settings and clock. The registry holds a small generated
+demo (one municipality), so the login page finds real practitioners, their workplaces and
+citizens.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,11 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from starlette.applications import Starlette
 
 from akson.app import Akson
 from akson.config import Settings
 from akson.demo import run_demo
 from akson.demo.users import DemoUser
-from akson.idp import SMART_CONFIGURATION_PATH, IdentityProvider
 from akson.idp.clients import hash_secret
 from akson.idp.jwk import thumbprint
 from akson.idp.settings import IdpSettings
@@ -69,27 +68,15 @@ class IdpServer:
 
     def __init__(self, settings: Settings, idp_settings: IdpSettings, clock: Clock) -> None:
         self.port = free_port()
-        self.akson = Akson(settings)
+        # The provider is the server's own (`akson.app`), with the test's keys, clients and
+        # clock: its tokens are the ones the FHIR API trusts.
+        self.akson = Akson(settings, idp_settings=idp_settings, idp_clock=clock)
+        self.idp = self.akson.idp
         self.clock = clock
-
-        def store():  # type: ignore[no-untyped-def]
-            assert self.akson.ctx is not None
-            return self.akson.ctx.store
-
-        self.idp = IdentityProvider(settings, store, idp_settings=idp_settings, clock=clock)
-        self.site = Starlette(routes=self.idp.routes())
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning",
+        config = uvicorn.Config(self.akson, host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False, lifespan="on", interface="asgi3")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-
-    async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path.startswith("/auth/")
-                                        or path == SMART_CONFIGURATION_PATH):
-            await self.site(scope, receive, send)
-        else:
-            await self.akson(scope, receive, send)
 
     @property
     def url(self) -> str:
@@ -156,8 +143,11 @@ def idp_env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     folder = tmp_path_factory.mktemp(f"idp-{backend}")
     with fresh_database(backend, folder, "akson_idp") as url:
         settings = Settings(database_url=url)
-        result = run_demo(settings, municipalities=1, persons=40, seed=11, progress=False,
-                          chunk=40, background=False)
+        # In a thread of its own: run_demo starts an event loop, and the fixture may first be
+        # asked for inside a test that runs one already (the browser tests).
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(run_demo, settings, municipalities=1, persons=40, seed=11,
+                                 progress=False, chunk=40, background=False).result()
         assert result is not None
         _, users = result
         system_key = SystemKey.new()

@@ -19,6 +19,8 @@ from tests.conftest import ThreadServer
 from tests.operations.conftest import fresh_database
 from tests.operations.test_export import ASYNC, LOINC, _create, _ids, _lines, _ref, _wait
 
+from akson.access.principal import Principal, to_json
+from akson.access.scopes import parse_scopes
 from akson.config import Settings
 from akson.export_worker import ExportWorker
 from akson.fhir import dates
@@ -256,8 +258,12 @@ def test_only_the_requester_may_poll_download_or_cancel(client, server, family):
     url = server.app.settings.database_url
 
     async def queue(store: ResourceStore) -> str:
+        # Another system client's job, as its kick-off stores it (the worker acts for it).
+        other = Principal(kind="system", issuer="https://issuer.test", subject="someone-else",
+                          client_id="someone-else", scopes=parse_scopes("system/*.*"))
         params = {"level": "system", "types": ["Patient"], "since": None, "filters": {},
-                  "requester": "someone-else", "base_url": _base(client)}
+                  "requester": "someone-else", "base_url": _base(client),
+                  "principal": to_json(other)}
         async with store.session(write=True) as s:
             return await store_export.create_job(s, "x", orjson.dumps(params).decode(),
                                                  dates.now_us())
@@ -306,7 +312,7 @@ def expiring(backend: str, tmp_path_factory: pytest.TempPathFactory
         settings = Settings(database_url=url, export_dir=str(folder / "export"),
                             export_retention_seconds=0)
         with ThreadServer(settings) as srv, httpx.Client(
-                base_url=srv.url + "/fhir", timeout=30,
+                base_url=srv.url + "/fhir", timeout=30, auth=srv.auth(),
                 headers={"Accept": "application/fhir+json"}) as c:
             yield srv, c
 

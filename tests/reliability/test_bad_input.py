@@ -185,9 +185,17 @@ def test_chunked_small_body_is_accepted(client: httpx.Client) -> None:
     assert resp.status_code == 201, resp.text
 
 
-def _raw_exchange(base_url: str, request: bytes, *, half_close: bool = False) -> bytes:
-    """Send raw bytes and return what the server answers (up to the first response's end)."""
+def _raw_exchange(base_url: str, request: bytes, *, half_close: bool = False,
+                  authorization: str | None = None) -> bytes:
+    """Send raw bytes and return what the server answers (up to the first response's end).
+
+    With `authorization` the request's `Host: test` line becomes the server's own host plus
+    that Authorization header, so the body handling behind authentication is what is tested
+    (a token is only valid for the origin it was issued for)."""
     parts = urlsplit(base_url)
+    if authorization is not None:
+        request = request.replace(b"Host: test\r\n", f"Host: {parts.netloc}\r\nAuthorization: "
+                                  f"{authorization}\r\n".encode(), 1)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         with contextlib.suppress(OSError):  # the server may answer and close before reading all
             sock.sendall(request)
@@ -221,7 +229,7 @@ def test_lying_content_length_smaller_than_body(server, client: httpx.Client) ->
     body = head + b' "x": "' + b"y" * 4096 + b'"}'
     request = (b"POST /fhir/Patient HTTP/1.1\r\nHost: test\r\nContent-Type: application/fhir+json\r\n"
                b"Content-Length: 27\r\nConnection: close\r\n\r\n" + body)
-    raw = _raw_exchange(server.url, request)
+    raw = _raw_exchange(server.url, request, authorization=server.auth().header)
     status = _status_of(raw)
     assert status is not None and 400 <= status < 500, raw[:300]
     assert client.get("/metadata").status_code == 200
@@ -231,7 +239,7 @@ def test_lying_content_length_larger_than_limit(server, client: httpx.Client) ->
     """Content-Length over the limit: refused on the header alone, before any body (413)."""
     request = (b"POST /fhir/Patient HTTP/1.1\r\nHost: test\r\nContent-Type: application/fhir+json\r\n"
                b"Content-Length: " + str(MAX_BODY * 4).encode() + b"\r\nConnection: close\r\n\r\n")
-    raw = _raw_exchange(server.url, request)
+    raw = _raw_exchange(server.url, request, authorization=server.auth().header)
     assert _status_of(raw) == 413, raw[:300]
     assert b"OperationOutcome" in raw
     assert client.get("/metadata").status_code == 200
@@ -242,7 +250,8 @@ def test_body_shorter_than_content_length_then_eof(server, client: httpx.Client)
     request = (b"POST /fhir/Patient HTTP/1.1\r\nHost: test\r\nContent-Type: application/fhir+json\r\n"
                b"Content-Length: 1000\r\nConnection: close\r\n\r\n"
                + b'{"resourceType":"Patient",')
-    raw = _raw_exchange(server.url, request, half_close=True)
+    raw = _raw_exchange(server.url, request, half_close=True,
+                        authorization=server.auth().header)
     status = _status_of(raw)
     assert status is None or 400 <= status < 500, raw[:300]
     assert client.get("/metadata").status_code == 200
@@ -253,7 +262,7 @@ def test_garbage_content_length(server, value: bytes) -> None:
     request = (b"POST /fhir/Patient HTTP/1.1\r\nHost: test\r\nContent-Type: application/fhir+json\r\n"
                b"Content-Length: " + value + b"\r\nConnection: close\r\n\r\n"
                + b'{"resourceType":"Patient"}')
-    status = _status_of(_raw_exchange(server.url, request))
+    status = _status_of(_raw_exchange(server.url, request, authorization=server.auth().header))
     assert status is None or 400 <= status < 500 or status == 201, status
 
 
@@ -518,7 +527,8 @@ def test_hostile_paths(server, path: str, method: str) -> None:
     try:
         body = b'{"resourceType":"Patient"}' if method in ("PUT", "POST", "PATCH") else None
         conn.request(method, path, body=body, headers={"Content-Type": "application/fhir+json",
-                                                       "Accept": "application/fhir+json"})
+                                                       "Accept": "application/fhir+json",
+                                                       "Authorization": server.auth().header})
         resp = conn.getresponse()
         data = resp.read()
     finally:

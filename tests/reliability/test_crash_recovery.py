@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import fresh_database
+from tests.conftest import ServerAuth, fresh_database
 
 TX_SYSTEM = "urn:uuid:6f0c7a8e-0000-4000-8000-00000000c0a5"  # identifies one transaction
 ENTRY_SYSTEM = "urn:uuid:6f0c7a8e-0000-4000-8000-00000000e4e7"  # identifies one entry
@@ -63,7 +63,10 @@ class ServerProcess:
     def __init__(self, database_url: str, log: Path) -> None:
         self.port = free_port()
         self.log = log
-        env = {**os.environ, "AKSON_DATABASE_URL": database_url}
+        # The provider's keys in a folder of the test's own, so a test client can get a token.
+        self.key_dir = log.parent / "idp-keys"
+        env = {**os.environ, "AKSON_DATABASE_URL": database_url,
+               "AKSON_IDP_KEY_DIR": str(self.key_dir)}
         self._log_file = log.open("ab")
         self.proc = subprocess.Popen(
             [str(AKSON), "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -74,6 +77,10 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def auth(self) -> ServerAuth:
+        """Tokens of the server's built-in system client (system/*.*)."""
+        return ServerAuth(self.url, self.key_dir)
 
     def wait_healthy(self) -> None:
         """Poll /health until it answers 200; fail fast if the process dies."""
@@ -136,8 +143,9 @@ def transaction_bundle(tag: str) -> dict:
 class Writers:
     """WRITERS threads posting transaction Bundles until the server dies or they are told to stop."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, auth: ServerAuth) -> None:
         self.url = url
+        self.auth = auth
         self.lock = threading.Lock()
         self.attempted: set[str] = set()
         self.acked: set[str] = set()
@@ -157,7 +165,7 @@ class Writers:
             assert not thread.is_alive(), "a writer thread hung after the server was killed"
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url + "/fhir", timeout=30,
+        with httpx.Client(base_url=self.url + "/fhir", timeout=30, auth=self.auth,
                           headers={"Accept": "application/fhir+json"}) as http:
             while not self.stop.is_set():
                 tag = uuid.uuid4().hex
@@ -212,7 +220,7 @@ def test_sigkill_mid_stream_keeps_transactions_whole(crash_db: str, tmp_path: Pa
     first = ServerProcess(crash_db, log)
     try:
         first.wait_healthy()
-        writers = Writers(first.url)
+        writers = Writers(first.url, first.auth())
         writers.start()
         assert writers.enough.wait(timeout=120), "writers made no progress"
         first.kill()  # SIGKILL: no shutdown hooks, no final commit, connections just vanish
@@ -229,7 +237,7 @@ def test_sigkill_mid_stream_keeps_transactions_whole(crash_db: str, tmp_path: Pa
     second = ServerProcess(crash_db, log)
     try:
         second.wait_healthy()
-        with httpx.Client(base_url=second.url + "/fhir", timeout=30,
+        with httpx.Client(base_url=second.url + "/fhir", timeout=30, auth=second.auth(),
                           headers={"Accept": "application/fhir+json"}) as http:
             patients = all_patients(http)
             by_tx: dict[str, set[str]] = {}

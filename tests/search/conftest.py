@@ -101,7 +101,7 @@ def data(server) -> Iterator[DataSet]:
     import httpx
 
     ds = DataSet(uuid.uuid4().hex[:10])
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, auth=server.auth()) as c:
         for res in ds.resources():
             meta = dict(res.get("meta") or {})
             meta["tag"] = [{"system": ds.tag, "code": "t"}]

@@ -66,7 +66,7 @@ class Data:
 @pytest.fixture(scope="session")
 def data(server) -> Iterator[Data]:
     ds = Data()
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, auth=server.auth()) as c:
         for res in ds.resources():
             res = {**res, "meta": {"tag": [{"system": ds.tag, "code": "t"}]}}
             resp = c.put(f"/{res['resourceType']}/{res['id']}", json=res)

@@ -151,7 +151,7 @@ def ucum_data(server) -> UcumData:
     import httpx
 
     ds = UcumData()
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, auth=server.auth()) as c:
         for res in ds.resources():
             resp = c.put(f"/Observation/{res['id']}", json=res)
             assert resp.status_code in (200, 201), resp.text

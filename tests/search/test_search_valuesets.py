@@ -85,7 +85,7 @@ def terms(server) -> Iterator[Terms]:
     run = uuid.uuid4().hex[:10]
     t = Terms(run, f"http://akson.test/cs/{run}/icpc2", f"http://akson.test/vs/{run}",
               f"https://akson.test/run/{run}")
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, auth=server.auth()) as c:
         for res in _resources(t):
             body = {**res, "meta": {"tag": [{"system": t.tag, "code": "t"}]}}
             resp = c.put(f"/{res['resourceType']}/{res['id']}", json=body)

@@ -59,7 +59,7 @@ def srv(db_url: str) -> Iterator[ThreadServer]:
 
 @pytest.fixture
 def fhir(srv: ThreadServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=srv.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=srv.url + "/fhir", timeout=30, auth=srv.auth()) as c:
         yield c
 
 
@@ -242,7 +242,7 @@ def test_another_server_learns_parameters_at_start_and_by_polling(
     _wait_job(fhir, sp_id)
     other = _serve(db_url)  # a second process on the same database, started after
     try:
-        with httpx.Client(base_url=other.url + "/fhir", timeout=30) as c2:
+        with httpx.Client(base_url=other.url + "/fhir", timeout=30, auth=other.auth()) as c2:
             assert _ids(c2.get("/Patient", params={before: "1960"}).json()) == set(ids)
             # A parameter added through the first server reaches the second by polling.
             after = f"late-{tag}"

@@ -25,6 +25,7 @@ written (a citizen reading the event must not see it, Tillitsrammeverk; DOMAIN.m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import Sequence
@@ -433,6 +434,7 @@ class ChainedAuditSink:
         self.log = log
         self.source = source
         self._held: list[AuditEntry] = []
+        self._group = GroupCommit(log)
 
     async def record(self, intent: AuditIntent, tx: Tx | None = None,
                      principal: Principal | None = None) -> None:
@@ -448,3 +450,89 @@ class ChainedAuditSink:
         """Record the held-back denials (each in a transaction of its own)."""
         while self._held:
             await self.log.record(self._held.pop(0), route=uuid.uuid4().hex)
+
+    def begin(self) -> SessionAuditSink:
+        """A buffering sink for one guarded session (`akson.access.gate.Gate.session`)."""
+        return SessionAuditSink(self.log, self.source, self._group)
+
+
+class GroupCommit:
+    """Appends the audit records of concurrent sessions in shared transactions (group commit).
+
+    A session's `flush` hands its records over and waits until the transaction holding them has
+    committed, so no response leaves before its audit record is durable; records that arrive
+    while a transaction is being written go into the next one. Under load, many requests share
+    one commit (one fsync on SQLite, one round of chain locking on PostgreSQL); alone, a request
+    waits for its own. Each transaction appends to one chain only (AuditLog.append's rule).
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._pending: list[tuple[list[AuditEntry], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, entries: list[AuditEntry]) -> None:
+        """Append `entries` (in order); returns once they are committed, or raises why not."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((entries, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.log.db.transaction(write=True) as tx:
+                    route = uuid.uuid4().hex
+                    for entries, _ in batch:
+                        for entry in entries:
+                            await self.log.append(tx, entry, route=route)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting session
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
+class SessionAuditSink:
+    """The audit records of one guarded session, appended in as few transactions as possible.
+
+    Allowed accesses in a write session are held and appended by `before_commit(tx)` as the
+    transaction's last statements (one chain lock, taken last, so audit appends cannot join a
+    deadlock; a rollback removes them with the write). Everything else — a read session's
+    records, and denials, which must survive the rollback their 403 causes — is appended by
+    `flush()` after the session ended, in a transaction shared with concurrent sessions
+    (`GroupCommit`): a read request costs at most one audit commit however many resources it
+    touched, and never holds two database connections at once.
+    """
+
+    def __init__(self, log: AuditLog, source: Source, group: GroupCommit | None = None) -> None:
+        self.log = log
+        self.source = source
+        self.group = group or GroupCommit(log)
+        self.route = uuid.uuid4().hex
+        self._in_tx: list[AuditEntry] = []
+        self._after: list[AuditEntry] = []
+
+    async def record(self, intent: AuditIntent, tx: Tx | None = None,
+                     principal: Principal | None = None) -> None:
+        entry = entry_for_intent(intent, source=self.source, principal=principal)
+        if tx is not None and intent.outcome == "allowed":
+            self._in_tx.append(entry)
+        else:
+            self._after.append(entry)
+
+    async def before_commit(self, tx: Tx) -> None:
+        entries, self._in_tx = self._in_tx, []
+        for entry in entries:
+            await self.log.append(tx, entry, route=self.route)
+
+    async def flush(self) -> None:
+        self._in_tx = []  # not committed: the transaction rolled back
+        entries, self._after = self._after, []
+        if entries:
+            await self.group.append(entries)

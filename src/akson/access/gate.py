@@ -20,7 +20,7 @@ from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from akson.access import policy as pol
 from akson.access.principal import Principal
@@ -30,6 +30,7 @@ from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, SearchQuery
 from akson.store import access_sql as acl
 from akson.store import export as store_export
+from akson.store.bulk import bulk_create
 from akson.store.database import Tx
 from akson.store.include import Included, fetch_included
 from akson.store.repository import Page, ResourceStore, Session, Stored
@@ -85,6 +86,22 @@ class AuditSink(Protocol):
     async def flush(self) -> None: ...
 
 
+@runtime_checkable
+class BufferedSink(AuditSink, Protocol):
+    """A sink of one session that holds a write transaction's records until its end."""
+
+    async def before_commit(self, tx: Tx) -> None:
+        """Append the held records of the write transaction `tx`, as its last statements."""
+        ...
+
+
+@runtime_checkable
+class RequestSinks(Protocol):
+    """A sink factory: `begin()` gives each guarded session a buffering sink of its own."""
+
+    def begin(self) -> BufferedSink: ...
+
+
 class MemoryAuditSink:
     """An audit sink that keeps the intents in a list (tests, development)."""
 
@@ -114,24 +131,33 @@ class Gate:
         self.clock = clock
 
     @asynccontextmanager
-    async def session(self, principal: Principal, *, write: bool = False
+    async def session(self, principal: Principal, *, write: bool = False, bulk: bool = False
                       ) -> AsyncIterator[GuardedSession]:
-        """One transaction as `principal` sees it; the sink is flushed after it ends."""
-        try:
-            async with self.store.session(write=write) as s:
-                yield await self.guard(s, principal, write=write)
-        finally:
-            await self.sink.flush()
+        """One transaction as `principal` sees it; the sink is flushed after it ends.
 
-    async def guard(self, s: Session, principal: Principal, *, write: bool = False
-                    ) -> GuardedSession:
+        With a sink that buffers per request (`RequestSinks.begin()`, e.g. the chained log's),
+        this session gets a buffer of its own: a write session's records are appended as the
+        transaction's last statements (`before_commit`), the rest after it ended (`flush`).
+        """
+        sink = self.sink.begin() if isinstance(self.sink, RequestSinks) else self.sink
+        try:
+            async with self.store.session(write=write, bulk=bulk) as s:
+                guarded = await self.guard(s, principal, write=write, sink=sink)
+                yield guarded
+                if write and isinstance(sink, BufferedSink):
+                    await sink.before_commit(s.tx)
+        finally:
+            await sink.flush()
+
+    async def guard(self, s: Session, principal: Principal, *, write: bool = False,
+                    sink: AuditSink | None = None) -> GuardedSession:
         """Wrap a session the caller opened (`write`: it is a write transaction, whose records
         go into it): look up the facts, decide, return the guard. The caller flushes the sink
         once the transaction has ended."""
         now = self.clock()
         facts = await gather_facts(s, principal, now.date())
         return GuardedSession(s, principal, pol.plan(principal, now, facts, self.policy),
-                              self.sink, now, write=write)
+                              sink or self.sink, now, write=write)
 
 
 # ------------------------------------------------------------------ facts
@@ -234,6 +260,28 @@ class GuardedSession:
     def restriction(self) -> acl.Restriction:
         return self.plan.restriction
 
+    @property
+    def registry(self) -> Any:
+        """The search parameter registry of the underlying session."""
+        return self._s.registry
+
+    @property
+    def bookkeeping(self) -> Session:
+        """The underlying session, for what is not a resource read or write: export and reindex
+        job rows, SearchParameter index maintenance, terminology for `$expand`. Never for
+        reading or writing resources on a caller's behalf: that is what this class is for."""
+        return self._s
+
+    @property
+    def reaches_all(self) -> bool:
+        """Does the caller reach every record and type, so only labels or blocks can hide a
+        resource (a system client with `system/*` scopes)? Such a caller gets the ordinary 404
+        for an id that was never stored: telling it apart from a label-hidden one reveals no
+        record it could not otherwise name (docs/adr/0006-access-gate.md, "Denials")."""
+        r = self.restriction
+        return r.unrestricted or (r.all_patients and r.shared and r.shared_types is None
+                                  and r.types is None)
+
     # ------------------------------------------------------------------ audit and denial
 
     async def _audit(self, action: str, outcome: str, res_type: str | None,
@@ -265,13 +313,15 @@ class GuardedSession:
 
     # ------------------------------------------------------------------ reads
 
-    async def read(self, res_type: str, res_id: str) -> Stored | None:
-        """The current version (possibly a deletion marker). None only for a caller with full
-        access when it never existed; anyone else gets 403 for "denied" and "not there" alike."""
+    async def read(self, res_type: str, res_id: str, *, for_update: bool = False
+                   ) -> Stored | None:
+        """The current version (possibly a deletion marker). None only for a caller that reaches
+        every record when it never existed; anyone else gets 403 for "denied" and "not there"
+        alike. `for_update` locks the row (a read before a write, such as PATCH)."""
         if not self.plan.permits(res_type, "r"):
             raise await self._deny("read", res_type, [res_id])
-        stored = await self._s.read(res_type, res_id)
-        if stored is None and self.restriction.unrestricted:
+        stored = await self._s.read(res_type, res_id, for_update=for_update)
+        if stored is None and self.reaches_all:
             return None
         if stored is None or not await self._visible(res_type, res_id):
             raise await self._deny("read", res_type, [res_id])
@@ -284,7 +334,7 @@ class GuardedSession:
         if not self.plan.permits(res_type, "r"):
             raise await self._deny("vread", res_type, [res_id])
         stored = await self._s.vread(res_type, res_id, version)
-        if stored is None and self.restriction.unrestricted:
+        if stored is None and self.reaches_all:
             return None
         if stored is None or not await self._visible(res_type, res_id):
             raise await self._deny("vread", res_type, [res_id])
@@ -379,6 +429,18 @@ class GuardedSession:
         await self._audit("everything", "allowed", res_type, [res_id], list(patients.values()))
         return replace(page, items=[self._redact(i) for i in page.items])
 
+    async def may_export(self, patients: Sequence[str] = ()) -> None:
+        """Refuse (403) a Bulk Data export kick-off by a caller that may not export: a system
+        client needs a `system/` scope, a practitioner exports what its restriction lets it see
+        (`export_access`), a citizen not at all. An allowed kick-off is audited (`export`)."""
+        p = self.principal
+        ok = self.plan.allowed and (
+            p.kind == "practitioner"
+            or (p.kind == "system" and any(s.context == "system" for s in self.plan.scopes)))
+        if not ok:
+            raise await self._deny("export", None)
+        await self._audit("export", "allowed", None, (), patients)
+
     def export_access(self) -> store_export.ExportAccess:
         """What a Bulk Data export of this caller adds to every row query (type_chunk)."""
         return store_export.ExportAccess(scope=acl.scope_of(self.restriction))
@@ -390,7 +452,8 @@ class GuardedSession:
         return indexing.patient_compartment(doc, indexing.extract(doc, self._s.registry))
 
     async def _may_write(self, action: str, res_type: str, res_id: str,
-                         resource: dict[str, Any], current: Stored | None) -> None:
+                         resource: dict[str, Any], current: Stored | None,
+                         new_patients: AbstractSet[str] = frozenset()) -> None:
         """Refuse (403) a write the caller may not make: to a record it may not see, of a type
         it may not write, or one that would lift a citizen's block."""
         interaction = {"create": "c", "update": "u", "delete": "d"}[action]
@@ -406,8 +469,11 @@ class GuardedSession:
             raise await self._deny(action, res_type, [res_id])
         if writable is None and patient is not None and not (
                 res_type == "Patient" and patient == res_id and current is None) \
-                and not self.restriction.unrestricted \
-                and not await self._visible("Patient", patient):
+                and patient not in new_patients and not self.restriction.unrestricted \
+                and not await self._visible("Patient", patient) \
+                and not (self.reaches_all and await self._s.read("Patient", patient) is None):
+            # A caller reaching every record may write into one whose Patient is not stored
+            # (yet); anyone else writes only into records it can see.
             raise await self._deny(action, res_type, [res_id])
         if current is not None and current.content is not None and self.plan.self_patient is None:
             before = pol.security_labels(jsonio.loads(current.content))
@@ -425,6 +491,21 @@ class GuardedSession:
         await self._audit("create", "allowed", res_type, [res_id], [patient] if patient else [])
         return stored
 
+    async def create_many(self, items: Sequence[tuple[str, str, dict[str, Any]]]
+                          ) -> list[Stored]:
+        """New resources `(type, id, resource)` stored together (a transaction's plain creates,
+        `akson.store.bulk`), each checked like `create`; one audit record for all of them.
+        Patients created here count as visible to the other items (a new record and its data)."""
+        new_patients = {rid for t, rid, _ in items if t == "Patient"}
+        for res_type, res_id, resource in items:
+            await self._may_write("create", res_type, res_id, resource, None, new_patients)
+        stored = await bulk_create(self._s, items, assume_new=True)
+        patients = [p for t, rid, doc in items if (p := self._compartment(t, rid, doc))]
+        if items:
+            await self._audit("create", "allowed", None, [f"{t}/{rid}" for t, rid, _ in items],
+                              patients)
+        return stored
+
     async def update(self, res_type: str, res_id: str, resource: dict[str, Any], *,
                      if_match: int | None = None) -> tuple[Stored, bool]:
         current = await self._s.read(res_type, res_id, for_update=True)
@@ -436,7 +517,7 @@ class GuardedSession:
 
     async def delete(self, res_type: str, res_id: str) -> Stored | None:
         current = await self._s.read(res_type, res_id, for_update=True)
-        if current is None and not self.restriction.unrestricted:
+        if current is None and not self.reaches_all:
             raise await self._deny("delete", res_type, [res_id])
         await self._may_write("delete", res_type, res_id, {}, current)
         patient = await acl.patient_of(self._s, res_type, res_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from akson.access.scopes import Scope
+from akson.access.scopes import Scope, parse_scope, scope_text
 
 Kind = Literal["practitioner", "citizen", "system"]
 
@@ -65,3 +65,50 @@ class Principal:
         if self.kind == "citizen":
             return f"citizen sub={self.subject[:8]}…"
         return f"system client={self.client_id}"
+
+
+def to_json(principal: Principal) -> dict[str, object]:
+    """The principal as plain JSON, to act for it later (an export job runs after its kick-off
+    returned). The national id is left out: only a citizen's facts need it, and citizens do not
+    export; an attestation's named patients stay (break-the-glass needs them)."""
+    out: dict[str, object] = {
+        "kind": principal.kind, "issuer": principal.issuer, "subject": principal.subject,
+        "client_id": principal.client_id, "scopes": [scope_text(s) for s in principal.scopes],
+        "name": principal.name, "hpr_number": principal.hpr_number,
+        "orgnr_parent": principal.orgnr_parent, "orgnr_child": principal.orgnr_child,
+        "launch_patient": principal.launch_patient,
+    }
+    cr = principal.care_relationship
+    if cr is not None:
+        out["care_relationship"] = {
+            "purpose_of_use": cr.purpose_of_use, "healthcare_service": cr.healthcare_service,
+            "purpose_of_use_details": cr.purpose_of_use_details,
+            "decision_ref_id": cr.decision_ref_id,
+            "decision_ref_description": cr.decision_ref_description,
+            "user_selected": cr.user_selected, "patients": list(cr.patients), "toa": cr.toa}
+    return out
+
+
+def from_json(data: object) -> Principal | None:
+    """`to_json`'s inverse; None for anything that is not such a document."""
+    if not isinstance(data, dict) or data.get("kind") not in ("practitioner", "citizen", "system"):
+        return None
+    cr_data = data.get("care_relationship")
+    care = None
+    if isinstance(cr_data, dict):
+        care = CareRelationship(
+            purpose_of_use=str(cr_data.get("purpose_of_use") or ""),
+            healthcare_service=cr_data.get("healthcare_service"),
+            purpose_of_use_details=cr_data.get("purpose_of_use_details"),
+            decision_ref_id=cr_data.get("decision_ref_id"),
+            decision_ref_description=cr_data.get("decision_ref_description"),
+            user_selected=bool(cr_data.get("user_selected")),
+            patients=tuple(str(p) for p in cr_data.get("patients") or ()),
+            toa=cr_data.get("toa"))
+    scopes = tuple(s for s in (parse_scope(str(t)) for t in data.get("scopes") or ()) if s)
+    return Principal(kind=data["kind"], issuer=str(data.get("issuer") or ""),
+                     subject=str(data.get("subject") or ""),
+                     client_id=str(data.get("client_id") or ""), scopes=scopes,
+                     name=data.get("name"), hpr_number=data.get("hpr_number"),
+                     orgnr_parent=data.get("orgnr_parent"), orgnr_child=data.get("orgnr_child"),
+                     care_relationship=care, launch_patient=data.get("launch_patient"))

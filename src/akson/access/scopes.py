@@ -56,3 +56,10 @@ def allows(scopes: tuple[Scope, ...], resource_type: str, interaction: str,
     """True when some scope (of `context`, if given) permits `interaction` on `resource_type`."""
     return any(s.permits(resource_type, interaction) and (context is None or s.context == context)
                for s in scopes)
+
+
+def scope_text(scope: Scope) -> str:
+    """A scope as a v2 string (`system/Observation.rs?…`): `parse_scope` reads it back."""
+    letters = "".join(c for c in "cruds" if c in scope.interactions)
+    return f"{scope.context}/{scope.resource_type}.{letters}" + (f"?{scope.query}"
+                                                                 if scope.query else "")

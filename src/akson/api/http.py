@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from akson.access.token_error import TokenError
+from akson.api.auth import exempt
 from akson.api.errors import error_response
 from akson.api.fhir import router
 from akson.api.fhir.context import FhirContext
@@ -44,6 +46,10 @@ class FhirApp:
         method = scope["method"]
         try:
             req = await self._request(ctx, scope, receive)
+            if not exempt(req):
+                if ctx.auth is None:
+                    raise TokenError("invalid_token")
+                req.principal = await ctx.auth.authenticate(req)
             _negotiate(req)
             resp = await router.handle(ctx, req)
         except Exception as exc:  # noqa: BLE001 - every failure must become an OperationOutcome
@@ -64,14 +70,16 @@ class FhirApp:
             raise FhirError(400, "The query contains a control character (such as NUL), "
                             "which no FHIR value can hold", "value")
         body = await _read_body(receive, headers, ctx.settings.max_body_bytes)
+        base_url = self.base_url or _base_url(scope, headers, self.prefix)
         return FhirRequest(
             method=scope["method"],
             path=[unquote(p) for p in path.split("/") if p],
             query=query,
             headers=headers,
             body=body,
-            base_url=self.base_url or _base_url(scope, headers, self.prefix),
+            base_url=base_url,
             max_json_depth=ctx.settings.max_json_depth,
+            url=base_url + path,
         )
 
 

@@ -202,7 +202,7 @@ class LoginPage:
         identity = Identity("practitioner", entry.pid, entry.name,
                             f"Practitioner/{entry.practitioner_id}", entry.hpr_number,
                             entry.authorization, workplace, attested, launch_patient)
-        return self._complete(request, urls, auth, identity)
+        return await self._complete(request, urls, auth, identity)
 
     async def _citizen(self, request: Request, urls: Urls, auth: AuthorizationRequest,
                        cookie: str, fields: dict[str, str]) -> Response:
@@ -215,10 +215,10 @@ class LoginPage:
         identity = Identity("citizen", fields["nin"], found.name, f"Patient/{found.patient_id}",
                             launch_patient=found.patient_id if auth.wants_launch_patient
                             else None)
-        return self._complete(request, urls, auth, identity)
+        return await self._complete(request, urls, auth, identity)
 
-    def _complete(self, request: Request, urls: Urls, auth: AuthorizationRequest,
-                  identity: Identity) -> Response:
+    async def _complete(self, request: Request, urls: Urls, auth: AuthorizationRequest,
+                        identity: Identity) -> Response:
         session = self.state.sessions.start(identity, auth.client_id)
         issued = self.state.codes.issue(auth.request_id, identity, session.session_id,
                                         session.auth_time)
@@ -227,6 +227,8 @@ class LoginPage:
             return error_page("Innloggingen er allerede fullført. Start på nytt fra tjenesten.")
         _, code = issued
         log.info("login %s client=%s", identity.log_name(), auth.client_id)
+        if self.state.on_login is not None:
+            await self.state.on_login(identity, auth.client_id)
         response = _redirect(with_query(auth.redirect_uri, {
             "code": code, "state": auth.state, "iss": urls.issuer}))
         response.set_cookie(SESSION_COOKIE, session.session_id, httponly=True, samesite="lax",

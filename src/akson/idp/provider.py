@@ -22,7 +22,7 @@ from akson.idp.discovery import Discovery
 from akson.idp.login import LoginPage
 from akson.idp.logout import Logout
 from akson.idp.settings import IdpSettings
-from akson.idp.state import ProviderState
+from akson.idp.state import LoginHook, ProviderState
 from akson.idp.token_endpoint import CORS, TokenEndpoint
 from akson.idp.ttl import Clock
 from akson.idp.urls import SMART_CONFIGURATION_PATH
@@ -41,10 +41,13 @@ class IdentityProvider:
     """Builds the provider's state once and hands out its routes."""
 
     def __init__(self, settings: Settings, store: Callable[[], ResourceStore], *,
-                 idp_settings: IdpSettings | None = None, clock: Clock | None = None) -> None:
+                 idp_settings: IdpSettings | None = None, clock: Clock | None = None,
+                 on_login: LoginHook | None = None) -> None:
         self.settings = idp_settings or IdpSettings.from_env(settings)
-        kwargs = {"clock": clock} if clock is not None else {}
-        self.state = ProviderState(self.settings, store, **kwargs)
+        if clock is not None:
+            self.state = ProviderState(self.settings, store, clock, on_login=on_login)
+        else:
+            self.state = ProviderState(self.settings, store, on_login=on_login)
 
     def routes(self) -> list[BaseRoute]:
         login = LoginPage(self.state)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -13,6 +13,7 @@ from akson.idp.client_auth import ClientAuthenticator
 from akson.idp.clients import ClientRegistry
 from akson.idp.codes import CodeStore
 from akson.idp.csrf import Csrf
+from akson.idp.identity import Identity
 from akson.idp.keys import KeyRing
 from akson.idp.refresh import RefreshTokens
 from akson.idp.sessions import SessionStore
@@ -21,6 +22,10 @@ from akson.idp.tokens import TokenMinter
 from akson.idp.ttl import Clock, TtlMap
 from akson.idp.urls import Urls
 from akson.store.repository import ResourceStore
+
+#: Called after each completed login with who logged in and the client (the composition root
+#: audits it as an AuditEvent of subtype `login`).
+LoginHook = Callable[[Identity, str], Awaitable[None]]
 
 
 @dataclass
@@ -39,6 +44,7 @@ class ProviderState:
     client_auth: ClientAuthenticator = field(init=False)
     dpop: DpopPolicy = field(init=False)
     csrf: Csrf = field(init=False)
+    on_login: LoginHook | None = None
 
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.settings.key_dir)

@@ -15,17 +15,18 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from akson.api.fhir import crud
+from akson.access.gate import GuardedSession
+from akson.access.principal import Principal
+from akson.access.token_error import TokenError
+from akson.api.fhir import crud, searchparameters
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.responses import resource_response
 from akson.fhir import jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.validation import RESOURCE_TYPES
-from akson.store.bulk import bulk_create
-from akson.store.repository import Session
 
-Dispatch = Callable[[FhirContext, Session, FhirRequest], Awaitable[FhirResponse]]
+Dispatch = Callable[[FhirContext, GuardedSession, FhirRequest], Awaitable[FhirResponse]]
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -74,7 +75,7 @@ def _entry_request(outer: FhirRequest, entry: Any, index: int) -> FhirRequest:
         method=method, path=[unquote(p) for p in path_part.split("/") if p],
         query=parse_qsl(query_part, keep_blank_values=True), headers=headers,
         base_url=outer.base_url, parsed_body=resource, max_json_depth=outer.max_json_depth,
-        in_bundle=True,
+        in_bundle=True, principal=outer.principal,
     )
     if method == "PATCH" and isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         # JSON Patch travels as a Binary (http.html#patch): its data is the patch document.
@@ -95,7 +96,7 @@ async def _transaction(ctx: FhirContext, req: FhirRequest, entries: list, dispat
     full_urls = [e.get("fullUrl") if isinstance(e, dict) else None for e in entries]
     _no_duplicate_full_urls(full_urls)
     responses: list[FhirResponse | None] = [None] * len(subs)
-    async with ctx.store.session(write=True, bulk=True) as s:
+    async with ctx.gate.session(_principal(req), write=True, bulk=True) as s:
         id_map = await _assign_ids(ctx, s, req, subs, full_urls)
         for sub in subs:
             if sub.parsed_body is not None:
@@ -113,20 +114,27 @@ async def _transaction(ctx: FhirContext, req: FhirRequest, entries: list, dispat
     return FhirResponse(200, _response_bundle("transaction-response", responses))
 
 
+def _principal(req: FhirRequest) -> Principal:
+    if req.principal is None:  # the HTTP app authenticates every request that gets here
+        raise TokenError("invalid_token")
+    return req.principal
+
+
 def _is_plain_create(sub: FhirRequest) -> bool:
     return (sub.method == "POST" and len(sub.path) == 1 and sub.assigned_id is not None
             and not sub.header("if-none-exist") and sub.path[0] in RESOURCE_TYPES)
 
 
-async def _create_all(ctx: FhirContext, s: Session, subs: list[FhirRequest], indexes: list[int],
+async def _create_all(ctx: FhirContext, s: GuardedSession, subs: list[FhirRequest], indexes: list[int],
                       responses: list[FhirResponse | None]) -> None:
     items = []
     for i in indexes:
         with _blame(i):
+            searchparameters.writable(s, subs[i].path[0])
             resource = crud.checked_resource(
                 subs[i], subs[i].path[0], allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
         items.append((subs[i].path[0], str(subs[i].assigned_id), resource))
-    for i, stored in zip(indexes, await bulk_create(s, items, assume_new=True), strict=True):
+    for i, stored in zip(indexes, await s.create_many(items), strict=True):
         responses[i] = resource_response(subs[i], stored, 201, location=True)
 
 
@@ -147,7 +155,8 @@ async def _batch(ctx: FhirContext, req: FhirRequest, entries: list, dispatch: Di
     for i, entry in enumerate(entries):
         try:
             sub = _entry_request(req, entry, i)
-            async with ctx.store.session(write=sub.method not in ("GET", "HEAD")) as s:
+            async with ctx.gate.session(_principal(req),
+                                        write=sub.method not in ("GET", "HEAD")) as s:
                 responses.append(await dispatch(ctx, s, sub))
         except FhirError as err:
             responses.append(FhirResponse(err.status, err.outcome()))
@@ -164,7 +173,7 @@ def _no_duplicate_full_urls(full_urls: list[Any]) -> None:
             seen.add(url)
 
 
-async def _assign_ids(ctx: FhirContext, s: Session, req: FhirRequest, subs: list[FhirRequest],
+async def _assign_ids(ctx: FhirContext, s: GuardedSession, req: FhirRequest, subs: list[FhirRequest],
                       full_urls: list[Any]) -> dict[str, str]:
     """Map each entry's fullUrl to the `Type/id` it will have once the transaction commits."""
     id_map: dict[str, str] = {}
@@ -206,7 +215,7 @@ async def _assign_ids(ctx: FhirContext, s: Session, req: FhirRequest, subs: list
     return id_map
 
 
-async def _rewrite_references(ctx: FhirContext, s: Session, req: FhirRequest, node: Any,
+async def _rewrite_references(ctx: FhirContext, s: GuardedSession, req: FhirRequest, node: Any,
                               id_map: dict[str, str]) -> None:
     """Point references at their final ids: urn:uuid full URLs and conditional references."""
     stack = [node]
@@ -224,7 +233,7 @@ async def _rewrite_references(ctx: FhirContext, s: Session, req: FhirRequest, no
             stack.extend(v for v in item if isinstance(v, dict | list))
 
 
-async def _resolve_conditional(ctx: FhirContext, s: Session, req: FhirRequest, ref: str) -> str:
+async def _resolve_conditional(ctx: FhirContext, s: GuardedSession, req: FhirRequest, ref: str) -> str:
     res_type, _, condition = ref.partition("?")
     matches = await crud.find_matches(ctx, s, req, res_type, condition)
     if len(matches) != 1:

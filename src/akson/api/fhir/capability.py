@@ -30,8 +30,11 @@ def capability_statement(registry: SearchParamRegistry, base_url: str) -> dict:
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Authentication arrives with the trust services; this build serves "
-                             "unauthenticated and binds to loopback by default.",
+            "documentation": "Every interaction but this CapabilityStatement needs an access "
+                             "token (Bearer or DPoP) from a trusted issuer: HelseID, ID-porten "
+                             "or the built-in provider under /auth. Access follows one policy "
+                             "and every access is audited.",
+            "security": _security(base_url),
             "resource": [_resource(registry, t) for t in sorted(RESOURCE_TYPES)],
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "history-system"}],
@@ -41,6 +44,23 @@ def capability_statement(registry: SearchParamRegistry, base_url: str) -> dict:
                 _op("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"),
             ],
         }],
+    }
+
+
+def _security(base_url: str) -> dict:
+    """`rest.security`: SMART on FHIR, with the built-in provider's endpoints as the R4
+    `oauth-uris` extension (SMART App Launch 1.0 conformance); discovery proper is
+    `.well-known/smart-configuration`."""
+    origin = base_url.rsplit("/fhir", 1)[0] if base_url.endswith("/fhir") else base_url
+    return {
+        "cors": True,
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR"}]}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "authorize", "valueUri": f"{origin}/auth/authorize"},
+                          {"url": "token", "valueUri": f"{origin}/auth/token"}]}],
     }
 
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
+from akson.access.gate import GuardedSession
 from akson.api.fhir import searchparameters
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
@@ -19,7 +20,7 @@ from akson.fhir import search as fhir_search
 from akson.fhir import shaping
 from akson.fhir.outcome import FhirError, Issue, operation_outcome, unprocessable
 from akson.fhir.validation import validate
-from akson.store.repository import Session, Stored
+from akson.store.repository import Stored
 
 _ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
 
@@ -27,7 +28,7 @@ _ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
 # ------------------------------------------------------------------ reads
 
 
-async def read(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str
+async def read(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str
                ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#read — 404 if unknown, 410 if deleted."""
     stored = await s.read(res_type, res_id)
@@ -55,7 +56,7 @@ def _shaped(req: FhirRequest, stored: Stored) -> Stored:
     return replace(stored, content=shaped(stored, summary, elements))
 
 
-async def vread(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str,
+async def vread(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str,
                 vid: str) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#vread — a deleted version answers 410."""
     if not vid.isdigit():
@@ -96,7 +97,7 @@ def checked_resource(req: FhirRequest, res_type: str, *, allow_synthetic_ids: bo
     return body
 
 
-async def create(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str) -> FhirResponse:
+async def create(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#create, with `If-None-Exist` (conditional create).
 
     A body `id` is ignored (the server assigns one), as R4 requires.
@@ -115,11 +116,11 @@ async def create(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str) 
             return resource_response(req, matches[0], 200, location=True)
     await searchparameters.check(ctx, s, res_type, resource)
     stored = await s.create(res_type, resource, res_id=req.assigned_id)
-    await searchparameters.changed(ctx, s, stored)
+    await searchparameters.changed(ctx, s.bookkeeping, stored)
     return resource_response(req, stored, 201, location=True)
 
 
-async def update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str
+async def update(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str
                  ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#update — creates when absent (client-assigned id)."""
     resource = checked_resource(req, res_type, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
@@ -128,11 +129,11 @@ async def update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, 
                         "invalid", ("id",))
     await searchparameters.check(ctx, s, res_type, resource, res_id)
     stored, created = await s.update(res_type, res_id, resource, if_match=if_match(req))
-    await searchparameters.changed(ctx, s, stored)
+    await searchparameters.changed(ctx, s.bookkeeping, stored)
     return resource_response(req, stored, 201 if created else 200, location=created)
 
 
-async def conditional_update(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
+async def conditional_update(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str,
                              condition: str) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#cond-update: no match creates, one match updates."""
     resource = checked_resource(req, res_type, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
@@ -148,7 +149,7 @@ async def conditional_update(ctx: FhirContext, s: Session, req: FhirRequest, res
                             "conflict")
         await searchparameters.check(ctx, s, res_type, resource, body_id)
         stored = await s.create(res_type, resource, res_id=body_id or req.assigned_id)
-        await searchparameters.changed(ctx, s, stored)
+        await searchparameters.changed(ctx, s.bookkeeping, stored)
         return resource_response(req, stored, 201, location=True)
     target = matches[0]
     if resource.get("id") not in (None, target.res_id):
@@ -157,12 +158,12 @@ async def conditional_update(ctx: FhirContext, s: Session, req: FhirRequest, res
     resource = {**resource, "id": target.res_id}
     await searchparameters.check(ctx, s, res_type, resource, target.res_id)
     stored, _ = await s.update(res_type, target.res_id, resource, if_match=if_match(req))
-    await searchparameters.changed(ctx, s, stored)
+    await searchparameters.changed(ctx, s.bookkeeping, stored)
     # The client named no id, so Location is how it (or a transaction-response) learns which one.
     return resource_response(req, stored, 200, location=True)
 
 
-async def patch(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str
+async def patch(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str
                 ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#patch — JSON Patch or FHIRPath Patch, then validated."""
     current = await s.read(res_type, res_id, for_update=True)
@@ -183,16 +184,17 @@ async def patch(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, r
         raise unprocessable(issues)
     await searchparameters.check(ctx, s, res_type, patched, res_id)
     stored, _ = await s.update(res_type, res_id, patched, if_match=current.version)
-    await searchparameters.changed(ctx, s, stored)
+    await searchparameters.changed(ctx, s.bookkeeping, stored)
     return resource_response(req, stored, 200)
 
 
-async def delete(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, res_id: str
+async def delete(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str
                  ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#delete — idempotent; history is kept."""
+    searchparameters.writable(s, res_type)
     deleted = await s.delete(res_type, res_id)
     if deleted is not None:
-        await searchparameters.changed(ctx, s, deleted)
+        await searchparameters.changed(ctx, s.bookkeeping, deleted)
     headers = {"ETag": deleted.etag} if deleted else {}
     outcome = operation_outcome([Issue(
         f"{res_type}/{res_id} deleted" if deleted else f"{res_type}/{res_id} was not present",
@@ -200,7 +202,7 @@ async def delete(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, 
     return FhirResponse(200, outcome, headers)
 
 
-async def conditional_delete(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
+async def conditional_delete(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str,
                              condition: str) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#3.1.0.7.1 — single-match conditional delete."""
     await s.lock_condition(res_type, condition)
@@ -226,7 +228,7 @@ def if_match(req: FhirRequest) -> int | None:
     return int(m.group(1))
 
 
-async def find_matches(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
+async def find_matches(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str,
                        condition: str) -> list[Stored]:
     """Resources matching a conditional URL's query (at most two: enough to tell 0/1/many)."""
     pairs = parse_qsl(condition.split("?", 1)[-1], keep_blank_values=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+from akson.access.principal import Principal
 from akson.fhir import jsonio
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -29,6 +30,11 @@ class FhirRequest:
     assigned_id: str | None = None  # a transaction pre-assigns ids to urn:uuid entries
     max_json_depth: int = 64
     in_bundle: bool = False
+    #: The request URL as the client addressed it, without the query (DPoP `htu`, RFC 9449).
+    url: str = ""
+    #: Who is asking, from the verified access token (akson.api.auth); None only for the
+    #: unauthenticated `metadata`.
+    principal: Principal | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

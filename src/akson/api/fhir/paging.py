@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 import orjson
 
 from akson.fhir.outcome import FhirError
+from akson.store import audit_log
 
 _VERSION = b"\x01"
 _NONCE = 16
@@ -60,6 +61,13 @@ def keys(database_url: str) -> tuple[bytes, bytes]:
                   hmac.new(secret, b"akson page token mac", hashlib.sha256).digest())
         _KEYS[database_url] = cached
     return cached
+
+
+def audit_key(database_url: str) -> bytes:
+    """The audit log's checkpoint key (akson.store.audit_log): derived from this installation's
+    secret, never stored in the database. The server's AuditLog and `akson audit verify` must
+    use the same one."""
+    return audit_log.checkpoint_key(keys(database_url)[1])
 
 
 def _key_file(database_url: str) -> bytes:

@@ -6,7 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from akson.api.fhir import bundles, crud, operations, searching
+from akson.access.gate import GuardedSession
+from akson.access.principal import Principal
+from akson.access.token_error import TokenError
+from akson.api.fhir import audit_events, bundles, crud, operations, searching
 from akson.api.fhir.capability import capability_statement
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
@@ -15,7 +18,6 @@ from akson.api.fhir.validate_op import validate_op
 from akson.fhir.ids import ID_RE
 from akson.fhir.outcome import FhirError
 from akson.fhir.validation import RESOURCE_TYPES
-from akson.store.repository import Session
 
 Handler = Callable[..., Awaitable[FhirResponse]]
 
@@ -35,6 +37,8 @@ def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
         return operations.resolve_system(req)
     if head == "ValueSet" and n in (2, 3) and path[-1] == "$expand":
         return expand.route(req)
+    if head == "AuditEvent":
+        return _audit_event(req)
     if head not in RESOURCE_TYPES:
         raise FhirError(404, f"Unknown resource type '{head[:64]}'", "not-supported")
     res_type = head
@@ -84,28 +88,51 @@ def resolve(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
     raise FhirError(404, "No FHIR interaction at this URL", "not-found")
 
 
+def _audit_event(req: FhirRequest) -> tuple[Handler, tuple[Any, ...], bool]:
+    """AuditEvents come from the append-only audit log: search and read only."""
+    path, method = req.path, req.method
+    if method not in ("GET", "HEAD"):
+        raise audit_events.refuse_write(method)
+    if len(path) == 1:
+        return audit_events.search, (), False
+    if len(path) == 2 and ID_RE.fullmatch(path[1]):
+        return audit_events.read, (path[1],), False
+    raise FhirError(404, "No FHIR interaction at this URL", "not-found")
+
+
 def _not_allowed(method: str, where: str) -> FhirError:
     return FhirError(405, f"{method} is not supported on {where}", "not-supported")
 
 
-async def _bundle(ctx: FhirContext, s: Session | None, req: FhirRequest) -> FhirResponse:
+async def _bundle(ctx: FhirContext, s: GuardedSession | None, req: FhirRequest) -> FhirResponse:
     return await bundles.process(ctx, req, dispatch_in_session)
 
 
-async def dispatch_in_session(ctx: FhirContext, s: Session, req: FhirRequest) -> FhirResponse:
-    """Run one request inside an existing session (a transaction entry)."""
+async def dispatch_in_session(ctx: FhirContext, s: GuardedSession, req: FhirRequest
+                              ) -> FhirResponse:
+    """Run one request inside an existing guarded session (a transaction entry)."""
     handler, args, _ = resolve(req)
     if handler is _bundle:
         raise FhirError(400, "A Bundle entry cannot itself be a transaction or batch", "invalid")
     return await handler(ctx, s, req, *args)
 
 
+def principal_of(req: FhirRequest) -> Principal:
+    """The authenticated caller; a request that reached a handler without one is refused (the
+    HTTP app authenticates every request but `metadata`)."""
+    if req.principal is None:
+        raise TokenError("invalid_token")
+    return req.principal
+
+
 async def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-    """Run one HTTP request: metadata needs no session, Bundles open their own."""
+    """Run one request: metadata needs no session, Bundles open their own; everything else runs
+    in a session of the access gate as the request's principal (docs/adr/0006-access-gate.md)."""
     if req.path == ["metadata"] and req.method in ("GET", "HEAD"):
         return FhirResponse(200, capability_statement(ctx.registry, req.base_url))
+    principal = principal_of(req)
     handler, args, write = resolve(req)
     if handler is _bundle:
         return await _bundle(ctx, None, req)
-    async with ctx.store.session(write=write) as s:
+    async with ctx.gate.session(principal, write=write) as s:
         return await handler(ctx, s, req, *args)

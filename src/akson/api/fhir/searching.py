@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qsl
 
+from akson.access.gate import GuardedSession
 from akson.api.fhir import paging, searchparameters
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
@@ -13,20 +14,18 @@ from akson.fhir import dates, jsonio
 from akson.fhir import search as fhir_search
 from akson.fhir.indexing import PATIENT_COMPARTMENT
 from akson.fhir.outcome import FhirError, Issue, operation_outcome
-from akson.store.include import fetch_included
-from akson.store.repository import Session
 
 #: Parameters that shape the response, not the match, and are fine on any search.
 _IGNORED = {"_format", "_pretty"}
 
 
-async def search_type(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str
+async def search_type(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str
                       ) -> FhirResponse:
     """GET [base]/[type]?… and POST [base]/[type]/_search (form body, search.html#Introduction)."""
     return await _search(ctx, s, req, res_type, res_type, None)
 
 
-async def search_compartment(ctx: FhirContext, s: Session, req: FhirRequest, comp_type: str,
+async def search_compartment(ctx: FhirContext, s: GuardedSession, req: FhirRequest, comp_type: str,
                              comp_id: str, res_type: str) -> FhirResponse:
     """GET [base]/Patient/123/Observation?… (search.html#compartments): a search of
     `res_type` restricted to the resources the compartment's parameters link to its owner."""
@@ -50,7 +49,7 @@ def _compartment_params(ctx: FhirContext, comp_type: str, res_type: str) -> tupl
     return codes
 
 
-async def _search(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str, path: str,
+async def _search(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, path: str,
                   compartment: tuple[str, str, tuple[str, ...]] | None) -> FhirResponse:
     pairs = [(k, v) for k, v in req.query if k not in _IGNORED]
     if req.method == "POST":
@@ -84,7 +83,7 @@ async def _search(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
     if query.explain:
         return FhirResponse(200, operation_outcome([Issue(page.plan or "", "informational",
                                                           "information")]))
-    included = await fetch_included(s, query, page.items) if query.includes else None
+    included = await s.include(query, page.items) if query.includes else None
     warnings = list(query.dropped)
     if included is not None and included.truncated:
         warnings.append(Issue("Only the first included resources are returned: ask for smaller "
@@ -102,7 +101,7 @@ async def _search(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
                      elements=query.elements)
 
 
-async def history(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str | None = None,
+async def history(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str | None = None,
                   res_id: str | None = None) -> FhirResponse:
     """Instance, type or system history with `_since`, `_count` and paging."""
     since = None

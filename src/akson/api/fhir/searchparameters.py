@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from akson.access.gate import GuardedSession
 from akson.api.errors import where
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
@@ -50,7 +51,16 @@ def _unprocessable(element: str, diagnostics: str, code: str = "not-supported") 
     return FhirError(422, diagnostics, code, (element,))
 
 
-async def check(ctx: FhirContext, s: Session, res_type: str, resource: Mapping[str, Any],
+def writable(s: GuardedSession, res_type: str) -> None:
+    """403 unless the caller is a system client: a SearchParameter changes how every record is
+    indexed and searched, which is an operator's decision, not a user's (the gate checks the
+    client's write scope as for any type)."""
+    if res_type == "SearchParameter" and s.principal.kind != "system":
+        raise FhirError(403, "SearchParameter resources are written by system clients only",
+                        "forbidden")
+
+
+async def check(ctx: FhirContext, s: GuardedSession, res_type: str, resource: Mapping[str, Any],
                 res_id: str | None = None) -> None:
     """Refuse (422, naming the element) a SearchParameter this server could not index.
 
@@ -62,6 +72,7 @@ async def check(ctx: FhirContext, s: Session, res_type: str, resource: Mapping[s
     """
     if res_type != "SearchParameter":
         return
+    writable(s, res_type)
     url = resource.get("url")
     if not isinstance(url, str) or not url:
         raise _unprocessable("SearchParameter.url", "SearchParameter.url is required", "required")
@@ -87,7 +98,7 @@ async def check(ctx: FhirContext, s: Session, res_type: str, resource: Mapping[s
             raise _unprocessable(
                 "SearchParameter.code", f"'{param.code}' already names the search parameter "
                 f"{existing.url[:200]} on {b}", "duplicate")
-    others = [i for i in await reindex.ids_with_url(s, url) if i != res_id]
+    others = [i for i in await reindex.ids_with_url(s.bookkeeping, url) if i != res_id]
     if others:
         raise _unprocessable("SearchParameter.url",
                              f"SearchParameter/{others[0]} already has the url {url[:200]}",
@@ -164,13 +175,13 @@ def pending_warnings(registry: SearchParamRegistry, res_type: str,
     return out
 
 
-async def reindex_status(ctx: FhirContext, s: Session, req: FhirRequest, res_id: str
+async def reindex_status(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_id: str
                          ) -> FhirResponse:
     """GET [base]/SearchParameter/[id]/$reindex-status: the parameter's latest reindex jobs as an
     OperationOutcome, newest first; each issue carries the job in the `reindex-job` extension."""
     if await s.read("SearchParameter", res_id) is None:
         raise FhirError(404, f"SearchParameter/{res_id} is not known", "not-found")
-    jobs = await reindex.jobs_for_resource(s, res_id)
+    jobs = await reindex.jobs_for_resource(s.bookkeeping, res_id)
     if not jobs:
         issues = [{"severity": "information", "code": "informational",
                    "diagnostics": f"SearchParameter/{res_id} has no reindex jobs"}]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from akson.access.gate import GuardedSession
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.fhir.outcome import FhirError, Issue, operation_outcome
 from akson.fhir.validation import validate
-from akson.store.repository import Session
 
 
-async def validate_op(ctx: FhirContext, s: Session, req: FhirRequest, res_type: str,
+async def validate_op(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str,
                       res_id: str | None = None) -> FhirResponse:
     """Body: the resource, or Parameters with a `resource` part. Always answers an OperationOutcome."""
     body = req.json()

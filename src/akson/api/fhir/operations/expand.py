@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from akson.access.gate import GuardedSession
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.fhir import dates, jsonio, valuesets
@@ -50,10 +51,11 @@ def route(req: FhirRequest) -> Route:
     return expand_instance, (req.path[1],), False
 
 
-async def expand_type(ctx: FhirContext, s: Session, req: FhirRequest) -> FhirResponse:
+async def expand_type(ctx: FhirContext, g: GuardedSession, req: FhirRequest) -> FhirResponse:
     """[base]/ValueSet/$expand?url=…: the stored ValueSet with that canonical url
     (`url|version` or `valueSetVersion` picks a version; else the newest), or the ValueSet
     given in a POSTed `valueSet` parameter."""
+    s = _terminology(g)
     params, inline = _params(req)
     url = params.get("url")
     if inline is not None:
@@ -75,9 +77,10 @@ async def expand_type(ctx: FhirContext, s: Session, req: FhirRequest) -> FhirRes
     return await _expand(ctx, s, req, root, library, params)
 
 
-async def expand_instance(ctx: FhirContext, s: Session, req: FhirRequest, res_id: str
+async def expand_instance(ctx: FhirContext, g: GuardedSession, req: FhirRequest, res_id: str
                           ) -> FhirResponse:
     """[base]/ValueSet/[id]/$expand."""
+    s = _terminology(g)
     params, inline = _params(req)
     if inline is not None:
         raise FhirError(400, "ValueSet/[id]/$expand takes no 'valueSet' parameter")
@@ -88,6 +91,12 @@ async def expand_instance(ctx: FhirContext, s: Session, req: FhirRequest, res_id
         raise FhirError(410, f"ValueSet/{res_id} has been deleted", "deleted")
     root = jsonio.loads(stored.content)
     return await _expand(ctx, s, req, root, valuesets.Library(), params)
+
+
+def _terminology(g: GuardedSession) -> Session:
+    """ValueSets and CodeSystems hold no personal data: any authenticated caller may expand,
+    whatever its resource scopes, so terminology is read outside the access policy."""
+    return g.bookkeeping
 
 
 def _params(req: FhirRequest) -> tuple[dict[str, str], dict | None]:

@@ -21,6 +21,10 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from akson.access.audit import agent_key
+from akson.access.gate import GuardedSession
+from akson.access.principal import to_json
+from akson.access.token_error import TokenError
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse, http_date
 from akson.fhir import dates, jsonio, search, shaping
@@ -30,7 +34,6 @@ from akson.fhir.search import type_list
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.validation import RESOURCE_TYPES
 from akson.store import export as store_export
-from akson.store.repository import Session
 
 NDJSON = "application/fhir+ndjson"
 _OUTPUT_FORMATS = {NDJSON, "application/ndjson", "ndjson"}
@@ -51,10 +54,6 @@ _CHUNK = 1 << 20
 _ASSOCIATED_DATA = {"LatestProvenanceResources", "RelevantProvenanceResources"}
 #: A `patient` list longer than this is refused: it becomes one bound parameter per patient.
 MAX_PATIENTS = 10_000
-#: The requester recorded on jobs until the access gate names the caller (see `requester_of`).
-ANONYMOUS = "anonymous"
-
-
 def job_dir(export_dir: str | Path, job_id: str) -> Path:
     """Where a job's files live; `job_id` must already match JOB_RE."""
     return Path(export_dir) / job_id
@@ -65,30 +64,30 @@ def remove_job_files(export_dir: str | Path, job_id: str) -> None:
 
 
 def requester_of(req: FhirRequest) -> str:
-    """Who is asking, as an export job records it: only the same requester may poll, download
-    or cancel the job (export.html#privacy-and-security-considerations lets a server limit them
-    to the client that started the export).
-
-    Authentication is not wired into the API yet, so every caller is the placeholder
-    `ANONYMOUS`; the access gate replaces this with the authenticated principal's identity.
-    """
-    return ANONYMOUS
+    """Who is asking, as an export job records it: the authenticated principal's stable,
+    non-personal key (`akson.access.audit.agent_key`: HPR number, client id, or issuer and
+    subject). Only the same requester may poll, download or cancel the job
+    (export.html#privacy-and-security-considerations lets a server limit them to the client that
+    started the export)."""
+    if req.principal is None:
+        raise TokenError("invalid_token")
+    return agent_key(req.principal)
 
 
 # ------------------------------------------------------------------ kick-off
 
 
-async def kickoff_system(ctx: FhirContext, s: Session, req: FhirRequest) -> FhirResponse:
+async def kickoff_system(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirResponse:
     """GET or POST [base]/$export: every resource on the server."""
     return await _kickoff(ctx, s, req, {"level": "system"}, None)
 
 
-async def kickoff_patient(ctx: FhirContext, s: Session, req: FhirRequest) -> FhirResponse:
+async def kickoff_patient(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirResponse:
     """GET or POST [base]/Patient/$export: every resource in some patient's compartment."""
     return await _kickoff(ctx, s, req, {"level": "patient"}, None)
 
 
-async def kickoff_group(ctx: FhirContext, s: Session, req: FhirRequest, group_id: str
+async def kickoff_group(ctx: FhirContext, s: GuardedSession, req: FhirRequest, group_id: str
                         ) -> FhirResponse:
     """GET or POST [base]/Group/[id]/$export: the compartments of the Group's member Patients."""
     current = await s.read("Group", group_id)
@@ -100,7 +99,7 @@ async def kickoff_group(ctx: FhirContext, s: Session, req: FhirRequest, group_id
     return await _kickoff(ctx, s, req, {"level": "group", "group": group_id}, members)
 
 
-async def _kickoff(ctx: FhirContext, s: Session, req: FhirRequest, params: dict[str, Any],
+async def _kickoff(ctx: FhirContext, s: GuardedSession, req: FhirRequest, params: dict[str, Any],
                    members: set[str] | None) -> FhirResponse:
     # The IG lets a server refuse a kick-off without the header; a synchronous export is not
     # something we offer, so silence would only hide a client's mistake.
@@ -122,10 +121,15 @@ async def _kickoff(ctx: FhirContext, s: Session, req: FhirRequest, params: dict[
         else:
             params["patients"] = await _patients(s, refs, req.base_url, members)
     params["notes"] = notes
+    await s.may_export(params.get("patients") or ())
     params["requester"] = requester_of(req)
+    # The worker applies the requester's access restriction when it runs: what it needs to
+    # compute it again is stored with the job (the facts are looked up then, from the data).
+    assert req.principal is not None
+    params["principal"] = to_json(req.principal)
     params["base_url"] = req.base_url
     url = _request_url(req)
-    job_id = await store_export.create_job(s, url, orjson.dumps(params).decode(), dates.now_us())
+    job_id = await store_export.create_job(s.bookkeeping, url, orjson.dumps(params).decode(), dates.now_us())
     outcome = operation_outcome([Issue(f"Export job {job_id} queued", "informational",
                                        "information")])
     return FhirResponse(202, outcome, {"Content-Location": status_url(req.base_url, job_id)})
@@ -262,7 +266,7 @@ def _patient_id(ref: str, base_url: str) -> str | None:
     return res_id if res_type == "Patient" and ID_RE.fullmatch(res_id) else None
 
 
-async def _patients(s: Session, refs: list[str], base_url: str, members: set[str] | None
+async def _patients(s: GuardedSession, refs: list[str], base_url: str, members: set[str] | None
                     ) -> list[str]:
     """The `patient` parameter's ids: local Patient references to live patients (Group
     members, at Group level); 400 naming the first that is not (export.html: the server
@@ -277,7 +281,9 @@ async def _patients(s: Session, refs: list[str], base_url: str, members: set[str
             raise FhirError(400, f"patient '{ref[:80]}' is not a reference to a Patient on this "
                             "server", "invalid")
         ids.append(patient_id)
-    live = await store_export.live_patients(s, sorted(set(ids)))
+    live = await store_export.live_patients(s.bookkeeping, sorted(set(ids)))
+    if not s.reaches_all:  # a patient the caller may not see is "not on this server" to it
+        live = {p for p in live if await s.exists("Patient", p)}
     for patient_id in ids:
         if patient_id not in live:
             raise FhirError(400, f"patient Patient/{patient_id} is not on this server",
@@ -327,7 +333,7 @@ def file_url(base_url: str, job_id: str, name: str) -> str:
 # ------------------------------------------------------------------ status and cancel
 
 
-async def status(ctx: FhirContext, s: Session, req: FhirRequest, job_id: str) -> FhirResponse:
+async def status(ctx: FhirContext, s: GuardedSession, req: FhirRequest, job_id: str) -> FhirResponse:
     """GET the status URL: 202 while running, 200 with the manifest (and an `Expires` header:
     when its files go), 500 when it failed, 404 once cancelled or expired."""
     job = await _job(ctx, s, req, job_id)
@@ -344,10 +350,10 @@ async def status(ctx: FhirContext, s: Session, req: FhirRequest, job_id: str) ->
     })
 
 
-async def cancel(ctx: FhirContext, s: Session, req: FhirRequest, job_id: str) -> FhirResponse:
+async def cancel(ctx: FhirContext, s: GuardedSession, req: FhirRequest, job_id: str) -> FhirResponse:
     """DELETE the status URL: stop the job (the worker notices at its next chunk), delete files."""
     await _job(ctx, s, req, job_id)
-    if not await store_export.cancel_job(s, job_id, dates.now_us()):
+    if not await store_export.cancel_job(s.bookkeeping, job_id, dates.now_us()):
         raise FhirError(404, f"Export job {job_id} is not known", "not-found")
     await asyncio.to_thread(remove_job_files, ctx.settings.export_dir, job_id)
     return FhirResponse(202, operation_outcome([Issue(f"Export job {job_id} cancelled",
@@ -359,9 +365,9 @@ def expires_at(ctx: FhirContext, job: store_export.Job) -> int:
     return (job.finished or dates.now_us()) + ctx.settings.export_retention_seconds * 1_000_000
 
 
-async def _job(ctx: FhirContext, s: Session, req: FhirRequest, job_id: str) -> store_export.Job:
+async def _job(ctx: FhirContext, s: GuardedSession, req: FhirRequest, job_id: str) -> store_export.Job:
     """The caller's live job; 404 for an unknown, cancelled or expired job or another's job."""
-    job = await store_export.get_job(s, job_id, requester=requester_of(req)) \
+    job = await store_export.get_job(s.bookkeeping, job_id, requester=requester_of(req)) \
         if JOB_RE.fullmatch(job_id) else None
     if job is None or job.status == "cancelled":
         raise FhirError(404, f"Export job {job_id[:40]} is not known", "not-found")
@@ -405,7 +411,7 @@ class FileResponse(FhirResponse):
             self.file.close()
 
 
-async def download(ctx: FhirContext, s: Session, req: FhirRequest, job_id: str, name: str
+async def download(ctx: FhirContext, s: GuardedSession, req: FhirRequest, job_id: str, name: str
                    ) -> FhirResponse:
     """GET [base]/$export-file/[job]/[file]: one NDJSON file named in the job's manifest."""
     job = await _job(ctx, s, req, job_id)
