@@ -20,6 +20,8 @@ from akson.registry_sync_cli import sync
 def main() -> None:
     """Akson — a FHIR-native shared health record. Database from AKSON_DATABASE_URL."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL at INFO; URLs can carry search values (national ids).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @main.command()
