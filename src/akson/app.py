@@ -65,12 +65,15 @@ class Akson:
         self.idp = IdentityProvider(self.settings, lambda: self._context().store,
                                     idp_settings=idp_settings, clock=idp_clock,
                                     on_login=self._audit_login)
-        self.auth = authenticator(self.settings, self.idp)
+        # The built-in provider lets anyone pick a practitioner or citizen to log in as: it is
+        # for development, demos and tests. Production trusts only AKSON_TRUSTED_ISSUERS.
+        self.builtin_idp = self.settings.environment != "production"
+        self.auth = authenticator(self.settings, self.idp if self.builtin_idp else None)
         self.site = Starlette(routes=[
             Route("/", _index),
             Route("/health", self._health),
             Route("/openapi.json", _openapi),
-            *self.idp.routes(),
+            *(self.idp.routes() if self.builtin_idp else ()),
         ])
 
     def _context(self) -> FhirContext:
@@ -98,8 +101,9 @@ class Akson:
                                     access=self._export_access)
         self.exports.start()
         log.info("Akson requires an access token on every FHIR request but /fhir/metadata; "
-                 "trusted issuers: %d configured plus the built-in provider under /auth",
-                 len(self.auth.issuers))
+                 "trusted issuers: %d configured%s", len(self.auth.issuers),
+                 " plus the built-in provider under /auth" if self.builtin_idp
+                 else " (production: the built-in provider is off)")
 
     async def _export_access(self, job: store_export.Job) -> store_export.ExportAccess | None:
         """The requester's restriction for an export job, computed now from the principal stored
@@ -177,12 +181,13 @@ class Akson:
         return JSONResponse({"status": "ok", "database": self.ctx.store.db.dialect})
 
 
-def authenticator(settings: Settings, idp: IdentityProvider) -> Authenticator:
-    """The FHIR API's token verification: the configured issuers (`AKSON_TRUSTED_ISSUERS`) and
-    the built-in provider, trusted through the JWKS file beside its keys (akson.api.auth)."""
-    builtin = BuiltinIssuer(idp.settings.key_dir / JWKS_FILE, issuer=idp.settings.issuer,
-                            audiences=(*([settings.audience] if settings.audience else []),
-                                       *idp.settings.audiences))
+def authenticator(settings: Settings, idp: IdentityProvider | None) -> Authenticator:
+    """The FHIR API's token verification: the configured issuers (`AKSON_TRUSTED_ISSUERS`) and,
+    unless `idp` is None, the built-in provider, trusted through the JWKS file beside its keys
+    (akson.api.auth)."""
+    builtin = None if idp is None else BuiltinIssuer(
+        idp.settings.key_dir / JWKS_FILE, issuer=idp.settings.issuer,
+        audiences=(*([settings.audience] if settings.audience else []), *idp.settings.audiences))
     # DPoP nonces are MACed under a key derived from the installation secret, so every worker
     # process accepts every other's nonces.
     nonce_secret = hmac.new(keys(settings.database_url)[1], b"akson dpop nonce",

@@ -44,7 +44,11 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
     if workers is None:
         workers = 1 if settings.database_url.startswith("sqlite") else (os.cpu_count() or 1)
     click.echo(f"Akson FHIR R4 at http://{host}:{port}/fhir  (metadata: /fhir/metadata)")
-    click.echo(login_help(f"http://{host}:{port}"))
+    if settings.environment == "production":
+        click.echo("Production: tokens only from the issuers in AKSON_TRUSTED_ISSUERS "
+                   "(the built-in provider under /auth is off)")
+    else:
+        click.echo(login_help(f"http://{host}:{port}"))
     uvicorn.run("akson.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False,  # URLs carry national ids: never log them
                 log_level="warning", lifespan="on", server_header=False)

@@ -1,11 +1,17 @@
-"""Production refuses synthetic national ids; test environments accept them (DOMAIN.md §1)."""
+"""Production refuses synthetic national ids (DOMAIN.md §1) and trusts only the issuers it is
+configured with: the built-in provider, which lets anyone pick whom to log in as, is off."""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from datetime import date
+from pathlib import Path
 
 import httpx
-from tests.conftest import ThreadServer
+from tests.access.tokenkit import jwks, mint, rsa_key
+from tests.conftest import ThreadServer, mint_token
 
 from akson.config import Settings
 from akson.fhir.identifiers import make_fnr
@@ -17,14 +23,46 @@ def _patient(fnr: str) -> dict:
     return {"resourceType": "Patient", "identifier": [{"system": FNR_SYSTEM, "value": fnr}]}
 
 
-def test_production_refuses_synthetic_but_not_real_form_numbers(tmp_path):
+ISSUER = "https://sts.akson.test"  # stands in for HelseID: an external, configured issuer
+
+
+def _production(tmp_path: Path) -> Settings:
     url = f"sqlite:///{tmp_path / 'prod.db'}"
     upgrade(url)
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks((rsa_key("prod"), "p1"))))
+    (tmp_path / "issuers.json").write_text(json.dumps({"issuers": [
+        {"issuer": ISSUER, "kind": "helseid", "jwks_file": "jwks.json",
+         "audiences": ["akson-prod"]}]}))
+    return Settings(database_url=url, environment="production",
+                    trusted_issuers_file=str(tmp_path / "issuers.json"))
+
+
+def _system_token() -> str:
+    now = int(time.time())
+    return mint({"iss": ISSUER, "aud": "akson-prod", "sub": "epj", "client_id": "epj",
+                 "scope": "system/*.cruds", "iat": now, "nbf": now, "exp": now + 300,
+                 "jti": uuid.uuid4().hex}, rsa_key("prod"), kid="p1")
+
+
+def test_production_trusts_only_configured_issuers(tmp_path):
+    with ThreadServer(_production(tmp_path)) as srv:
+        assert httpx.get(srv.url + "/auth/.well-known/openid-configuration").status_code == 404
+        assert httpx.get(srv.url + "/auth/authorize").status_code == 404
+        builtin = mint_token(srv, client_id="akson-cli", scope="system/*.cruds")  # its own key
+        assert httpx.get(srv.url + "/fhir/Patient",
+                         headers={"Authorization": f"Bearer {builtin}"}).status_code == 401
+        ok = httpx.get(srv.url + "/fhir/Patient",
+                       headers={"Authorization": f"Bearer {_system_token()}"})
+        assert ok.status_code == 200
+
+
+def test_production_refuses_synthetic_but_not_real_form_numbers(tmp_path):
     tenor = make_fnr(date(1980, 11, 1), 123, synthetic="tenor")
     ordinary = next(n for i in range(100, 400) if (n := make_fnr(date(1980, 11, 1), i)))
     assert tenor and ordinary
-    with ThreadServer(Settings(database_url=url, environment="production")) as srv, \
-            httpx.Client(base_url=srv.url + "/fhir", auth=srv.auth()) as client:
+    bearer = {"Authorization": f"Bearer {_system_token()}"}
+    with ThreadServer(_production(tmp_path)) as srv, \
+            httpx.Client(base_url=srv.url + "/fhir", headers=bearer) as client:
         refused = client.post("/Patient", json=_patient(tenor))
         assert refused.status_code == 422
         issue = refused.json()["issue"][0]
