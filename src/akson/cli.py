@@ -37,6 +37,12 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
     import uvicorn
 
     settings = Settings.from_env()
+    if settings.environment != "production" and host not in ("127.0.0.1", "::1", "localhost"):
+        # Outside production the built-in provider logs anyone in as anyone (a demo login).
+        raise click.UsageError(
+            f"--host {host}: outside AKSON_ENVIRONMENT=production the built-in demo login is "
+            "on, so Akson serves on the loopback address only. Set AKSON_ENVIRONMENT=production "
+            "and AKSON_TRUSTED_ISSUERS to serve on a network.")
     if migrate:
         from akson.store.migrate import upgrade
 

@@ -237,12 +237,14 @@ def practitioner(who: str, unit: str, parent: str = "k1", purpose: str = "TREAT"
                           patients=tuple(FNR[p] for p in patients), toa=toa)
     return Principal(kind="practitioner", issuer="https://helseid.test", subject=f"sub-{who}",
                      client_id="epj", hpr_number=HPR[who], name=who, orgnr_parent=ORG[parent],
-                     orgnr_child=ORG[unit], care_relationship=cr)
+                     orgnr_child=ORG[unit], care_relationship=cr,
+                     scopes=parse_scopes("openid user/*.cruds"))
 
 
 def citizen(who: str) -> Principal:
     return Principal(kind="citizen", issuer="https://idporten.test", subject=f"sub-{who}",
-                     client_id="helsenorge", national_id=FNR[who], name=who)
+                     client_id="helsenorge", national_id=FNR[who], name=who,
+                     scopes=parse_scopes("openid patient/*.cruds"))
 
 
 def system(scopes: str, launch: str | None = None) -> Principal:
@@ -594,6 +596,21 @@ def test_writes_need_the_same_access_as_reads(env: Env) -> None:
         "Consent", block("c-x", "dora", ref("Practitioner", "gp2"))), write=True))
     assert env.as_("gp", lambda gs: gs.delete("Observation", "o-new-anna"),
                    write=True) is not None
+
+
+def test_only_system_clients_write_the_registers_access_is_computed_from(env: Env) -> None:
+    """A practitioner who could add `partOf` to another unit's Organization (or their HPR number
+    to another Practitioner) would widen their own care relationships."""
+    for who in ("gp", "gp-btg-erik-dora", "citizen-anna"):
+        denied(lambda who=who: env.as_(who, lambda gs: gs.create(
+            "Organization", {**organization("lk", "k1"), "id": "new-unit"}, res_id="new-unit"),
+            write=True))
+        denied(lambda who=who: env.as_(who, lambda gs: gs.create(
+            "Practitioner", {"resourceType": "Practitioner"}, res_id="p-new"), write=True))
+    register_sync = system("system/Organization.cruds")
+    assert env.as_(register_sync, lambda gs: gs.create(
+        "Organization", {"resourceType": "Organization", "name": "Ny enhet"}, res_id="new-unit"),
+        write=True).version == 1
 
 
 def test_a_citizens_new_block_takes_effect_everywhere(env: Env) -> None:

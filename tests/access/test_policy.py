@@ -23,7 +23,7 @@ AT_UNIT = pol.Facts(practitioner_ids=("pr",), unit_ids=("unit",), legal_entity_i
 TYPES = ("Patient", "Observation", "Condition", "Consent", "Encounter", "Organization")
 
 
-def practitioner(cr: CareRelationship | None, scopes: str = "") -> Principal:
+def practitioner(cr: CareRelationship | None, scopes: str = "user/*.cruds") -> Principal:
     return Principal(kind="practitioner", issuer="i", subject="s", client_id="c",
                      hpr_number="1000001", orgnr_parent="910000001", orgnr_child="910000002",
                      care_relationship=cr, scopes=parse_scopes(scopes))
@@ -31,7 +31,7 @@ def practitioner(cr: CareRelationship | None, scopes: str = "") -> Principal:
 
 def citizen() -> Principal:
     return Principal(kind="citizen", issuer="i", subject="s", client_id="c",
-                     national_id="01018012345")
+                     national_id="01018012345", scopes=parse_scopes("patient/*.cruds"))
 
 
 def test_label_systems_equal_the_registry_and_store_spellings() -> None:
@@ -159,7 +159,8 @@ def test_practitioner_access_always_needs_purpose_relationship_and_fresh_attesta
 def test_practitioner_without_unit_or_outside_the_journal_is_refused() -> None:
     cr = CareRelationship("TREAT", toa=NOW_S)
     no_unit = Principal(kind="practitioner", issuer="i", subject="s", client_id="c",
-                        hpr_number="1", orgnr_parent="910000001", care_relationship=cr)
+                        hpr_number="1", orgnr_parent="910000001", care_relationship=cr,
+                        scopes=parse_scopes("user/*.cruds"))
     assert not pol.plan(no_unit, NOW, AT_UNIT).allowed
     policy = pol.Policy(journal_members=frozenset({"999999999"}))
     assert not pol.plan(practitioner(cr), NOW, AT_UNIT, policy).allowed
@@ -274,3 +275,11 @@ def test_a_block_consent_must_deny_named_actors() -> None:
         with pytest.raises(FhirError) as info:
             pol.check_block_consent({"category": category, "provision": provision})
         assert info.value.status == 422
+
+
+def test_a_person_token_without_usable_resource_scopes_grants_nothing() -> None:
+    """`openid` alone, or only v2 scopes with a query (not enforced yet), is not a licence."""
+    cr = CareRelationship("TREAT", toa=NOW_S)
+    for scopes in ("", "openid", "user/Observation.rs?category=laboratory"):
+        assert not pol.plan(practitioner(cr, scopes), NOW, AT_UNIT).allowed
+    assert pol.plan(practitioner(cr, "user/Observation.rs"), NOW, AT_UNIT).allowed

@@ -76,3 +76,14 @@ def test_test_environment_accepts_synthetic(client):
     tenor = make_fnr(date(1990, 5, 17), 321, synthetic="tenor")
     assert tenor
     assert client.post("/Patient", json=_patient(tenor)).status_code == 201
+
+
+def test_serve_outside_production_stays_on_loopback(monkeypatch):
+    """The demo login lets anyone in as anyone: never on a network address."""
+    from click.testing import CliRunner
+
+    from akson.cli import main
+
+    monkeypatch.delenv("AKSON_ENVIRONMENT", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--no-migrate"])
+    assert result.exit_code == 2 and "AKSON_ENVIRONMENT=production" in result.output

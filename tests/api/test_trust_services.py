@@ -289,6 +289,33 @@ def test_break_the_glass_is_plain_in_the_citizens_log(world):
     assert FNR["bjorn"] not in result.output and FNR["gp"] not in result.output
 
 
+def test_a_citizens_log_shows_no_other_person(world):
+    """A search that returned two patients is in both logs, each showing only its reader."""
+    srv, system = world
+    assert system.get("/Patient", params={"_id": "anna,bjorn"}).status_code == 200
+    with _as(srv, _citizen("anna")) as anna:
+        log = anna.get("/AuditEvent", params={"patient": "anna", "_count": "500"})
+        assert log.status_code == 200
+        for entry in log.json()["entry"]:
+            event = entry["resource"]
+            refs = {e["what"]["reference"] for e in event.get("entity", [])}
+            assert refs <= {"Patient/anna"}
+            assert "contained" not in event
+            assert all("altId" not in a for a in event["agent"])
+        assert "bjorn" not in log.text and FNR["bjorn"] not in log.text
+
+
+def test_odd_numbers_in_audit_log_requests_are_4xx(world):
+    srv, _ = world
+    with _as(srv, _citizen("anna")) as anna:
+        for params in ({"patient": "anna", "_count": "²"}, {"patient": "anna", "_count": "٣"}):
+            assert anna.get("/AuditEvent", params=params).status_code == 400
+        assert anna.get("/AuditEvent/99999999999999999999-1").status_code == 403
+        assert anna.get("/AuditEvent/1-99999999999999999999999").status_code == 403
+    with _as(srv, _gp()) as gp:
+        assert gp.get("/Patient", params={"_count": "²"}).status_code == 400
+
+
 def test_audit_log_pages_newest_first(world):
     srv, system = world
     for _ in range(3):

@@ -244,6 +244,14 @@ def _address_params(clauses: Sequence[Clause]) -> bool:
     return False
 
 
+#: Base data and definitions: written only by system clients (see `GuardedSession._may_write`).
+REGISTER_TYPES = frozenset({
+    "Organization", "Practitioner", "PractitionerRole", "HealthcareService", "Location",
+    "Endpoint", "Group", "SearchParameter", "CodeSystem", "ValueSet", "ConceptMap",
+    "NamingSystem", "StructureDefinition", "OperationDefinition", "CapabilityStatement",
+    "AuditEvent"})
+
+
 class GuardedSession:
     """A store session as one caller sees it (see the module docstring)."""
 
@@ -458,6 +466,11 @@ class GuardedSession:
         it may not write, or one that would lift a citizen's block."""
         interaction = {"create": "c", "update": "u", "delete": "d"}[action]
         if not self.plan.permits(res_type, interaction):
+            raise await self._deny(action, res_type, [res_id])
+        if res_type in REGISTER_TYPES and self.principal.kind != "system":
+            # Who works where is what care relationships are computed from: a person who could
+            # edit it could widen their own access. Registers and terminology are written by
+            # system clients (the register sync), never through a person's token.
             raise await self._deny(action, res_type, [res_id])
         if current is not None and not await self._visible(res_type, res_id):
             raise await self._deny(action, res_type, [res_id])

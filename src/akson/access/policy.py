@@ -225,6 +225,8 @@ def _citizen(principal: Principal, now: datetime, facts: Facts) -> Plan:
               LabelRule(*NORN_FORANS, only_patients=children),
               LabelRule(*NORN_UNGDOM, only_patients=children))
     scopes = _usable(principal.scopes)
+    if not scopes:
+        return denied("no usable resource scopes (SMART patient/ or user/)")
     r = Restriction(patient_ids=(facts.self_patient, *children),
                     shared_types=CITIZEN_SHARED_TYPES, types=_types(scopes), labels=labels)
     return Plan(True, "own record" + (" and children's" if children else ""), r,
@@ -260,9 +262,11 @@ def _practitioner(principal: Principal, now: datetime, facts: Facts, policy: Pol
             return denied(f"{kind} names no known patient")
         explicit = facts.attested_patients
     exempt = explicit if btg else ()
+    scopes = _usable(principal.scopes)
+    if not scopes:  # a token must say what it may do; none usable means nothing, not all
+        return denied("no usable resource scopes (SMART user/ or patient/)")
     relation = CareRelation(facts.practitioner_ids, facts.unit_ids, now_s * 1_000_000,
                             (now_s - policy.encounter_grace) * 1_000_000)
-    scopes = _usable(principal.scopes)
     r = Restriction(patient_ids=explicit, relation=relation, types=_types(scopes),
                     labels=(LabelRule(*NORS, except_patients=exempt),),
                     block=ActorBlock(facts.practitioner_ids,

@@ -205,7 +205,7 @@ def _kind(claims: dict[str, Any], issuer: TrustedIssuer) -> tuple[Kind, str | No
 
 
 def _security_level(value: Any) -> int | None:
-    if isinstance(value, str) and value.isdigit() and len(value) < 3:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 3:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value

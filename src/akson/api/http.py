@@ -97,7 +97,7 @@ def _base_url(scope: dict, headers: dict[str, str], prefix: str) -> str:
 
 async def _read_body(receive: Callable, headers: dict[str, str], limit: int) -> bytes:
     declared = headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise FhirError(413, f"The body is larger than this server accepts ({limit} bytes)",
                         "too-costly")
     chunks: list[bytes] = []

@@ -355,11 +355,11 @@ def _by_url(registry: SearchParamRegistry, url: str) -> SearchParam | None:
 def _result_param(query: SearchQuery, name: str, raw: str, registry: SearchParamRegistry,
                   max_count: int) -> None:
     if name == "_count":
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise FhirError(400, "_count must be a non-negative integer")
         query.count = min(int(raw), max_count)
     elif name == "_cursor":
-        if not raw.lstrip("-").isdigit() or len(raw) > 19:
+        if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()) or len(raw) > 19:
             raise FhirError(400, "_cursor is not a cursor this server issued")
         query.cursor = int(raw)
     elif name == "_total":

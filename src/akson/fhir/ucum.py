@@ -246,7 +246,7 @@ class _Parser:
         self.i = end + 1
 
     def simple(self, text: str) -> _Term:
-        if text.isdigit():  # an integer factor such as `12` in `a_j/12`
+        if text.isascii() and text.isdigit():  # an integer factor such as `12` in `a_j/12`
             return _Term(Decimal(text))
         m = _SIMPLE.fullmatch(text)
         if m is None or not m.group("sym"):

@@ -97,7 +97,7 @@ async def _workplaces(s: Session, practitioner_id: str) -> list[Workplace]:
 
 async def find_practitioner(store: ResourceStore, hpr: str) -> PractitionerEntry | None:
     """The practitioner with this HPR number and the places they work, or None."""
-    if not hpr.isdigit() or len(hpr) > 9:
+    if not (hpr.isascii() and hpr.isdigit()) or len(hpr) > 9:
         return None
     async with store.session(write=False) as s:
         stored = await practitioner_by_hpr(s, hpr)
@@ -112,7 +112,7 @@ async def find_practitioner(store: ResourceStore, hpr: str) -> PractitionerEntry
 
 async def find_citizen(store: ResourceStore, nin: str) -> CitizenEntry | None:
     """The Patient with this national id (fødselsnummer or D-nummer), or None."""
-    if not nin.isdigit() or len(nin) != 11:
+    if not (nin.isascii() and nin.isdigit()) or len(nin) != 11:
         return None
     async with store.session(write=False) as s:
         stored = await patient_by_nin(s, nin)

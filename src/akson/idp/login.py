@@ -146,7 +146,7 @@ class LoginPage:
         problem = self._practitioner_problem(entry)
         if problem:
             return self._page(urls, auth, cookie, "start", status=400, error=problem,
-                              error_field="hpr", hpr=hpr if hpr.isdigit() else "")
+                              error_field="hpr", hpr=hpr if hpr.isascii() and hpr.isdigit() else "")
         return self._page(urls, auth, cookie, "practitioner", practitioner=entry)
 
     @staticmethod

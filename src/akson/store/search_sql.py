@@ -371,7 +371,7 @@ def _number(value: Value, column: str = "value") -> tuple[str, list[Any]]:
 def _half_precision(raw: str) -> float:
     mantissa, _, exponent = raw.lower().partition("e")
     decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
-    if exponent.lstrip("+-").isdigit():
+    if (exponent.lstrip("+-").isascii() and exponent.lstrip("+-").isdigit()):
         decimals -= int(exponent)
     return 0.5 * 10.0 ** (-decimals)
 

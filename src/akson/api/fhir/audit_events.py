@@ -13,6 +13,7 @@ privacy officer's view is `akson audit report`. Writes are refused (405): the lo
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -98,7 +99,7 @@ async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirR
         if key == "patient":
             patient = _patient_param(value)
         elif key == "_count":
-            if not value.isdigit() or int(value) == 0:
+            if not (value.isascii() and value.isdigit()) or int(value) == 0:
                 raise FhirError(400, "_count must be a positive integer")
             count = min(int(value), ctx.settings.max_page_size)
         elif key == "_cursor":
@@ -117,7 +118,7 @@ async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirR
     entries: list[dict[str, Any]] = []
     names = await _org_names(ctx, s, records)
     for record in records:
-        event = served(record)
+        event = reader_view(served(record), allowed)
         event["text"] = _narrative(record, names)
         entries.append({"fullUrl": f"{req.base_url}/AuditEvent/{record.id}", "resource": event,
                         "search": {"mode": "match"}})
@@ -138,13 +139,45 @@ async def read(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_id: st
     allowed = set(_allowed_patients(s))
     chain, _, seq = res_id.partition("-")
     record = None
-    if chain.isdigit() and seq.isdigit():
+    if (chain.isascii() and chain.isdigit() and seq.isascii() and seq.isdigit()
+            and len(chain) < 10 and len(seq) < 19):  # fits the columns; longer ids never exist
         record = await audit_log.read(s.bookkeeping.tx, int(chain), int(seq))
     if record is None or not allowed.intersection(record.entry.patients):
         raise FhirError(403, DENIED, "forbidden")
-    event = served(record)
+    event = reader_view(served(record), allowed)
     event["text"] = _narrative(record, await _org_names(ctx, s, [record]))
     return FhirResponse(200, event)
+
+
+def reader_view(event: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
+    """What a citizen (or parent) reading an access log may see of one stored event: the
+    patients they may read the log of, never another person's id or the resources a search
+    touched; the practitioner's token subject left out; the stated reason only where the
+    access was break-the-glass or self-declared (DOMAIN.md §3: the citizen sees who, where,
+    when and why)."""
+    mine = {f"Patient/{p}" for p in allowed}
+    out = {k: v for k, v in event.items() if k not in ("entity", "contained", "extension")}
+    out["entity"] = [e for e in event.get("entity") or ()
+                     if (e.get("what") or {}).get("reference") in mine]
+    out["agent"] = [{k: v for k, v in a.items() if k != "altId"} for a in event.get("agent") or ()]
+    extensions = []
+    for ext in event.get("extension") or ():
+        if ext.get("url", "").endswith("auditevent-carerelation-metadata-extension"):
+            parts = ext.get("extension") or []
+            declared = any(p.get("url") == "decision-ref-user-selected" and p.get("valueBoolean")
+                           for p in parts)
+            btg = any(c.get("code") == "BTG" for pe in event.get("purposeOfEvent") or ()
+                      for c in pe.get("coding") or ())
+            if not (declared or btg):
+                parts = [p for p in parts if p.get("url") != "decision-ref-description"]
+            extensions.append({**ext, "extension": parts})
+        elif ext.get("url", "").endswith("auditevent-patient-extension"):
+            continue  # it points into `contained`, which holds the national id
+        else:
+            extensions.append(ext)
+    if extensions:
+        out["extension"] = extensions
+    return out
 
 
 def refuse_write(method: str) -> FhirError:

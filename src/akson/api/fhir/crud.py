@@ -59,7 +59,7 @@ def _shaped(req: FhirRequest, stored: Stored) -> Stored:
 async def vread(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str,
                 vid: str) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#vread — a deleted version answers 410."""
-    if not vid.isdigit():
+    if not (vid.isascii() and vid.isdigit()):
         raise FhirError(404, f"{res_type}/{res_id} has no version '{vid[:20]}'", "not-found")
     stored = await s.vread(res_type, res_id, int(vid))
     if stored is None:

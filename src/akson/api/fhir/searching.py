@@ -111,11 +111,11 @@ async def history(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_typ
         if key == "_since":
             since = dates.date_range(value)[0]
         elif key == "_count":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise FhirError(400, "_count must be a non-negative integer")
             count = min(int(value), ctx.settings.max_page_size)
         elif key == "_cursor":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise FhirError(400, "_cursor is not a cursor this server issued")
             cursor = int(value)
         elif key not in _IGNORED and req.prefer.get("handling") != "lenient":

@@ -155,7 +155,7 @@ class _Checker:
         low, high = element.get("min", 0), element.get("max", "*")
         if isinstance(low, int) and count < low:
             self.error(where, f"occurs {count} time(s){label}, at least {low} required", "required")
-        if isinstance(high, str) and high.isdigit() and count > int(high):
+        if isinstance(high, str) and high.isascii() and high.isdigit() and count > int(high):
             self.error(where, f"occurs {count} time(s){label}, at most {high} allowed")
 
     def item(self, tree: _Tree, element: dict[str, Any], item: _Item) -> None:

@@ -53,11 +53,11 @@ async def _page(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type:
         elif key == "_type":
             types = type_list(value)
         elif key == "_count":
-            if not value.isdigit() or int(value) == 0:
+            if not (value.isascii() and value.isdigit()) or int(value) == 0:
                 raise FhirError(400, "_count must be a positive integer")
             count = min(int(value), ctx.settings.max_page_size)
         elif key == "_cursor":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise FhirError(400, "_cursor is not a cursor this server issued")
             cursor = int(value)
         elif key not in _IGNORED and not lenient:

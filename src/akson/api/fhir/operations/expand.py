@@ -160,7 +160,7 @@ def _number(params: dict[str, str], name: str) -> int | None:
     value = params.get(name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise FhirError(400, f"$expand parameter '{name}' must be a non-negative integer")
     return int(value)
 
