@@ -236,9 +236,12 @@ def test_export_by_a_practitioner_holds_only_what_it_may_see(world):
                          for line in text.splitlines() if line}
         assert {"anna", "obs-anna"} <= exported
         assert not exported & {"bjorn", "obs-bjorn"}
-    # Another caller may not poll the GP's job.
+    # Another caller may not poll the GP's job — nor the same GP through another client.
     with _as(srv, _citizen("anna")) as anna:
         assert anna.get(status).status_code == 404
+    other_client = mint_token(srv, identity=_gp(), client_id="another-epj")
+    assert httpx.get(status, headers={"Authorization": f"Bearer {other_client}"}
+                     ).status_code == 404
 
 
 # ------------------------------------------------------------------ citizens and the audit log

@@ -64,14 +64,16 @@ def remove_job_files(export_dir: str | Path, job_id: str) -> None:
 
 
 def requester_of(req: FhirRequest) -> str:
-    """Who is asking, as an export job records it: the authenticated principal's stable,
-    non-personal key (`akson.access.audit.agent_key`: HPR number, client id, or issuer and
-    subject). Only the same requester may poll, download or cancel the job
+    """Who is asking, as an export job records it: the actor's non-personal key
+    (`akson.access.audit.agent_key`) bound to the issuer, client and unit it acts from, so the
+    same HPR number at another unit, or a client of the same name at another issuer, is
+    another requester. Only the same requester may poll, download or cancel the job
     (export.html#privacy-and-security-considerations lets a server limit them to the client that
     started the export)."""
-    if req.principal is None:
+    p = req.principal
+    if p is None:
         raise TokenError("invalid_token")
-    return agent_key(req.principal)
+    return "|".join((agent_key(p), p.issuer, p.client_id, p.orgnr_child or ""))[:500]
 
 
 # ------------------------------------------------------------------ kick-off
