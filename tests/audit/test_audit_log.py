@@ -47,6 +47,25 @@ def test_an_appended_event_reads_back_whole_and_chains_from_zero(audit_url: str)
     run(go())
 
 
+def test_a_batch_appends_in_order_after_what_the_chain_holds(audit_url: str) -> None:
+    """Group commit's batch: one head lock, consecutive sequence numbers, linked hashes."""
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            first = await log.record(entry(1), route="req-b")
+            async with db.transaction(write=True) as tx:
+                batch = await log.append_many(tx, [entry(n, patients=(f"p{n}",))
+                                                   for n in range(2, 7)], route="req-b")
+            assert [r.seq for r in batch] == [2, 3, 4, 5, 6]
+            assert batch[0].prev_hash == first.hash
+            assert all(b.prev_hash == a.hash for a, b in zip(batch, batch[1:]))
+            async with db.transaction(write=False) as tx:
+                assert await audit_log.read(tx, first.chain, 6) is not None
+            report = await audit_log.verify(db, log.key)
+            assert report.ok and report.events == 6
+
+    run(go())
+
+
 def test_concurrent_writers_keep_every_chain_gapless_and_valid(audit_url: str) -> None:
     tasks, per_task = 8, 15
 

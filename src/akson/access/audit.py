@@ -484,10 +484,8 @@ class GroupCommit:
             batch, self._pending = self._pending, []
             try:
                 async with self.log.db.transaction(write=True) as tx:
-                    route = uuid.uuid4().hex
-                    for entries, _ in batch:
-                        for entry in entries:
-                            await self.log.append(tx, entry, route=route)
+                    await self.log.append_many(tx, [e for entries, _ in batch for e in entries],
+                                               route=uuid.uuid4().hex)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting session
                 for _, done in batch:
                     if not done.done():

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from akson.fhir.dates import now_us
 from akson.store.database import Database, Row, Tx
@@ -209,23 +210,38 @@ class AuditLog:
         request id): the chain lock is then always the last lock a transaction takes, and only
         one, so audit appends can never be part of a deadlock cycle.
         """
+        return (await self.append_many(tx, [entry], route=route))[0]
+
+    async def append_many(self, tx: Tx, entries: Sequence[AuditEntry], *, route: str
+                          ) -> list[AuditRecord]:
+        """`append` for several entries, in order, on one chain: the head is locked, read and
+        written once and the rows go in as one batch (group commit hands its whole batch here)."""
+        if not entries:
+            return []
         chain = chain_for(route, self.chains)
-        head_seq, prev = await self._lock_head(tx, chain)
-        seq = head_seq + 1
-        patients = tuple(sorted(set(entry.patients)))
-        if patients != entry.patients:
-            entry = replace(entry, patients=patients)
-        digest = record_hash(chain, seq, prev, entry)
-        e = entry
-        await tx.execute(_INSERT_EVENT, (chain, seq, e.recorded, e.action, e.subtype, e.outcome,
-                                         e.purpose, e.user_selected, e.org, e.unit, e.agent,
-                                         e.content, prev, digest))
-        await tx.executemany(_INSERT_PATIENT, [(chain, seq, p, e.recorded) for p in patients])
+        seq, prev = await self._lock_head(tx, chain)
+        out: list[AuditRecord] = []
+        events: list[tuple[Any, ...]] = []
+        patient_rows: list[tuple[Any, ...]] = []
+        for entry in entries:
+            seq += 1
+            patients = tuple(sorted(set(entry.patients)))
+            if patients != entry.patients:
+                entry = replace(entry, patients=patients)
+            digest = record_hash(chain, seq, prev, entry)
+            e = entry
+            events.append((chain, seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose,
+                           e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest))
+            patient_rows += [(chain, seq, p, e.recorded) for p in patients]
+            out.append(AuditRecord(chain, seq, entry, prev, digest))
+            prev = digest
+        await tx.executemany(_INSERT_EVENT, events)
+        await tx.executemany(_INSERT_PATIENT, patient_rows)
         await tx.execute(
             "UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s WHERE chain = %s",
-            (seq, digest, _mac(self.key, chain, seq, digest), now_us(), chain),
+            (seq, prev, _mac(self.key, chain, seq, prev), now_us(), chain),
         )
-        return AuditRecord(chain, seq, entry, prev, digest)
+        return out
 
     async def record(self, entry: AuditEntry, *, route: str) -> AuditRecord:
         """Append `entry` in a transaction of its own (reads, logins: nothing else to commit)."""
