@@ -57,7 +57,7 @@ def test_a_batch_appends_in_order_after_what_the_chain_holds(audit_url: str) -> 
                                                    for n in range(2, 7)], route="req-b")
             assert [r.seq for r in batch] == [2, 3, 4, 5, 6]
             assert batch[0].prev_hash == first.hash
-            assert all(b.prev_hash == a.hash for a, b in zip(batch, batch[1:]))
+            assert all(b.prev_hash == a.hash for a, b in zip(batch, batch[1:], strict=False))
             async with db.transaction(write=False) as tx:
                 assert await audit_log.read(tx, first.chain, 6) is not None
             report = await audit_log.verify(db, log.key)
