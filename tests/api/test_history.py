@@ -118,4 +118,6 @@ def test_history_bad_parameters_are_400(client):
     assert client.get("/Patient/_history", params={"_count": "abc"}).status_code == 400
     assert client.get("/Patient/_history", params={"_since": "yesterday"}).status_code == 400
     assert client.get("/Patient/_history", params={"_cursor": "x"}).status_code == 400
+    # beyond a 64-bit row number (SQLite would overflow): 400, not 500
+    assert client.get("/Patient/_history", params={"_cursor": "9" * 30}).status_code == 400
     assert client.get("/Patient/_history", params={"bogus": "1"}).status_code == 400

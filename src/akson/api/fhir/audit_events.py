@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from akson.access.audit import citizen_view, served
 from akson.access.gate import DENIED, GuardedSession
+from akson.api.fhir import paging
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.fhir import jsonio
@@ -99,9 +100,7 @@ async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirR
         if key == "patient":
             patient = _patient_param(value)
         elif key == "_count":
-            if not (value.isascii() and value.isdigit()) or int(value) == 0:
-                raise FhirError(400, "_count must be a positive integer")
-            count = min(int(value), ctx.settings.max_page_size)
+            count = paging.count_param(value, ctx.settings.max_page_size)
         elif key == "_cursor":
             before = _cursor(value)
         elif key not in _IGNORED:

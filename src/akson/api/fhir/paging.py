@@ -52,6 +52,21 @@ class PageState:
     key: tuple[Any, ...] | None
 
 
+def count_param(value: str, max_count: int, *, zero: bool = False) -> int:
+    """A `_count` value (search.html#count): digits only, capped at `max_count`; 0 only where
+    the interaction accepts it (history: "count only")."""
+    if not (value.isascii() and value.isdigit()) or (int(value) == 0 and not zero):
+        raise FhirError(400, f"_count must be a {'non-negative' if zero else 'positive'} integer")
+    return min(int(value), max_count)
+
+
+def cursor_param(value: str) -> int:
+    """A plain `_cursor` this server put in a link (a row number, never more than 18 digits)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise FhirError(400, "_cursor is not a cursor this server issued")
+    return int(value)
+
+
 def keys(database_url: str) -> tuple[bytes, bytes]:
     """(encryption key, MAC key) of this installation (cached per database)."""
     cached = _KEYS.get(database_url)

@@ -111,13 +111,9 @@ async def history(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_typ
         if key == "_since":
             since = dates.date_range(value)[0]
         elif key == "_count":
-            if not (value.isascii() and value.isdigit()):
-                raise FhirError(400, "_count must be a non-negative integer")
-            count = min(int(value), ctx.settings.max_page_size)
+            count = paging.count_param(value, ctx.settings.max_page_size, zero=True)
         elif key == "_cursor":
-            if not (value.isascii() and value.isdigit()):
-                raise FhirError(400, "_cursor is not a cursor this server issued")
-            cursor = int(value)
+            cursor = paging.cursor_param(value)
         elif key not in _IGNORED and req.prefer.get("handling") != "lenient":
             raise FhirError(400, f"History does not support the parameter '{key}'",
                             "not-supported")

@@ -4,6 +4,7 @@ encounter-operation-everything.html), keyset-paged like search."""
 from __future__ import annotations
 
 from akson.access.gate import GuardedSession
+from akson.api.fhir import paging
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.responses import searchset
@@ -53,13 +54,9 @@ async def _page(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type:
         elif key == "_type":
             types = type_list(value)
         elif key == "_count":
-            if not (value.isascii() and value.isdigit()) or int(value) == 0:
-                raise FhirError(400, "_count must be a positive integer")
-            count = min(int(value), ctx.settings.max_page_size)
+            count = paging.count_param(value, ctx.settings.max_page_size)
         elif key == "_cursor":
-            if not (value.isascii() and value.isdigit()):
-                raise FhirError(400, "_cursor is not a cursor this server issued")
-            cursor = int(value)
+            cursor = paging.cursor_param(value)
         elif key not in _IGNORED and not lenient:
             # start/end (care dates) are not supported yet: refusing beats silently ignoring.
             raise FhirError(400, f"$everything does not support the parameter '{key[:40]}'",
