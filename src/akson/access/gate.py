@@ -244,14 +244,6 @@ def _address_params(clauses: Sequence[Clause]) -> bool:
     return False
 
 
-#: Base data and definitions: written only by system clients (see `GuardedSession._may_write`).
-REGISTER_TYPES = frozenset({
-    "Organization", "Practitioner", "PractitionerRole", "HealthcareService", "Location",
-    "Endpoint", "Group", "SearchParameter", "CodeSystem", "ValueSet", "ConceptMap",
-    "NamingSystem", "StructureDefinition", "OperationDefinition", "CapabilityStatement",
-    "AuditEvent"})
-
-
 class GuardedSession:
     """A store session as one caller sees it (see the module docstring)."""
 
@@ -459,6 +451,13 @@ class GuardedSession:
         doc = {**resource, "resourceType": res_type, "id": res_id}
         return indexing.patient_compartment(doc, indexing.extract(doc, self._s.registry))
 
+    def check_type_writable(self, res_type: str) -> None:
+        """403 at once, before any other check, for a type this kind of caller never writes
+        (`policy.may_write_type`: registers and definitions, system clients only)."""
+        if not pol.may_write_type(self.principal, res_type):
+            raise FhirError(403, f"{res_type} resources are written by system clients only",
+                            "forbidden")
+
     async def _may_write(self, action: str, res_type: str, res_id: str,
                          resource: dict[str, Any], current: Stored | None,
                          new_patients: AbstractSet[str] = frozenset()) -> None:
@@ -467,10 +466,7 @@ class GuardedSession:
         interaction = {"create": "c", "update": "u", "delete": "d"}[action]
         if not self.plan.permits(res_type, interaction):
             raise await self._deny(action, res_type, [res_id])
-        if res_type in REGISTER_TYPES and self.principal.kind != "system":
-            # Who works where is what care relationships are computed from: a person who could
-            # edit it could widen their own access. Registers and terminology are written by
-            # system clients (the register sync), never through a person's token.
+        if not pol.may_write_type(self.principal, res_type):
             raise await self._deny(action, res_type, [res_id])
         if current is not None and not await self._visible(res_type, res_id):
             raise await self._deny(action, res_type, [res_id])

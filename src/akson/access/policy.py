@@ -70,9 +70,24 @@ CITIZEN_SHARED_TYPES = frozenset({
     "Endpoint", "Medication", "Substance", "CapabilityStatement", "StructureDefinition",
     "SearchParameter", "OperationDefinition", "CodeSystem", "ValueSet", "ConceptMap",
     "NamingSystem", "Questionnaire"})
+#: Base data and definitions, written by system clients only (`may_write_type`).
+REGISTER_TYPES = frozenset({
+    "Organization", "Practitioner", "PractitionerRole", "HealthcareService", "Location",
+    "Endpoint", "Group", "SearchParameter", "CodeSystem", "ValueSet", "ConceptMap",
+    "NamingSystem", "StructureDefinition", "OperationDefinition", "CapabilityStatement",
+    "AuditEvent"})
 #: What a citizen may write in their own record: blocks and other consents.
 CITIZEN_WRITABLE = frozenset({"Consent"})
 ALL_INTERACTIONS = frozenset("cruds")
+
+
+def may_write_type(principal: Principal, res_type: str) -> bool:
+    """Whether this kind of caller may write this type at all. Who works where is what care
+    relationships are computed from, and a SearchParameter changes how every record is indexed:
+    a person who could edit them could widen their own access. Registers, terminology and
+    definitions are written by system clients (the register sync, operators), never through a
+    person's token."""
+    return res_type not in REGISTER_TYPES or principal.kind == "system"
 
 
 @dataclass(frozen=True, slots=True)

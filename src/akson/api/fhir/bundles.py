@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 from akson.access.gate import GuardedSession
 from akson.access.principal import Principal
 from akson.access.token_error import TokenError
-from akson.api.fhir import crud, searchparameters
+from akson.api.fhir import crud
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.responses import resource_response
@@ -130,7 +130,7 @@ async def _create_all(ctx: FhirContext, s: GuardedSession, subs: list[FhirReques
     items = []
     for i in indexes:
         with _blame(i):
-            searchparameters.writable(s, subs[i].path[0])
+            s.check_type_writable(subs[i].path[0])
             resource = crud.checked_resource(
                 subs[i], subs[i].path[0], allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
         items.append((subs[i].path[0], str(subs[i].assigned_id), resource))

@@ -191,7 +191,7 @@ async def patch(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type:
 async def delete(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, res_id: str
                  ) -> FhirResponse:
     """https://hl7.org/fhir/R4/http.html#delete — idempotent; history is kept."""
-    searchparameters.writable(s, res_type)
+    s.check_type_writable(res_type)
     deleted = await s.delete(res_type, res_id)
     if deleted is not None:
         await searchparameters.changed(ctx, s.bookkeeping, deleted)

@@ -51,15 +51,6 @@ def _unprocessable(element: str, diagnostics: str, code: str = "not-supported") 
     return FhirError(422, diagnostics, code, (element,))
 
 
-def writable(s: GuardedSession, res_type: str) -> None:
-    """403 unless the caller is a system client: a SearchParameter changes how every record is
-    indexed and searched, which is an operator's decision, not a user's (the gate checks the
-    client's write scope as for any type)."""
-    if res_type == "SearchParameter" and s.principal.kind != "system":
-        raise FhirError(403, "SearchParameter resources are written by system clients only",
-                        "forbidden")
-
-
 async def check(ctx: FhirContext, s: GuardedSession, res_type: str, resource: Mapping[str, Any],
                 res_id: str | None = None) -> None:
     """Refuse (422, naming the element) a SearchParameter this server could not index.
@@ -72,7 +63,7 @@ async def check(ctx: FhirContext, s: GuardedSession, res_type: str, resource: Ma
     """
     if res_type != "SearchParameter":
         return
-    writable(s, res_type)
+    s.check_type_writable(res_type)
     url = resource.get("url")
     if not isinstance(url, str) or not url:
         raise _unprocessable("SearchParameter.url", "SearchParameter.url is required", "required")
