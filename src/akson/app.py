@@ -28,6 +28,8 @@ from akson.api.fhir.paging import audit_key, keys
 from akson.api.fhir.searchparameters import ReindexWorker
 from akson.api.http import FhirApp
 from akson.api.openapi import openapi_document
+from akson.api.results import delivery as results_delivery
+from akson.api.results import lookup as results_lookup
 from akson.config import Settings
 from akson.export_worker import ExportWorker
 from akson.fhir.dates import now_us
@@ -37,6 +39,8 @@ from akson.idp import SMART_CONFIGURATION_PATH, IdentityProvider
 from akson.idp.identity import Identity
 from akson.idp.keys import JWKS_FILE
 from akson.idp.settings import IdpSettings
+from akson.results.ingest import Ingestor
+from akson.results.release import ReleasePolicy, ReleaseWorker
 from akson.store import export as store_export
 from akson.store.audit_log import AuditLog
 from akson.store.database import connect
@@ -60,8 +64,16 @@ class Akson:
         self.exports: ExportWorker | None = None
         self.reindexer: ReindexWorker | None = None
         self.audit_log: AuditLog | None = None
+        self.ingestor: Ingestor | None = None
+        self.releaser: ReleaseWorker | None = None
+        #: Fails at once on a malformed AKSON_RESULTS_RELEASE_DELAY, before anything starts.
+        self.release_policy = ReleasePolicy.parse(self.settings.results_release_delay)
         self.source = Source(site=self.settings.audit_site or socket.gethostname())
         self.fhir = FhirApp(self._context)
+        self.results_fhir = FhirApp(self._context, prefix="/results/fhir",
+                                    handle=results_lookup.handle)
+        self.results = FhirApp(self._context, prefix="/results", handle=self._results,
+                               negotiate=results_delivery.negotiate)
         self.idp = IdentityProvider(self.settings, lambda: self._context().store,
                                     idp_settings=idp_settings, clock=idp_clock,
                                     on_login=self._audit_login)
@@ -90,6 +102,9 @@ class Akson:
                                   chains=self.settings.audit_chains)
         gate = Gate(store, ChainedAuditSink(self.audit_log, self.source))
         self.ctx = FhirContext(store, registry, self.settings, gate, self.auth)
+        self.ingestor = Ingestor(gate, self.release_policy)
+        self.releaser = ReleaseWorker(gate)
+        self.releaser.start()
         self.reindexer = ReindexWorker(self.ctx.store, registry)
         try:
             await self.reindexer.load()
@@ -134,7 +149,14 @@ class Akson:
                             source=self.source, patients=patients, names=names)
         await self.audit_log.record(entry, route=uuid.uuid4().hex)
 
+    async def _results(self, ctx: FhirContext, req: Any) -> Any:
+        assert self.ingestor is not None, "the server has not started"
+        return await results_delivery.handle(ctx, req, self.ingestor)
+
     async def shutdown(self) -> None:
+        if self.releaser is not None:
+            await self.releaser.stop()
+            self.releaser = None
         if self.reindexer is not None:  # before the database closes: it requeues a running job
             await self.reindexer.stop()
             self.reindexer = None
@@ -152,6 +174,10 @@ class Akson:
         elif (kind == "http" and (scope["path"] == "/fhir" or scope["path"].startswith("/fhir/"))
               and scope["path"] != SMART_CONFIGURATION_PATH):
             await self.fhir(scope, receive, send)
+        elif kind == "http" and scope["path"].startswith("/results/"):
+            path = scope["path"]
+            fhir = path == "/results/fhir" or path.startswith("/results/fhir/")
+            await (self.results_fhir if fhir else self.results)(scope, receive, send)
         else:
             await self.site(scope, receive, send)
 

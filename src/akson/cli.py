@@ -13,6 +13,7 @@ from akson.config import Settings
 from akson.idp_cli import token
 from akson.registry_cli import registry
 from akson.registry_sync_cli import sync
+from akson.results_cli import results
 
 
 @click.group()
@@ -90,6 +91,7 @@ def login_help(origin: str) -> str:
 main.add_command(registry)
 main.add_command(token)
 main.add_command(audit)
+main.add_command(results)
 registry.add_command(sync)
 
 
@@ -145,6 +147,10 @@ def demo(municipalities: int, persons: int, seed: int, if_empty: bool, progress:
         return
     stats, users = result
     click.echo(stats.render())
+    from akson.demo.results import deliver
+
+    delivered = deliver(Settings.from_env(), seed)
+    click.echo(f"{delivered} demo lab results delivered to the results service (/results/fhir)")
     click.echo(render_users(users))
 
 

@@ -59,6 +59,9 @@ class Settings:
     audience: str | None = None
     #: AuditEvent.source.site: this node's name in the audit log (default: the host name).
     audit_site: str | None = None
+    #: Delay before results of a category (Volven 8202) are released to the citizen, e.g.
+    #: "HIST=14d,CYTO=14d,MBIO=2d" (d, h, m or s); meanwhile they carry NORU (akson.results.release).
+    results_release_delay: str = "HIST=14d,CYTO=14d"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -85,6 +88,8 @@ class Settings:
                                           cls.export_retention_seconds),
             audience=os.environ.get("AKSON_AUDIENCE") or None,
             audit_site=os.environ.get("AKSON_AUDIT_SITE") or None,
+            results_release_delay=os.environ.get("AKSON_RESULTS_RELEASE_DELAY",
+                                                 cls.results_release_delay),
         )
 
     @property

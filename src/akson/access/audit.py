@@ -381,6 +381,7 @@ _INTENT_ACTIONS = {
     "everything": ("E", "$everything"), "export": ("E", "export"), "create": ("C", "create"),
     "update": ("U", "update"), "patch": ("U", "patch"), "delete": ("D", "delete"),
     "login": ("E", "login"), "break-glass": ("E", "break-glass"),
+    "purge": ("D", "$purge"),
 }
 
 

@@ -30,6 +30,7 @@ from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, SearchQuery
 from akson.store import access_sql as acl
 from akson.store import export as store_export
+from akson.store import purge as store_purge
 from akson.store.bulk import bulk_create
 from akson.store.database import Tx
 from akson.store.include import Included, fetch_included
@@ -444,6 +445,23 @@ class GuardedSession:
     def export_access(self) -> store_export.ExportAccess:
         """What a Bulk Data export of this caller adds to every row query (type_chunk)."""
         return store_export.ExportAccess(scope=acl.scope_of(self.restriction))
+
+    async def purge_tagged(self, patient_id: str, types: Sequence[str],
+                           tag: tuple[str, str]) -> int:
+        """Hard-delete the patient's resources of `types` that carry the `meta.tag` `tag`, every
+        version: a citizen's reservation against storage of their results (DOMAIN.md §5), the
+        only hard delete. The citizen may do it for their own record, a system client that
+        reaches every record for anyone; it is audited (`purge`). Returns how many were purged."""
+        p = self.principal
+        own = self.plan.self_patient is not None and self.plan.self_patient == patient_id
+        if not (self._write and self.plan.allowed and (own or (p.kind == "system"
+                                                               and self.reaches_all))):
+            raise await self._deny("purge", "Patient", [patient_id])
+        keys = await store_purge.tagged_patient_resources(self._s, patient_id, types, tag)
+        purged = await store_purge.purge(self._s, keys)
+        await self._audit("purge", "allowed", None, [f"{t}/{i}" for _, t, i in keys],
+                          [patient_id])
+        return purged
 
     # ------------------------------------------------------------------ writes
 

@@ -36,10 +36,14 @@ class FhirApp:
     """ASGI app serving the FHIR base. `prefix` is the mount path, e.g. `/fhir`."""
 
     def __init__(self, get_ctx: Callable[[], FhirContext], prefix: str = "/fhir",
-                 base_url: str | None = None) -> None:
+                 base_url: str | None = None, *,
+                 handle: Callable[[FhirContext, FhirRequest], Any] = router.handle,
+                 negotiate: Callable[[FhirRequest], None] | None = None) -> None:
         self.get_ctx = get_ctx
         self.prefix = prefix
         self.base_url = base_url
+        self.handle = handle
+        self.negotiate = negotiate or _negotiate
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         ctx = self.get_ctx()
@@ -50,8 +54,8 @@ class FhirApp:
                 if ctx.auth is None:
                     raise TokenError("invalid_token")
                 req.principal = await ctx.auth.authenticate(req)
-            _negotiate(req)
-            resp = await router.handle(ctx, req)
+            self.negotiate(req)
+            resp = await self.handle(ctx, req)
         except Exception as exc:  # noqa: BLE001 - every failure must become an OperationOutcome
             resp = error_response(exc)
         await _send(send, resp, head=method == "HEAD")
@@ -115,6 +119,11 @@ async def _read_body(receive: Callable, headers: dict[str, str], limit: int) -> 
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+def negotiate(req: FhirRequest) -> None:
+    """Content negotiation of the FHIR base (see `_negotiate`)."""
+    _negotiate(req)
 
 
 def _negotiate(req: FhirRequest) -> None:

@@ -151,3 +151,29 @@ audit_chain = sa.Table(
     sa.Column("mac", sa.LargeBinary, nullable=False),  # checkpoint MAC under the installation key
     sa.Column("updated", sa.BigInteger, nullable=False),
 )
+
+# ------------------------------------------------------------------ results inbox (migration 0010)
+# Every message delivered to the results service (akson.results.ingest): its receipt, its state
+# (stored, rejected = quarantine, unmatched = manual matching queue, reserved) and its bytes, so
+# nothing delivered is ever silently lost. A citizen's reservation purges their messages' bytes.
+
+results_message = sa.Table(
+    "results_message",
+    metadata,
+    sa.Column("pk", BigId, primary_key=True, autoincrement=True),
+    sa.Column("received", sa.BigInteger, nullable=False),  # µs since epoch, UTC
+    sa.Column("format", sa.String(40), nullable=False),
+    sa.Column("sender", sa.String(200)),  # the sending organisation, never a person
+    sa.Column("message_id", sa.String(200)),  # the sender's own id of the message
+    sa.Column("digest", sa.String(64), nullable=False),  # sha256 of the bytes: re-deliveries
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(40)),  # reason code (akson.results.model.REASONS)
+    sa.Column("detail", sa.Text),  # what was wrong, for operators; never personal data
+    sa.Column("patient_id", sa.String(64)),  # the matched Patient, when one was
+    sa.Column("receipt", sa.LargeBinary, nullable=False),  # the receipt JSON as answered
+    sa.Column("raw", sa.LargeBinary),  # the bytes as delivered; NULL once purged
+    sa.Column("updated", sa.BigInteger, nullable=False),
+    sa.Index("ix_results_message_digest", "digest"),
+    sa.Index("ix_results_message_state", "state", "received"),
+    sa.Index("ix_results_message_patient", "patient_id"),
+)
