@@ -396,6 +396,7 @@ def test_nak_for_unreadable_input(data: bytes | None) -> None:
     ("T02", "AE", "T02"),  # an AppRec error code (receipt.Error.code)
     ("no-patient", "AE", "T02"),  # a rejection reason
     ("version", "AR", "T02"),
+    ("T01", "AR", "T01"),
     ("CR", "CR", ""),
 ])
 def test_ack_codes_from_the_pipeline(code: str, msa1: str, err5: str) -> None:

@@ -14,7 +14,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import orjson
@@ -22,13 +24,16 @@ import pytest
 from click.testing import CliRunner
 
 from akson.config import Settings
-from akson.fhir.identifiers import make_fnr, make_orgnr
+from akson.fhir.identifiers import classify_person_id, make_fnr, make_orgnr
 from akson.fhir.naming import FNR_SYSTEM, HPR_SYSTEM, ORGNR_SYSTEM
 from akson.idp import attestation
 from akson.idp.identity import Identity, Workplace
+from akson.results.kith import parse_svarrapport
 from akson.results.model import CATEGORY_SYSTEM, NLK_SYSTEM
+from akson.results.receipt import APPREC_NS
 from akson.results_cli import results
 from tests.conftest import ThreadServer, fresh_database, mint_token
+from tests.shared_corpora import CORPORA
 
 _rng = random.Random(20261127)  # noqa: S311 - synthetic test data
 LEGAL, UNIT = make_orgnr(_rng), make_orgnr(_rng)
@@ -406,3 +411,59 @@ def test_reservation_purges_stored_results_and_stops_storage_until_withdrawn(wor
         subtypes = {c.get("code") for e in log.get("entry", [])
                     for c in e["resource"].get("subtype", [])}
         assert "$purge" in subtypes
+
+
+# ------------------------------------------------------------------ KITH Svarrapport end to end
+
+KITH_DATA = Path(__file__).parent / "data" / "kith"
+KITH_CORPUS = CORPORA / "norway" / "pasientens-provesvar" / "kith-svarrapport-xml"
+
+
+def _patient_for(srv: ThreadServer, data: bytes, res_id: str) -> None:
+    """Store the Patient a message names, so the delivery matches (as the population register
+    would have it)."""
+    (report, *_) = parse_svarrapport(data).reports
+    if report.patient.value is None or classify_person_id(report.patient.value) is None:
+        return  # the delivery waits for manual matching instead
+    resp = httpx.put(f"{srv.url}/fhir/Patient/{res_id}", auth=srv.auth(), json={
+        "resourceType": "Patient", "id": res_id,
+        "identifier": [{"system": report.patient.system, "value": report.patient.value}]})
+    assert resp.status_code in (200, 201), resp.text
+
+
+def test_a_kith_delivery_answers_an_apprec_and_a_change_keeps_history(world):
+    srv, lab, _ = world
+    new = (KITH_DATA / "bio_v14_ny.xml").read_bytes()
+    changed = (KITH_DATA / "bio_v14_endring.xml").read_bytes()
+    _patient_for(srv, new, "kith-ase")
+    first = _deliver(lab, new, "application/xml")
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"].startswith("application/xml")
+    root = ElementTree.fromstring(first.content)
+    ns = {"a": APPREC_NS}
+    assert root.find("a:Status", ns).get("V") == "1"
+    assert root.find("a:OriginalMsgId/a:Id", ns).text == "MSG-BIO-NY-1"
+    second = _deliver(lab, changed, "application/xml")
+    assert second.status_code == 200, second.text
+    reports = lab.get("/results/fhir/DiagnosticReport", params={"patient": "kith-ase"}).json()
+    assert len(reports["entry"]) == 1  # the change landed on the same report
+    dr = reports["entry"][0]["resource"]
+    assert dr["meta"]["versionId"] == "2"
+    garbage = _deliver(lab, b"<Message xmlns='urn:other'/>", "application/xml")
+    assert garbage.status_code == 400
+    rejected = ElementTree.fromstring(garbage.content)
+    assert rejected.find("a:Status", ns).get("V") == "2"
+    assert rejected.find("a:Error", ns).get("V") == "T02"
+
+
+@pytest.mark.skipif(not KITH_CORPUS.is_dir(),
+                    reason="NHN's Svarrapport examples (../shared/corpora) are not present")
+def test_every_nhn_example_message_is_delivered_and_stored(world):
+    srv, lab, _ = world
+    for n, path in enumerate(sorted(KITH_CORPUS.glob("*.xml"))):
+        data = path.read_bytes()
+        _patient_for(srv, data, f"nhn-{n}")
+        resp = _deliver(lab, data, "application/xml")
+        assert resp.status_code in (200, 202), (path.name, resp.text)
+        status = ElementTree.fromstring(resp.content).find(f"{{{APPREC_NS}}}Status")
+        assert status is not None and status.get("V") == "1", path.name

@@ -189,19 +189,19 @@ def ack(data: bytes | None, *, accepted: bool, error: str | None = None,
 
     `code` is either an HL7 acknowledgment code (MSA-1: AA, AE, AR, CA, CE, CR), a rejection
     reason (`model.REASONS` key: unreadable/encoding/empty/schema/version → AR, others → AE) or
-    an AppRec error code such as `T02` (→ AE); reasons and AppRec codes also go to ERR-5. Without
-    a code MSA-1 is `AA` when accepted and `AE` when not; MSA-2 echoes MSH-10. The header swaps
-    sending and receiving application/facility and keeps the version (2.5.1 when the input has
-    none). An error carries its text (escaped) in MSA-3 and an ERR segment. Input without a
-    readable MSH gets a NAK: `AR` with an empty MSA-2. The result is `\\r`-separated UTF-8
-    (MSH-18 says so when the text is not ASCII)."""
+    an AppRec error code (`T01` → AR, others such as `T02` → AE); reasons and AppRec codes also
+    go to ERR-5. Without a code MSA-1 is `AA` when accepted and `AE` when not; MSA-2 echoes
+    MSH-10. The header swaps sending and receiving application/facility and keeps the version
+    (2.5.1 when the input has none). An error carries its text (escaped) in MSA-3 and an ERR
+    segment. Input without a readable MSH gets a NAK: `AR` with an empty MSA-2. The result is
+    `\\r`-separated UTF-8 (MSH-18 says so when the text is not ASCII)."""
     app_code = ""
     if code and code.upper() in _ACK_CODES:
         ack_code = code.upper()
     elif accepted:
         ack_code = "AA"
     else:
-        ack_code = "AR" if code in _REJECT_REASONS else "AE"
+        ack_code = "AR" if code in _REJECT_REASONS or code == "T01" else "AE"
         app_code = REASONS.get(code, code) if code else ""
     msh: Segment | None = None
     if data:

@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from akson.fhir import naming
+
 #: Namespace of the deterministic resource ids (uuid5).
 ID_NAMESPACE: Final = uuid.UUID("6f1d3a52-3c0e-5b8e-9a57-4b7d1e0c9a11")
 
@@ -46,8 +48,9 @@ ORIGIN_RESULTS: Final = "results"
 
 #: Volven 8202 "Type laboratoriemelding" (DOMAIN.md §5): the report category.
 CATEGORY_SYSTEM: Final = "urn:oid:2.16.578.1.12.4.1.1.8202"
-#: NLK, Norsk laboratoriekodeverk (Volven 7280).
-NLK_SYSTEM: Final = "urn:oid:2.16.578.1.12.4.1.1.7280"
+#: NLK, Norsk laboratoriekodeverk (Volven 7280): the FHIR system URL the rest of Akson uses
+#: (akson.fhir.naming); KITH's OID 2.16.578.1.12.4.1.1.7280 and HL7 v2's "NLK" map to it.
+NLK_SYSTEM: Final = naming.NLK_SYSTEM
 #: NCRP, Norsk klassifikasjon av radiologiske prosedyrer (Volven 7270).
 NCRP_SYSTEM: Final = "urn:oid:2.16.578.1.12.4.1.1.7270"
 #: NORPAT, Den norske patologikodeverket (Volven 7010).
