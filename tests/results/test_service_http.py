@@ -314,6 +314,24 @@ def test_the_results_base_serves_only_results_and_refuses_writes(world):
     assert httpx.get(f"{srv.url}/results/fhir/metadata").status_code == 200
 
 
+def test_break_the_glass_opens_another_patients_results_with_a_reason(world):
+    srv, lab, _ = world
+    _deliver(lab, bundle("G-1", "bjorn", {"NOR04444": 4.4}))
+    workplace = Workplace(LEGAL, "Prøvevik kommune", UNIT, "Prøvevik legekontor")
+    attested = attestation.build(
+        pid=FNR["gp"], name="Kari Fastlege", hpr_number=GP_HPR, authorization="LE",
+        workplace=workplace, purpose="BTG", reason="Bevisstløs i venterommet",
+        self_declared=False, patient_nin=FNR["bjorn"], toa=int(time.time()))
+    who = Identity("practitioner", FNR["gp"], "Kari Fastlege", "Practitioner/gp", GP_HPR, "LE",
+                   workplace, attested)
+    with httpx.Client(base_url=srv.url + "/results/fhir", timeout=30, headers={
+            "Authorization": f"Bearer {mint_token(srv, identity=who)}"}) as btg:
+        found = btg.post("/Observation/_search", data={
+            "patient": "bjorn", "code": f"{NLK_SYSTEM}|NOR04444"})
+    assert found.status_code == 200, found.text
+    assert [e["resource"]["valueQuantity"]["value"] for e in found.json()["entry"]] == [4.4]
+
+
 # ------------------------------------------------------------------ HL7 v2 end to end
 
 
