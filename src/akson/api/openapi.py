@@ -164,5 +164,48 @@ def openapi_document(server_url: str) -> dict:
                 "parameters": [_param("job", schema={"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"})],
                 "get": {"summary": "Export job status and manifest", "responses": _responses("200", "202")},
                 "delete": {"summary": "Cancel an export job", "responses": _responses("202")}},
+            **_results_paths(res_id, count),
         },
+    }
+
+
+_RESULT_TYPES = ["DiagnosticReport", "Observation", "ServiceRequest", "Specimen",
+                 "ImagingStudy", "PractitionerRole"]
+_ANY = {"description": "A receipt (AppRec XML, HL7 v2 ACK or JSON) or an OperationOutcome"}
+
+
+def _results_paths(res_id: dict, count: dict) -> dict:
+    """The results service (docs/results.md): the `/results/fhir` lookup base, delivery and
+    the operators' inbox."""
+    rtype = _param("type", schema={"type": "string", "enum": _RESULT_TYPES})
+    delivery = _param("delivery", schema={"type": "integer", "minimum": 0})
+    receipt = {code: _ANY for code in ("200", "202", "400", "403", "404", "409", "415", "422")}
+    any_body = {"required": True, "content": {
+        media: {"schema": {"type": "string"}} for media in (
+            "application/xml", "x-application/hl7-v2+er7", "application/fhir+json")}}
+    json_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"patient": {"type": "string"},
+                                         "reason": {"type": "string"}}}}}}
+    return {
+        "/results/fhir/{type}": {"parameters": [rtype], "get": {
+            "summary": "Search results", "parameters": [
+                _query("patient"), _query("code"), _query("date"), _query("_sort"), count],
+            "responses": _responses("200")}},
+        "/results/fhir/{type}/{id}": {"parameters": [rtype, res_id], "get": {
+            "summary": "Read a result", "responses": _responses("200")}},
+        "/results/fhir/Patient/{id}/$reservation": {"parameters": [res_id], "post": {
+            "summary": "A citizen's reservation against storage of results",
+            "requestBody": _body(), "responses": _responses("200")}},
+        "/results/ingest": {"post": {
+            "summary": "Deliver a result message (KITH Svarrapport, HL7 v2 ORU^R01, Bundle)",
+            "requestBody": any_body, "responses": receipt}},
+        "/results/messages": {"get": {
+            "summary": "The operators' inbox", "parameters": [
+                _query("state"), _query("after", {"type": "integer", "minimum": 0})],
+            "responses": receipt}},
+        "/results/messages/{delivery}": {"parameters": [delivery], "get": {
+            "summary": "One delivery and its receipt", "responses": receipt}},
+        "/results/messages/{delivery}/$match": {"parameters": [delivery], "post": {
+            "summary": "Store an unmatched delivery in a named record",
+            "requestBody": json_body, "responses": receipt}},
     }
