@@ -101,3 +101,43 @@ async def _observations(store: ResourceStore, s: object) -> int:
     row = await s.tx.fetchone(  # type: ignore[attr-defined]
         "SELECT COUNT(*) FROM resource WHERE res_type = 'Observation' AND NOT deleted")
     return int(row[0])
+
+
+def _obr(order: str, requester: str) -> str:
+    fields = [""] * 26
+    fields[0], fields[1], fields[2], fields[3] = "OBR", "1", f"PL-{order}", f"FL-{order}"
+    fields[4], fields[7] = "NOR05863^FT4^NLK", "20261119080000"
+    fields[16], fields[22], fields[25] = requester, "20261120101500", "F"
+    return "|".join(fields)
+
+
+def test_concurrent_deliveries_sharing_a_requester_or_repeating_a_message_lose_nothing(
+        settings):
+    """Deliveries at once: the same message twice creates the same resources at the same moment
+    (on PostgreSQL one meets the other's unique key and runs again) and is stored once; no
+    delivery fails. HL7 v2 roles are per report (akson.results.hl7v2_resources)."""
+    requester = "565501872^Lege^Test^^^^^^HPR&2.16.578.1.12.4.1.4.4&ISO"
+
+    def message(order: str) -> bytes:
+        return "\r".join([
+            f"MSH|^~\\&|LIS|Unilab^987654321^L|AKSON|NHN|20261120101500||ORU^R01|{order}|P|2.5.1",
+            f"PID|1||{FNR}^^^^FNR||Dahl^Eva||19900404|F", _obr(order, requester),
+            "OBX|1|NM|NOR05863^FT4^NLK||15|pmol/L^pmol/L^UCUM|12-22||||F"]).encode()
+
+    async def run() -> tuple[list[str], int, int]:
+        async with local_ingestor(settings) as ing:
+            lab = _local("lab")
+            first, second, twice = message("C-1"), message("C-2"), message("C-3")
+            done = await asyncio.gather(*(ing.ingest(lab, m, "hl7v2")
+                                          for m in (first, second, twice, twice)))
+            async with ing.gate.store.session(write=False) as s:
+                roles = await s.tx.fetchone("SELECT COUNT(*) FROM resource "
+                                            "WHERE res_type = 'PractitionerRole'")
+                reports = await s.tx.fetchone("SELECT COUNT(*) FROM resource "
+                                              "WHERE res_type = 'DiagnosticReport'")
+            assert roles is not None and reports is not None
+            return [d.state for d in done], int(roles[0]), int(reports[0])
+
+    states, roles, reports = asyncio.run(run())
+    assert states == ["stored"] * 4
+    assert roles == 3 and reports == 3

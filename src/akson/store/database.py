@@ -23,6 +23,16 @@ Params = Sequence[Any] | Mapping[str, Any]
 log = logging.getLogger("akson.store")
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    """Did a concurrent writer insert the same key first (a unique constraint refused a row)?
+    The caller may run its transaction again: it will then see the other writer's row."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    import psycopg
+
+    return isinstance(exc, psycopg.errors.UniqueViolation)
+
+
 def _value_refused(exc: BaseException) -> FhirError:
     """A bound value the database cannot hold or compare: the request's fault, so a 400.
 
