@@ -25,7 +25,7 @@ from akson.config import Settings
 from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.results import hl7v2, mllp
-from akson.results.ingest import Ingestor, format_of
+from akson.results.ingest import MAX_MESSAGE_BYTES, Ingestor, format_of
 from akson.results.release import ReleasePolicy, release_now
 from akson.store import results_inbox as inbox
 from akson.store.audit_log import AuditLog
@@ -123,7 +123,7 @@ def mllp_handler(ingestor: Ingestor, principal: Principal
 async def _serve_mllp(settings: Settings, host: str, port: int) -> None:
     async with local_ingestor(settings) as ingestor:
         server = await mllp.serve(mllp_handler(ingestor, _local("akson-results-mllp")),
-                                  host, port)
+                                  host, port, max_frame=MAX_MESSAGE_BYTES)
         bound = server.sockets[0].getsockname()
         click.echo(f"MLLP listener on {bound[0]}:{bound[1]}")
         async with server:
@@ -176,25 +176,27 @@ async def _listing(settings: Settings, state: str) -> list[inbox.Message]:
 @results.command("match")
 @click.argument("delivery", type=int)
 @click.argument("patient")
-def match_cmd(delivery: int, patient: str) -> None:
+@click.option("--report", default=None, help="The unmatched report (its key in the receipt) "
+              "when the delivery names several unidentified persons.")
+def match_cmd(delivery: int, patient: str, report: str | None) -> None:
     """Store an unmatched delivery's reports in PATIENT's record (`Patient/<id>` or `<id>`)."""
-    _reprocess(delivery, patient.removeprefix("Patient/"))
+    _reprocess(delivery, patient.removeprefix("Patient/"), report)
 
 
 @results.command("retry")
 @click.argument("delivery", type=int)
 def retry_cmd(delivery: int) -> None:
     """Run a rejected (quarantined) or unmatched delivery again."""
-    _reprocess(delivery, None)
+    _reprocess(delivery, None, None)
 
 
-def _reprocess(pk: int, patient_id: str | None) -> None:
+def _reprocess(pk: int, patient_id: str | None, report: str | None) -> None:
     settings = Settings.from_env()
 
     async def run() -> str:
         async with local_ingestor(settings) as ingestor:
             d = await ingestor.reprocess(_local("akson-results-operator"), pk,
-                                         patient_id=patient_id)
+                                         patient_id=patient_id, report_key=report)
             return d.state
 
     try:

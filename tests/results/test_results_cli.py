@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -135,9 +136,40 @@ def test_concurrent_deliveries_sharing_a_requester_or_repeating_a_message_lose_n
                                             "WHERE res_type = 'PractitionerRole'")
                 reports = await s.tx.fetchone("SELECT COUNT(*) FROM resource "
                                               "WHERE res_type = 'DiagnosticReport'")
-            assert roles is not None and reports is not None
+                rows = await s.tx.fetchone("SELECT COUNT(*) FROM results_message")
+            assert roles is not None and reports is not None and rows is not None
+            assert done[2].receipt.receipt_id == done[3].receipt.receipt_id
+            assert int(rows[0]) == 3  # the repeated message is one delivery
             return [d.state for d in done], int(roles[0]), int(reports[0])
 
     states, roles, reports = asyncio.run(run())
     assert states == ["stored"] * 4
     assert roles == 3 and reports == 3
+
+
+def test_an_older_correction_racing_a_newer_one_never_wins(settings):
+    def version(issued: str, value: str, status: str) -> bytes:
+        fields = _obr("RACE", "").split("|")
+        fields[22], fields[25] = issued, status
+        return "\r".join([
+            f"MSH|^~\\&|LIS|Unilab^987654321^L|AKSON|NHN|{issued}||ORU^R01|R-{issued}|P|2.5.1",
+            f"PID|1||{FNR}^^^^FNR||Dahl^Eva||19900404|F", "|".join(fields),
+            f"OBX|1|NM|NOR05863^FT4^NLK||{value}|pmol/L^pmol/L^UCUM|12-22||||{status}"]).encode()
+
+    async def run() -> list[float]:
+        values = []
+        async with local_ingestor(settings) as ing:
+            lab = _local("lab")
+            await ing.ingest(lab, version("20261120100000", "1", "F"), "hl7v2")
+            for n in range(4):
+                newer = version(f"2026112{2 + n}100000", str(10 + n), "C")
+                older = version(f"2026112{1}1{n}0000", "0", "C")
+                await asyncio.gather(ing.ingest(lab, older, "hl7v2"),
+                                     ing.ingest(lab, newer, "hl7v2"))
+                async with ing.gate.store.session(write=False) as s:
+                    page = await s.tx.fetchall(
+                        "SELECT content FROM resource WHERE res_type = 'Observation'")
+                values.append(orjson.loads(bytes(page[0][0]))["valueQuantity"]["value"])
+        return values
+
+    assert asyncio.run(run()) == [10, 11, 12, 13]

@@ -485,3 +485,132 @@ def test_every_nhn_example_message_is_delivered_and_stored(world):
         assert resp.status_code in (200, 202), (path.name, resp.text)
         status = ElementTree.fromstring(resp.content).find(f"{{{APPREC_NS}}}Status")
         assert status is not None and status.get("V") == "1", path.name
+
+
+# ------------------------------------------------------------------ what the review found
+
+
+def _lab(srv: ThreadServer, client_id: str) -> httpx.Client:
+    token = mint_token(srv, client_id=client_id, scope=LAB_SCOPES)
+    return httpx.Client(base_url=srv.url, timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+def test_only_the_citizen_makes_or_withdraws_a_reservation(world):
+    srv, _, _ = world
+    params = {"resourceType": "Parameters",
+              "parameter": [{"name": "reserve", "valueBoolean": False}]}
+    consent = {"resourceType": "Consent", "id": "fake-reservation", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                               "consentscope", "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "https://akson.no/fhir/CodeSystem/"
+                                                   "consent-category",
+                                         "code": "reservasjon-provesvar"}]}],
+               "patient": _ref("Patient", "anna"), "provision": {"type": "deny"}}
+    with _gp(srv) as gp:
+        assert gp.post("/Patient/anna/$reservation", json=params).status_code == 403
+        journal = httpx.put(f"{srv.url}/fhir/Consent/fake-reservation", json=consent,
+                            headers={"Authorization": gp.headers["Authorization"]})
+        assert journal.status_code == 403
+
+
+def test_results_are_written_by_the_results_service_only(world):
+    srv, lab, _ = world
+    stored = _deliver(lab, bundle("W-1", "anna", {"NOR06666": 6.6})).json()
+    obs_ref = next(r for r in stored["reports"][0]["resources"] if r.startswith("Observation/"))
+    with _gp(srv) as gp:
+        auth = {"Authorization": gp.headers["Authorization"]}
+        tagged = {"resourceType": "Observation", "id": "forged", "status": "final",
+                  "meta": {"tag": [{"system": "https://akson.no/fhir/CodeSystem/origin",
+                                    "code": "results"}]},
+                  "code": {"text": "BT"}, "subject": _ref("Patient", "anna")}
+        forged = httpx.put(f"{srv.url}/fhir/Observation/forged", json=tagged, headers=auth)
+        assert forged.status_code == 403
+        current = httpx.get(f"{srv.url}/fhir/{obs_ref}", headers=auth).json()
+        untagged = {k: v for k, v in current.items() if k != "meta"}
+        assert httpx.put(f"{srv.url}/fhir/{obs_ref}", json=untagged,
+                         headers=auth).status_code == 403
+        assert httpx.delete(f"{srv.url}/fhir/{obs_ref}", headers=auth).status_code == 403
+
+
+def test_a_page_token_of_the_journal_does_not_page_the_results_base(world):
+    srv, lab, _ = world
+    journal = lab.get("/fhir/Observation", params={"patient": "anna", "_count": "1"}).json()
+    nxt = next(link["url"] for link in journal["link"] if link["relation"] == "next")
+    token = nxt.split("_page=", 1)[1]
+    replay = lab.get("/results/fhir/Observation", params={"_page": token})
+    assert replay.status_code == 400
+
+
+def test_one_lab_cannot_see_or_overwrite_another_labs_deliveries(world):
+    srv, _, _ = world
+    with _lab(srv, "lab-a") as lab_a, _lab(srv, "lab-b") as lab_b:
+        mine = _deliver(lab_a, bundle("SAME-1", "anna", {"NOR05555": 1.0})).json()
+        theirs = _deliver(lab_b, bundle("SAME-1", "anna", {"NOR05555": 2.0},
+                                        issued="2026-11-29T10:00:00+01:00")).json()
+        ids_a = set(mine["reports"][0]["resources"])
+        assert not ids_a & set(theirs["reports"][0]["resources"])
+        obs = next(r for r in ids_a if r.startswith("Observation/"))
+        assert lab_a.get(f"/results/fhir/{obs}").json()["valueQuantity"]["value"] == 1.0
+        assert lab_b.get(f"/results/messages/{mine['delivery']}").status_code == 404
+        listed = lab_b.get("/results/messages", params={"state": "stored"}).json()
+        assert mine["delivery"] not in [m["delivery"] for m in listed["messages"]]
+
+
+def test_match_refuses_to_file_two_unidentified_persons_in_one_record(world):
+    _, lab, _ = world
+    first = {"resourceType": "Patient", "name": [{"family": "Olsen"}], "birthDate": "1950-01-01"}
+    second = {"resourceType": "Patient", "name": [{"family": "Hansen"}],
+              "birthDate": "2001-01-01"}
+    one = orjson.loads(bundle("U-1", None, {FT4: 1.0}, patient=first))
+    two = orjson.loads(bundle("U-2", None, {FT4: 2.0}, patient=second))
+    for entry in two["entry"]:  # distinct fullUrls, so the two reports stay apart
+        entry["fullUrl"] = entry["fullUrl"][:-4] + "beef"
+        res = entry["resource"]
+        for ref in [*res.get("result", []), res.get("subject") or {}]:
+            if "reference" in ref:
+                ref["reference"] = ref["reference"][:-4] + "beef"
+    both = {**one, "identifier": {"system": "urn:lab:x", "value": "two-persons"},
+            "entry": one["entry"] + two["entry"]}
+    resp = _deliver(lab, orjson.dumps(both))
+    assert resp.status_code == 202, resp.text
+    delivery = resp.json()["delivery"]
+    keys = [r["report_key"] for r in resp.json()["reports"]]
+    assert len(keys) == 2
+    refused = lab.post(f"/results/messages/{delivery}/$match", json={"patient": "Patient/anna"})
+    assert refused.status_code == 409
+    one_only = lab.post(f"/results/messages/{delivery}/$match",
+                        json={"patient": "Patient/anna", "report": keys[0]})
+    assert one_only.status_code == 202, one_only.text  # the other one still waits
+    outcomes = {r["report_key"]: r["outcome"] for r in one_only.json()["reports"]}
+    assert outcomes == {keys[0]: "stored", keys[1]: "unmatched"}
+
+
+def test_deliveries_that_break_a_reader_or_the_store_are_kept_not_lost(world):
+    _, lab, _ = world
+    huge = "\r".join([
+        "MSH|^~\\&|LIS|Fürst^123456789^L|AKSON|NHN|20261120101500||ORU^R01|BIG-1|P|2.5.1",
+        f"PID|1||{FNR['anna']}^^^^FNR||Ås^Anna||19710301|F",
+        "OBR|1|PL-B|FL-B|NOR05863^FT4^NLK|||20261119080000|||||||||||||||20261120|||F",
+        "OBX|1|NM|NOR05863^FT4^NLK||99999999999999999999999|pmol/L|||||F"]).encode()
+    resp = _deliver(lab, huge, "x-application/hl7-v2+er7")
+    assert resp.status_code in (200, 400), resp.text
+    assert b"MSA|" in resp.content
+    role = orjson.loads(bundle("PR-1", "anna", {FT4: 3.0}))
+    role["entry"].append({"fullUrl": _urn("role"), "resource": {
+        "resourceType": "PractitionerRole", "code": [{"text": "Lege"}]}})
+    role["entry"][0]["resource"]["performer"] = [{"reference": _urn("role")}]
+    answered = _deliver(lab, orjson.dumps(role))
+    assert answered.status_code == 200, answered.text
+
+
+def test_stored_deliveries_keep_no_bytes_and_waiting_ones_survive_a_reservation(world):
+    srv, lab, _ = world
+    stored = _deliver(lab, bundle("Y-1", "anna", {FT4: 4.0})).json()
+    waiting = _deliver(lab, bundle("Y-2", None, {FT4: 5.0}, patient={
+        "resourceType": "Patient", "name": [{"family": "Ukjent"}]})).json()
+    runner = CliRunner(env={"AKSON_DATABASE_URL": world[2].database_url})
+    queue = runner.invoke(results, ["queue"]).output
+    assert str(waiting["delivery"]) in queue
+    retry = lab.post(f"/results/messages/{stored['delivery']}/$retry")
+    assert retry.status_code == 409  # stored: nothing waits, no bytes kept

@@ -256,6 +256,9 @@ class GuardedSession:
         self.plan = plan
         self._sink = sink
         self._now_us = int(now.timestamp() * 1_000_000)
+        #: Set by the results service's ingestion alone (akson.results.ingest): only such a
+        #: session writes resources tagged `origin|results`, or changes stored ones.
+        self.writes_results = False
 
     @property
     def restriction(self) -> acl.Restriction:
@@ -488,6 +491,15 @@ class GuardedSession:
             raise await self._deny(action, res_type, [res_id])
         if current is not None and not await self._visible(res_type, res_id):
             raise await self._deny(action, res_type, [res_id])
+        before = jsonio.loads(current.content) if current and current.content else {}
+        if not self.writes_results and (pol.is_result(resource) or pol.is_result(before)):
+            raise FhirError(403, "Results are written by the results service only: deliver a "
+                            "correction to /results/ingest", "forbidden")
+        if res_type == "Consent" and (pol.is_reservation(resource) or pol.is_reservation(before)):
+            owner = self._compartment(res_type, res_id, resource or before)
+            if not (self.plan.self_patient is not None and owner == self.plan.self_patient
+                    or self.principal.kind == "system" and self.reaches_all):
+                raise await self._deny(action, res_type, [res_id])
         if not resource:  # delete
             return
         patient = self._compartment(res_type, res_id, resource)

@@ -35,11 +35,12 @@ from typing import Any
 
 from akson.access.principal import PURPOSES_OF_USE, Principal
 from akson.access.scopes import Scope
-from akson.fhir.naming import RESTRICTION_CODE_SYSTEM
+from akson.fhir.naming import ORIGIN_RESULTS, ORIGIN_SYSTEM, RESTRICTION_CODE_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.store.access_sql import (
     BLOCK_CODE,
     CONSENT_CATEGORY_SYSTEM,
+    RESERVATION_CODE,
     ActorBlock,
     CareRelation,
     LabelRule,
@@ -380,6 +381,22 @@ def shares_address(parent: dict[str, Any], child: dict[str, Any]) -> bool:
     """Does the child live at one of the parent's registered (home) addresses? A child whose
     address is not stored (strictly confidential) shares none."""
     return bool(_home_addresses(parent) & _home_addresses(child))
+
+
+def is_result(resource: dict[str, Any]) -> bool:
+    """Does the resource carry the results service's `meta.tag` (akson.results)?"""
+    return any(isinstance(t, dict) and t.get("system") == ORIGIN_SYSTEM
+               and t.get("code") == ORIGIN_RESULTS
+               for t in (resource.get("meta") or {}).get("tag") or ())
+
+
+def is_reservation(consent: dict[str, Any]) -> bool:
+    """Is this Consent a reservation against storage of results? Only the citizen (or a
+    system client acting for them) makes or withdraws one (akson.access.gate)."""
+    return any(isinstance(c, dict) and c.get("system") == CONSENT_CATEGORY_SYSTEM
+               and c.get("code") == RESERVATION_CODE
+               for cat in consent.get("category") or () if isinstance(cat, dict)
+               for c in cat.get("coding") or ())
 
 
 def check_block_consent(consent: dict[str, Any]) -> None:

@@ -35,11 +35,11 @@ def oru_messages(fnr: str, family: str, given: str, born: str, rng: random.Rando
                  now: datetime, reports: int = 3) -> list[bytes]:
     """`reports` ORU^R01 messages for one person over the last two years."""
     out = []
-    for n in range(reports):
+    for _ in range(reports):
         lab, orgnr = rng.choice(LABS)
         taken = now - timedelta(days=rng.randint(1, 700), minutes=rng.randint(0, 600))
         stamp = taken.strftime("%Y%m%d%H%M%S")
-        order = f"{fnr[-5:]}{n}{taken:%y%m%d}"
+        order = f"{rng.getrandbits(40):010x}"  # never derived from the national id
         lines = [
             f"MSH|^~\\&|LIS|{lab}^{orgnr}^L|AKSON|NHN|{stamp}||ORU^R01^ORU_R01|DEMO-{order}|P"
             "|2.5.1|||||NO|UNICODE UTF-8",

@@ -55,7 +55,8 @@ def parse_bundle(data: bytes, *, sender: str) -> ParsedMessage:
     reports = list({id(r): r for r in reports}.values())
     if not reports:
         raise Rejected("no-results", "The Bundle holds no DiagnosticReport")
-    patients = [r for r in by_ref.values() if r["resourceType"] == "Patient"]
+    patients = list({id(r): r for r in by_ref.values()
+                     if r["resourceType"] == "Patient"}.values())
     return ParsedMessage(format="fhir-bundle", message_id=message_id, sender=sender,
                          reports=tuple(_report(r, by_ref, patients, sender) for r in reports))
 
@@ -100,8 +101,8 @@ def _report(dr: dict[str, Any], by_ref: dict[str, dict[str, Any]],
                if id(r) in ids}
     out = []
     for res in (dr, *members):
-        doc = _rewrite({k: v for k, v in res.items() if k not in ("subject", "patient", "meta")},
-                       ref_map)
+        own = {k: v for k, v in res.items() if k not in ("subject", "patient", "meta")}
+        doc = model.rewrite_references(own, ref_map)
         doc["id"] = ids[id(res)]
         out.append(doc)
     status = _STATUS.get(str(dr.get("status")))
@@ -120,7 +121,8 @@ def _local_name(res: dict[str, Any], n: int) -> str:
                   and isinstance(i.get("value"), str)), None)
     if ident is not None:
         return f"{rtype}/id/{ident.get('system') or ''}|{ident['value']}"
-    coding = next((c for c in (res.get("code") or {}).get("coding") or []
+    code = res.get("code")
+    coding = next((c for c in (code.get("coding") or [] if isinstance(code, dict) else [])
                    if isinstance(c, dict) and isinstance(c.get("code"), str)), None)
     if coding is not None:
         return f"{rtype}/code/{coding.get('system') or ''}|{coding['code']}"
@@ -149,17 +151,6 @@ def _references(node: Any) -> list[str]:
     if isinstance(node, list):
         return [r for v in node for r in _references(v)]
     return []
-
-
-def _rewrite(node: Any, ref_map: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        out = {k: _rewrite(v, ref_map) for k, v in node.items()}
-        if isinstance(out.get("reference"), str) and out["reference"] in ref_map:
-            out["reference"] = ref_map[out["reference"]]
-        return out
-    if isinstance(node, list):
-        return [_rewrite(v, ref_map) for v in node]
-    return node
 
 
 def _category(dr: dict[str, Any]) -> str:

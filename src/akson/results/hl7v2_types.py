@@ -116,7 +116,8 @@ def number(value: str) -> int | float | None:
         return None
     as_text = str(dec)
     if "." not in as_text and "E" not in as_text:
-        return int(dec)
+        # Beyond 64 bits no store or JSON encoder keeps it: not a number a lab reports.
+        return int(dec) if -(2**63) <= dec < 2**63 else None
     return ExactDecimal(as_text)
 
 

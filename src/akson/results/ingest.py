@@ -18,7 +18,10 @@ a report older than the stored one (by `issued`) is ignored as stale.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,16 +31,17 @@ import orjson
 
 from akson.access.gate import Gate, GuardedSession
 from akson.access.principal import Principal
-from akson.fhir import jsonio
+from akson.fhir import dates, jsonio
 from akson.fhir import search as fhir_search
 from akson.fhir.identifiers import classify_person_id
 from akson.fhir.naming import DNR_SYSTEM, FNR_SYSTEM
 from akson.fhir.outcome import FhirError
+from akson.fhir.validation import validate
 from akson.results import model, receipt, release, rights
 from akson.results.model import ParsedMessage, ParsedReport, PatientKey, Rejected
 from akson.results.receipt import Error, Receipt, ReportOutcome
 from akson.store import results_inbox as inbox
-from akson.store.database import is_unique_violation
+from akson.store.database import is_retryable
 
 #: Media types of the three formats (`POST /results/ingest`).
 KITH_XML: Final = "application/xml"
@@ -47,6 +51,11 @@ _MEDIA = {KITH_XML: "kith", "text/xml": "kith", HL7_V2: "hl7v2", "application/hl
           FHIR_JSON: "fhir", "application/json": "fhir"}
 _PERSON_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM)
 _ATTEMPTS = 3
+#: Larger messages are refused unread: no result message needs more, and reading is CPU-bound.
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+_INTERNAL = ("The message could not be stored because of an error in this service; it is "
+             "kept for operators")
+log = logging.getLogger("akson.results")
 
 
 def format_of(content_type: str | None, data: bytes) -> str | None:
@@ -94,120 +103,129 @@ class Ingestor:
         self.clock = clock
 
     async def ingest(self, principal: Principal, data: bytes, fmt: str) -> Delivery:
-        """Take one message. Refuses (403) a caller that may not deliver results.
+        """Take one message. Refuses (403) a caller that may not deliver results; anything else
+        ends in the inbox with a receipt, never in an error the sender must make sense of.
 
-        Two deliveries that create the same resource at once (a practitioner's role shared by
-        two reports, the same message sent twice in parallel) meet at a unique key; the one
-        refused runs again and then finds the other's rows."""
+        Deliveries that meet at a unique key or in a deadlock (two creating the same resource at
+        once) run again. A message whose mapped resources are not valid R4, or that this service
+        fails to store, is kept in quarantine like an unreadable one."""
+        digest = hashlib.sha256(data).hexdigest()
+        msg, rejected = await _read(fmt, data, principal.client_id)
         for attempt in range(_ATTEMPTS):
             try:
-                return await self._ingest(principal, data, fmt)
+                return await self._deliver(principal, data, fmt, digest, msg, rejected)
+            except Rejected as exc:
+                msg, rejected = None, exc
+            except FhirError:
+                raise
             except Exception as exc:
-                if attempt + 1 == _ATTEMPTS or not is_unique_violation(exc):
-                    raise
-        raise AssertionError("unreachable")
+                if is_retryable(exc) and attempt + 1 < _ATTEMPTS:
+                    continue
+                log.error("results delivery failed type=%s at %s", type(exc).__name__,
+                          _where(exc))
+                msg, rejected = None, Rejected("internal", _INTERNAL)
+        return await self._deliver(principal, data, fmt, digest, None, rejected)
 
-    async def _ingest(self, principal: Principal, data: bytes, fmt: str) -> Delivery:
-        digest = hashlib.sha256(data).hexdigest()
+    async def _deliver(self, principal: Principal, data: bytes, fmt: str, digest: str,
+                       msg: ParsedMessage | None, rejected: Rejected | None) -> Delivery:
         # bulk: a new report's resources are written with COPY (GuardedSession.create_many).
         async with self.gate.session(principal, write=True, bulk=True) as g:
             check_producer(g)
+            g.writes_results = True
             s = g.bookkeeping
+            await inbox.lock(s, f"digest:{digest}")
             first = await inbox.by_digest(s, digest)
             if first is not None:
                 return Delivery(Receipt.loads(first.receipt).again(), first.state)
             now = self.clock()
-            try:
-                msg = parse(fmt, data, sender=principal.client_id)
-            except Rejected as exc:
-                return await self._reject(g, exc, fmt, digest, data, now)
-            outcomes = [await self.store_report(g, r, msg, now) for r in msg.reports]
+            if msg is None:
+                assert rejected is not None
+                answer = Receipt(status=receipt.REJECTED, message_id=None, format=fmt,
+                                 errors=(Error(rejected.code, rejected.text),))
+                pk = await inbox.add(
+                    s, received=_us(now), format=fmt, sender=None,
+                    client_id=principal.client_id, message_id=None, digest=digest,
+                    state=inbox.REJECTED, reason=rejected.code, detail=rejected.text[:2000],
+                    patient_id=None, receipt=b"{}", raw=data)
+                return await _answered(s, pk, answer, inbox.REJECTED, now)
+            reports = [namespaced(r, principal.client_id) for r in msg.reports]
+            outcomes = await self._store(g, reports, now)
             state = _state(outcomes)
-            answer = _receipt(msg, outcomes, state)
             pk = await inbox.add(
                 s, received=_us(now), format=msg.format, sender=msg.sender,
-                message_id=msg.message_id, digest=digest, state=state, reason=None,
-                detail=None, patient_id=next((o.patient for o in outcomes if o.patient), None),
-                receipt=b"{}", raw=None if state == inbox.RESERVED else data)
-            answer = replace(answer, delivery=pk)
-            await inbox.set_state(s, pk, state, now=_us(now), receipt=answer.dumps())
-            return Delivery(answer, state)
+                client_id=principal.client_id, message_id=msg.message_id, digest=digest,
+                state=state, reason=None, detail=None,
+                patient_id=next((o.patient for o in outcomes if o.patient), None),
+                receipt=b"{}", raw=data if state == inbox.UNMATCHED else None)
+            return await _answered(s, pk, _receipt(msg, outcomes, state), state, now)
 
-    async def reprocess(self, principal: Principal, pk: int, *,
-                        patient_id: str | None = None) -> Delivery:
-        """Run a kept delivery again: an unmatched one with the Patient an operator identified
-        (`patient_id`, used for the reports that still do not match), a rejected one after the
-        reader was fixed. 404 for an unknown delivery, 409 for one in another state."""
+    async def _store(self, g: GuardedSession, reports: list[ParsedReport], now: datetime, *,
+                     chosen: dict[str, str] | None = None) -> list[ReportOutcome]:
+        """Lock the reports and their patients (in that order, each sorted), then store each.
+        `chosen` maps report keys to the Patient an operator named for them."""
+        s = g.bookkeeping
+        for key in sorted({r.report_key for r in reports}):
+            await inbox.lock(s, f"report:{key}")
+        patients = [(chosen or {}).get(r.report_key) or await match_patient(g, r.patient)
+                    for r in reports]
+        for patient_id in sorted({p for p in patients if p}):
+            await inbox.lock(s, f"patient:{patient_id}")
+        return [await self.store_report(g, r, now, p) for r, p in zip(reports, patients,
+                                                                       strict=True)]
+
+    async def reprocess(self, principal: Principal, pk: int, *, patient_id: str | None = None,
+                        report_key: str | None = None) -> Delivery:
+        """Run a waiting delivery again: an unmatched one with the Patient an operator identified
+        (`patient_id`, for the one unmatched report `report_key`, or for all of them when they
+        name the same person), a rejected one after the reader was fixed. 404 for an unknown
+        delivery or one of another client (operators see all), 409 for one not waiting."""
         async with self.gate.session(principal, write=True, bulk=True) as g:
             check_producer(g)
+            g.writes_results = True
             s = g.bookkeeping
-            row = await inbox.get(s, pk, for_update=True)
-            data = await inbox.raw(s, pk) if row else None
-            if row is None or data is None:
+            row = await _waiting(g, pk)
+            data = await inbox.raw(s, pk)
+            if data is None:
                 raise FhirError(404, f"No kept delivery {pk}", "not-found")
-            if row.state not in (inbox.UNMATCHED, inbox.REJECTED):
-                raise FhirError(409, f"Delivery {pk} is {row.state}: only unmatched or rejected "
-                                "deliveries are run again", "conflict")
-            if patient_id is not None and (await s.read("Patient", patient_id) is None
-                                           or not await g.exists("Patient", patient_id)):
+            if patient_id is not None and not (await s.exists("Patient", patient_id)
+                                               and await g.exists("Patient", patient_id)):
                 raise FhirError(422, f"Patient/{patient_id} is not a stored patient",
                                 "business-rule")
             now = self.clock()
-            try:
-                msg = parse(_family(row.format), data, sender=row.sender or "")
-            except Rejected as exc:
+            client = row.client_id or principal.client_id
+            msg, rejected = await _read(_family(row.format), data, row.sender or client)
+            if msg is None:
+                assert rejected is not None
                 answer = Receipt(status=receipt.REJECTED, message_id=None, format=row.format,
-                                 errors=(Error(exc.code, exc.text),), delivery=pk)
+                                 errors=(Error(rejected.code, rejected.text),))
                 await inbox.set_state(s, pk, inbox.REJECTED, now=_us(now),
-                                      receipt=answer.dumps(), detail=exc.text[:2000])
-                return Delivery(answer, inbox.REJECTED)
-            outcomes = []
-            for r in msg.reports:
-                outcome = await self.store_report(g, r, msg, now)
-                if outcome.outcome == receipt.UNMATCHED and patient_id is not None:
-                    outcome = await self.store_report(g, r, msg, now, patient_id=patient_id)
-                outcomes.append(outcome)
+                                      detail=rejected.text[:2000])
+                return await _answered(s, pk, answer, inbox.REJECTED, now)
+            reports = [namespaced(r, client) for r in msg.reports]
+            chosen = await _chosen(g, reports, patient_id, report_key)
+            outcomes = await self._store(g, reports, now, chosen=chosen)
             state = _state(outcomes)
             if state == inbox.STORED and row.state == inbox.UNMATCHED:
                 state = inbox.RESOLVED
-            answer = replace(_receipt(msg, outcomes, state), delivery=pk)
-            matched = next((o.patient for o in outcomes if o.patient), None)
-            await inbox.set_state(s, pk, state, now=_us(now), receipt=answer.dumps(),
-                                  patient_id=matched)
-            if state == inbox.RESERVED:
-                await inbox.purge_patient(s, matched or "", now=_us(now))
-            return Delivery(answer, state)
+            await inbox.set_state(s, pk, state, now=_us(now), drop_raw=state != inbox.UNMATCHED,
+                                  patient_id=next((o.patient for o in outcomes if o.patient),
+                                                  None))
+            return await _answered(s, pk, _receipt(msg, outcomes, state), state, now)
 
     async def discard(self, principal: Principal, pk: int, reason: str) -> None:
-        """Close a kept delivery without storing it, saying why (an operator's decision)."""
+        """Close a waiting delivery without storing it, saying why (an operator's decision); its
+        bytes are dropped."""
         async with self.gate.session(principal, write=True) as g:
             check_producer(g)
-            row = await inbox.get(g.bookkeeping, pk, for_update=True)
-            if row is None:
-                raise FhirError(404, f"No kept delivery {pk}", "not-found")
-            if row.state not in (inbox.UNMATCHED, inbox.REJECTED):
-                raise FhirError(409, f"Delivery {pk} is {row.state}, not waiting", "conflict")
+            await _waiting(g, pk)
             await inbox.set_state(g.bookkeeping, pk, inbox.DISCARDED, now=_us(self.clock()),
-                                  detail=f"Discarded by an operator: {reason[:500]}")
+                                  detail=f"Discarded by an operator: {reason[:500]}",
+                                  drop_raw=True)
 
-    async def _reject(self, g: GuardedSession, exc: Rejected, fmt: str, digest: str,
-                      data: bytes, now: datetime) -> Delivery:
-        answer = Receipt(status=receipt.REJECTED, message_id=None, format=fmt,
-                         errors=(Error(exc.code, exc.text),))
-        pk = await inbox.add(g.bookkeeping, received=_us(now), format=fmt,
-                             sender=g.principal.client_id, message_id=None, digest=digest,
-                             state=inbox.REJECTED, reason=exc.code, detail=exc.text[:2000],
-                             patient_id=None, receipt=b"{}", raw=data)
-        answer = replace(answer, delivery=pk)
-        await inbox.set_state(g.bookkeeping, pk, inbox.REJECTED, now=_us(now),
-                              receipt=answer.dumps())
-        return Delivery(answer, inbox.REJECTED)
-
-    async def store_report(self, g: GuardedSession, report: ParsedReport, msg: ParsedMessage,
-                           now: datetime, *, patient_id: str | None = None) -> ReportOutcome:
-        """Match the report's patient (or take `patient_id`, an operator's decision) and store
-        its resources."""
-        patient_id = patient_id or await match_patient(g, report.patient)
+    async def store_report(self, g: GuardedSession, report: ParsedReport, now: datetime,
+                           patient_id: str | None) -> ReportOutcome:
+        """Store one report's resources in `patient_id`'s record (None: it waits for manual
+        matching). Raises `Rejected` when a mapped resource is not valid R4."""
         if patient_id is None:
             return ReportOutcome(report.report_key, receipt.UNMATCHED, report.status,
                                  detail="The patient could not be identified by national id; "
@@ -233,6 +251,7 @@ class Ingestor:
         new: list[tuple[str, str, dict[str, Any]]] = []
         for doc in docs:
             _prepare(doc, patient_id, until)
+            _check_valid(doc)
             current = await _current(g, doc["resourceType"], doc["id"])
             if current is None:
                 new.append((doc["resourceType"], doc["id"], doc))
@@ -247,6 +266,89 @@ class Ingestor:
         outcome = receipt.STORED if written else receipt.UNCHANGED
         return ReportOutcome(report.report_key, outcome, report.status, kept,
                              patient=patient_id)
+
+
+async def _read(fmt: str, data: bytes, sender: str) -> tuple[ParsedMessage | None,
+                                                             Rejected | None]:
+    """Parse off the event loop (a large message must not stall other requests); a reader that
+    fails in a way it did not foresee rejects the message rather than losing it."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None, Rejected("too-large", f"The message is larger than {MAX_MESSAGE_BYTES} "
+                              "bytes, more than any result message needs")
+    try:
+        return await asyncio.to_thread(parse, fmt, data, sender=sender), None
+    except Rejected as exc:
+        return None, exc
+    except Exception as exc:  # noqa: BLE001 - kept in quarantine; only the type is logged
+        log.error("results reader failed format=%s type=%s at %s", fmt, type(exc).__name__,
+                  _where(exc))
+        return None, Rejected("unreadable", "The message could not be read (the reader failed "
+                              "on it); it is kept for operators")
+
+
+async def _answered(s: Any, pk: int, answer: Receipt, state: str, now: datetime) -> Delivery:
+    answer = replace(answer, delivery=pk)
+    await inbox.set_state(s, pk, state, now=_us(now), receipt=answer.dumps())
+    return Delivery(answer, state)
+
+
+async def _waiting(g: GuardedSession, pk: int) -> inbox.Message:
+    """The delivery `pk`, locked, when it waits (unmatched or rejected) and is the caller's
+    (operators, with `system/*` scopes, reach every client's)."""
+    row = await inbox.get(g.bookkeeping, pk, for_update=True)
+    if row is None or not (g.reaches_all or row.client_id == g.principal.client_id):
+        raise FhirError(404, f"No kept delivery {pk}", "not-found")
+    if row.state not in (inbox.UNMATCHED, inbox.REJECTED):
+        raise FhirError(409, f"Delivery {pk} is {row.state}: only unmatched or rejected "
+                        "deliveries wait", "conflict")
+    return row
+
+
+async def _chosen(g: GuardedSession, reports: list[ParsedReport], patient_id: str | None,
+                  report_key: str | None) -> dict[str, str]:
+    """Which unmatched reports the operator's Patient is for: the one named, or all of them
+    when they all name the same person (409 when they do not: one person's results must never
+    follow another's into a record)."""
+    if patient_id is None:
+        return {}
+    unmatched = [r for r in reports if await match_patient(g, r.patient) is None]
+    if report_key is not None:
+        unmatched = [r for r in unmatched if r.report_key.endswith(f"\x1f{report_key}")
+                     or r.report_key == report_key]
+        if not unmatched:
+            raise FhirError(422, "The delivery has no unmatched report with that key",
+                            "business-rule")
+    elif len({r.patient for r in unmatched}) > 1:
+        raise FhirError(409, "The delivery's unmatched reports name different persons: match "
+                        "them one report at a time", "conflict")
+    return {r.report_key: patient_id for r in unmatched}
+
+
+def namespaced(report: ParsedReport, client_id: str) -> ParsedReport:
+    """The report under the delivering client: its key and resource ids are derived from the
+    client too, so one sender can never overwrite or move another sender's results."""
+    ns = f"client:{client_id}"
+    ref_map = {f"{r['resourceType']}/{r['id']}":
+               f"{r['resourceType']}/{model.resource_id(ns, r['id'])}" for r in report.resources}
+    resources = []
+    for r in report.resources:
+        doc = model.rewrite_references(r, ref_map)
+        doc["id"] = model.resource_id(ns, r["id"])
+        resources.append(doc)
+    return replace(report, report_key=f"{client_id}\x1f{report.report_key}",
+                   resources=tuple(resources))
+
+
+def _check_valid(doc: dict[str, Any]) -> None:
+    errors = [i for i in validate(doc) if i.severity in ("error", "fatal")]
+    if errors:
+        raise Rejected("schema", f"The message maps to a {doc['resourceType']} that is not "
+                       f"valid FHIR R4: {errors[0].diagnostics}")
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames[::-1][:6])
 
 
 def check_producer(g: GuardedSession) -> None:
@@ -301,12 +403,14 @@ def _content(doc: dict[str, Any]) -> Any:
 
 
 def _older(issued: str | None, current: dict[str, Any]) -> bool:
+    """Is a report issued at `issued` older than the stored one? Compared as instants (a value
+    without zone is Norwegian time); unreadable or missing times never make a report stale."""
     stored = current.get("issued")
     if not issued or not isinstance(stored, str):
         return False
     try:
-        return datetime.fromisoformat(issued) < datetime.fromisoformat(stored)
-    except ValueError:
+        return dates.date_range(issued)[0] < dates.date_range(stored)[0]
+    except (FhirError, ValueError):
         return False
 
 

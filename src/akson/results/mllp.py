@@ -78,7 +78,7 @@ Handler = Callable[[bytes], Awaitable[bytes]]
 
 
 async def serve(handler: Handler, host: str, port: int, *,
-                max_frame: int = 10_000_000) -> asyncio.Server:
+                max_frame: int = 10_000_000, idle_seconds: float = 300.0) -> asyncio.Server:
     """Start an MLLP server; every frame is answered with `await handler(message)`, framed.
 
     Connections are independent; each answers its messages in order. A handler that raises is
@@ -91,7 +91,10 @@ async def serve(handler: Handler, host: str, port: int, *,
         framer = Framer(max_frame)
         try:
             while True:
-                data = await reader.read(_READ_SIZE)
+                try:  # an idle or stalled peer does not hold a connection for ever
+                    data = await asyncio.wait_for(reader.read(_READ_SIZE), idle_seconds)
+                except TimeoutError:
+                    return
                 if not data:
                     return
                 try:

@@ -43,8 +43,8 @@ SUBJECT_TYPES: Final = frozenset({"DiagnosticReport", "Observation", "ServiceReq
 
 #: `meta.tag` marking a resource as stored by the results service (the `/results/fhir` base
 #: serves only these).
-ORIGIN_SYSTEM: Final = "https://akson.no/fhir/CodeSystem/origin"
-ORIGIN_RESULTS: Final = "results"
+ORIGIN_SYSTEM: Final = naming.ORIGIN_SYSTEM
+ORIGIN_RESULTS: Final = naming.ORIGIN_RESULTS
 
 #: Volven 8202 "Type laboratoriemelding" (DOMAIN.md §5): the report category.
 CATEGORY_SYSTEM: Final = "urn:oid:2.16.578.1.12.4.1.1.8202"
@@ -62,6 +62,18 @@ def resource_id(report_key: str, local: str) -> str:
     """The stable id of one resource of a report: the same report key and local name give the
     same id in every delivery (`local` e.g. `report`, `obs/3`, `specimen/1`)."""
     return str(uuid.uuid5(ID_NAMESPACE, f"{report_key}\x1f{local}"))
+
+
+def rewrite_references(node: Any, ref_map: dict[str, str]) -> Any:
+    """A copy of `node` with every `reference` found in `ref_map` replaced by its value."""
+    if isinstance(node, dict):
+        out = {k: rewrite_references(v, ref_map) for k, v in node.items()}
+        if isinstance(out.get("reference"), str) and out["reference"] in ref_map:
+            out["reference"] = ref_map[out["reference"]]
+        return out
+    if isinstance(node, list):
+        return [rewrite_references(v, ref_map) for v in node]
+    return node
 
 
 @dataclass(frozen=True)
@@ -127,4 +139,6 @@ REASONS: Final = {
     "no-results": "T02",  # no report in the message
     "invalid-value": "T02",  # a date, number or code that cannot be read
     "empty": "T01",
+    "too-large": "T01",  # larger than this service reads
+    "internal": "X99",  # this service failed to store it: kept for operators, not the sender's fault
 }

@@ -108,15 +108,17 @@ async def release_due(g: GuardedSession, now: datetime, *, batch: int = 500) -> 
             ("_security", f"{NORU['system']}|NORU"),
             ("_tag", f"{model.ORIGIN_SYSTEM}|{model.ORIGIN_RESULTS}"),
             ("_count", str(batch))], registry=g.registry)
-        page = await g.search(query)
-        for stored in page.items:
-            if stored.content is None:
-                continue
-            doc = jsonio.loads(stored.content)
-            until = release_time(doc)
-            if until is not None and until <= now:
-                await g.update(res_type, stored.res_id, released(doc))
-                count += 1
+        while True:  # every page: held results not yet due must not hide due ones
+            page = await g.search(query)
+            for stored in page.items:
+                doc = jsonio.loads(stored.content) if stored.content else {}
+                until = release_time(doc)
+                if until is not None and until <= now:
+                    await g.update(res_type, stored.res_id, released(doc))
+                    count += 1
+            if page.next_cursor is None:
+                break
+            query.cursor = page.next_cursor
     return count
 
 
@@ -128,6 +130,7 @@ RELEASER = Principal(kind="system", issuer="akson:local", subject="akson-results
 async def release_now(gate: Gate, now: datetime) -> int:
     """One pass of `release_due` in its own write session."""
     async with gate.session(RELEASER, write=True) as g:
+        g.writes_results = True
         return await release_due(g, now)
 
 

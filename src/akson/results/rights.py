@@ -1,8 +1,9 @@
 """Citizens' rights over their results (DOMAIN.md §5, Pasientens prøvesvar):
 
 - Reservation against storage: a Consent (category `consent-category|reservasjon-provesvar`,
-  provision deny) in the citizen's record. Making it purges every stored result of theirs — the
-  only hard delete in Akson, audited — and the bytes of the messages that carried them; later
+  provision deny) in the citizen's record, written only by the citizen or a system client acting
+  for them (akson.access.gate). Making it purges every stored result of theirs — the only hard
+  delete in Akson, audited; the inbox keeps bytes only of deliveries still waiting — and later
   deliveries are answered but not stored. Withdrawing it makes later deliveries stored again.
 - Blocking named personnel: the journal's block (Consent `sperring`, akson.access.policy) covers
   results too, since results live in the same record behind the same gate.
@@ -12,15 +13,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from akson.access.gate import GuardedSession
 from akson.fhir import search as fhir_search
 from akson.results import model
 from akson.store import results_inbox as inbox
-from akson.store.access_sql import CONSENT_CATEGORY_SYSTEM
-
-RESERVATION_CODE: Final = "reservasjon-provesvar"
+from akson.store.access_sql import CONSENT_CATEGORY_SYSTEM, RESERVATION_CODE
 
 
 def reservation_id(patient_id: str) -> str:
@@ -58,15 +57,16 @@ async def reserve(g: GuardedSession, patient_id: str, now: datetime) -> int:
     """Record the reservation and purge the patient's stored results; returns how many
     resources were purged. The gate checks that the caller is the citizen themself (or a
     system client acting for Helsenorge) for both steps."""
+    # The same lock a delivery for this patient holds: none is half-way while results go.
+    await inbox.lock(g.bookkeeping, f"patient:{patient_id}")
     await g.update("Consent", reservation_id(patient_id),
                    reservation_consent(patient_id, active=True, now=now))
-    purged = await g.purge_tagged(patient_id, model.RESULT_TYPES,
-                                  (model.ORIGIN_SYSTEM, model.ORIGIN_RESULTS))
-    await inbox.purge_patient(g.bookkeeping, patient_id, now=int(now.timestamp() * 1_000_000))
-    return purged
+    return await g.purge_tagged(patient_id, model.RESULT_TYPES,
+                                (model.ORIGIN_SYSTEM, model.ORIGIN_RESULTS))
 
 
 async def withdraw(g: GuardedSession, patient_id: str, now: datetime) -> None:
     """End the reservation: results delivered from now on are stored again."""
+    await inbox.lock(g.bookkeeping, f"patient:{patient_id}")
     await g.update("Consent", reservation_id(patient_id),
                    reservation_consent(patient_id, active=False, now=now))

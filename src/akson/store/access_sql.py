@@ -39,6 +39,8 @@ GP_LIST_CODE = "fastlegeliste"
 #: A citizen's block of named persons or units: a Consent with this category (docs/adr/0006).
 CONSENT_CATEGORY_SYSTEM = "https://akson.no/fhir/CodeSystem/consent-category"
 BLOCK_CODE = "sperring"
+#: A citizen's reservation against storage of their results (akson.results.rights).
+RESERVATION_CODE = "reservasjon-provesvar"
 #: Encounter.status values of an encounter still under way (R4 encounter-status).
 ACTIVE_ENCOUNTER = ("planned", "arrived", "triaged", "in-progress", "onleave")
 #: Encounter.status values that never make a care relationship.

@@ -23,14 +23,16 @@ Params = Sequence[Any] | Mapping[str, Any]
 log = logging.getLogger("akson.store")
 
 
-def is_unique_violation(exc: BaseException) -> bool:
-    """Did a concurrent writer insert the same key first (a unique constraint refused a row)?
-    The caller may run its transaction again: it will then see the other writer's row."""
+def is_retryable(exc: BaseException) -> bool:
+    """Did a concurrent writer get there first — a unique key it inserted, or a deadlock the
+    database broke by aborting this transaction? Running the transaction again then sees the
+    other writer's rows."""
     if isinstance(exc, sqlite3.IntegrityError):
         return "UNIQUE" in str(exc)
     import psycopg
 
-    return isinstance(exc, psycopg.errors.UniqueViolation)
+    return isinstance(exc, (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected,
+                            psycopg.errors.SerializationFailure))
 
 
 def _value_refused(exc: BaseException) -> FhirError:

@@ -163,7 +163,8 @@ results_message = sa.Table(
     sa.Column("pk", BigId, primary_key=True, autoincrement=True),
     sa.Column("received", sa.BigInteger, nullable=False),  # µs since epoch, UTC
     sa.Column("format", sa.String(40), nullable=False),
-    sa.Column("sender", sa.String(200)),  # the sending organisation, never a person
+    sa.Column("sender", sa.String(200)),  # the sending organisation, as the message names it
+    sa.Column("client_id", sa.String(200)),  # the delivering client: its deliveries, its queue
     sa.Column("message_id", sa.String(200)),  # the sender's own id of the message
     sa.Column("digest", sa.String(64), nullable=False),  # sha256 of the bytes: re-deliveries
     sa.Column("state", sa.String(16), nullable=False),
@@ -171,7 +172,7 @@ results_message = sa.Table(
     sa.Column("detail", sa.Text),  # what was wrong, for operators; never personal data
     sa.Column("patient_id", sa.String(64)),  # the matched Patient, when one was
     sa.Column("receipt", sa.LargeBinary, nullable=False),  # the receipt JSON as answered
-    sa.Column("raw", sa.LargeBinary),  # the bytes as delivered; NULL once purged
+    sa.Column("raw", sa.LargeBinary),  # the bytes, kept only while the delivery waits
     sa.Column("updated", sa.BigInteger, nullable=False),
     sa.Index("ix_results_message_digest", "digest"),
     sa.Index("ix_results_message_state", "state", "received"),

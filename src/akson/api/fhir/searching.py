@@ -19,10 +19,13 @@ from akson.fhir.outcome import FhirError, Issue, operation_outcome
 _IGNORED = {"_format", "_pretty"}
 
 
-async def search_type(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str
-                      ) -> FhirResponse:
-    """GET [base]/[type]?… and POST [base]/[type]/_search (form body, search.html#Introduction)."""
-    return await _search(ctx, s, req, res_type, res_type, None)
+async def search_type(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, *,
+                      required: tuple[tuple[str, str], ...] = ()) -> FhirResponse:
+    """GET [base]/[type]?… and POST [base]/[type]/_search (form body, search.html#Introduction).
+
+    `required` pairs are added to every search, and a page token must carry them (a base that
+    serves a subset, such as /results/fhir, is not paged with another base's tokens)."""
+    return await _search(ctx, s, req, res_type, res_type, None, required)
 
 
 async def search_compartment(ctx: FhirContext, s: GuardedSession, req: FhirRequest, comp_type: str,
@@ -50,7 +53,8 @@ def _compartment_params(ctx: FhirContext, comp_type: str, res_type: str) -> tupl
 
 
 async def _search(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_type: str, path: str,
-                  compartment: tuple[str, str, tuple[str, ...]] | None) -> FhirResponse:
+                  compartment: tuple[str, str, tuple[str, ...]] | None,
+                  required: tuple[tuple[str, str], ...] = ()) -> FhirResponse:
     pairs = [(k, v) for k, v in req.query if k not in _IGNORED]
     if req.method == "POST":
         content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
@@ -67,6 +71,10 @@ async def _search(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_typ
             raise FhirError(400, "_page cannot be combined with other search parameters")
         state = paging.decode(keyset, tokens[0], path)
         pairs = state.pairs
+        if any(p not in pairs for p in required):
+            raise FhirError(400, "This page token belongs to another search", "invalid")
+    else:
+        pairs += required
     lenient = req.prefer.get("handling") == "lenient"
     query = fhir_search.parse(
         res_type, pairs, registry=ctx.registry, lenient=lenient,

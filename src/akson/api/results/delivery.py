@@ -73,8 +73,10 @@ async def _messages(ctx: FhirContext, req: FhirRequest, ingestor: Ingestor,
             raise FhirError(400, "after is a delivery number", "value")
         async with ctx.gate.session(principal) as g:
             check_producer(g)
-            rows = await inbox.listing(g.bookkeeping, state, after=int(after))
-            counts = await inbox.counts(g.bookkeeping)
+            # A lab sees its own deliveries; an operator (system/* scopes) every lab's.
+            client = None if g.reaches_all else principal.client_id
+            rows = await inbox.listing(g.bookkeeping, state, client_id=client, after=int(after))
+            counts = await inbox.counts(g.bookkeeping, client_id=client)
         return FhirResponse(200, {"state": state, "counts": counts,
                                   "messages": [_row(m) for m in rows]},
                             {"Content-Type": "application/json"})
@@ -85,17 +87,21 @@ async def _messages(ctx: FhirContext, req: FhirRequest, ingestor: Ingestor,
         async with ctx.gate.session(principal) as g:
             check_producer(g)
             row = await inbox.get(g.bookkeeping, pk)
-        if row is None:
-            raise FhirError(404, f"No delivery {pk}", "not-found")
+            if row is None or not (g.reaches_all or row.client_id == principal.client_id):
+                raise FhirError(404, f"No delivery {pk}", "not-found")
         return FhirResponse(200, {**_row(row), "receipt": orjson.loads(row.receipt)},
                             {"Content-Type": "application/json"})
     if len(rest) == 2 and req.method == "POST":
         body = _json_body(req)
         if rest[1] == "$match":
-            ref = body.get("patient")
-            if not (isinstance(ref, str) and ref.startswith("Patient/")):
-                raise FhirError(400, "$match takes {\"patient\": \"Patient/<id>\"}", "required")
-            delivery = await ingestor.reprocess(principal, pk, patient_id=ref[len("Patient/"):])
+            ref, report = body.get("patient"), body.get("report")
+            if not (isinstance(ref, str) and ref.startswith("Patient/")) or not (
+                    report is None or isinstance(report, str)):
+                raise FhirError(400, "$match takes {\"patient\": \"Patient/<id>\"} and, for a "
+                                "delivery with several unidentified persons, \"report\": "
+                                "\"<report key>\"", "required")
+            delivery = await ingestor.reprocess(principal, pk, patient_id=ref[len("Patient/"):],
+                                                report_key=report)
             return FhirResponse(_STATUS.get(delivery.state, 200), delivery.receipt.to_json(),
                                 {"Content-Type": "application/json"})
         if rest[1] == "$retry":

@@ -41,9 +41,8 @@ async def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
     res_type = path[0]
     async with ctx.gate.session(principal) as s:
         if (len(path) == 1 and method == "GET") or (path[1:] == ["_search"] and method == "POST"):
-            if not any(k == "_page" for k, _ in req.query):
-                req.query = [*req.query, ("_tag", _TAG)]
-            return await searching.search_type(ctx, s, req, res_type)
+            return await searching.search_type(ctx, s, req, res_type,
+                                               required=(("_tag", _TAG),))
         if len(path) == 2 and method in ("GET", "HEAD"):
             resp = await crud.read(ctx, s, req, res_type, _id(path[1]))
             if resp.status == 200 and not _is_result(resp.body):
