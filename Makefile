@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DB      ?= sqlite:///./var/akson.db
 PORT    ?= 8000
 
-.PHONY: run test lint bench bench-scale bench-selftest install clean help
+.PHONY: run test lint bench bench-scale bench-results bench-selftest install clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +40,9 @@ bench: $(STAMP) ## HTTP benchmark on PostgreSQL and SQLite (prints req/s, p50/p9
 
 bench-scale: $(STAMP) ## Search, $$everything and export at 10k/100k/1M resources on PostgreSQL
 	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),10000,100000,1000000)
+
+bench-results: $(STAMP) ## Results service: 10M lab Observations (kept), patient lookups p50/p95/p99, HL7 ingest rate
+	$(BIN)/python bench/results_bench.py --keep --reuse $(BENCH_RESULTS_ARGS)
 
 bench-selftest: $(STAMP) ## Check the benchmark harness against an in-memory stand-in server
 	$(BIN)/python bench/selftest.py

@@ -259,6 +259,7 @@ class GuardedSession:
         #: Set by the results service's ingestion alone (akson.results.ingest): only such a
         #: session writes resources tagged `origin|results`, or changes stored ones.
         self.writes_results = False
+        self._seen: set[tuple[str, str]] = set()
 
     @property
     def restriction(self) -> acl.Restriction:
@@ -313,7 +314,12 @@ class GuardedSession:
         return stored if out is None else replace(stored, content=jsonio.dumps(out))
 
     async def _visible(self, res_type: str, res_id: str) -> bool:
-        return await acl.visible(self._s, self.restriction, res_type, res_id)
+        if self.writes_results and (res_type, res_id) in self._seen:
+            return True  # ingestion writes many resources into one record in one transaction
+        visible = await acl.visible(self._s, self.restriction, res_type, res_id)
+        if visible and self.writes_results:
+            self._seen.add((res_type, res_id))
+        return visible
 
     # ------------------------------------------------------------------ reads
 

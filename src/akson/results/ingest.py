@@ -249,14 +249,17 @@ class Ingestor:
             _keep_earlier_members(current_dr, dr)
         written: list[str] = []
         new: list[tuple[str, str, dict[str, Any]]] = []
+        # Compared with what is about to be written, never returned to the caller: the guarded
+        # writes that follow are what is checked and audited.
+        stored = await g.bookkeeping.read_many([(d["resourceType"], d["id"]) for d in docs])
         for doc in docs:
             _prepare(doc, patient_id, until)
             _check_valid(doc)
-            current = await _current(g, doc["resourceType"], doc["id"])
-            if current is None:
+            old = stored.get((doc["resourceType"], doc["id"]))
+            if old is None:
                 new.append((doc["resourceType"], doc["id"], doc))
-            elif _content(current) != _content(doc):
-                await g.update(doc["resourceType"], doc["id"], doc)
+            elif old.content is None or _content(jsonio.loads(old.content)) != _content(doc):
+                await g.update(doc["resourceType"], doc["id"], doc)  # changed, or deleted before
             else:
                 continue
             written.append(f"{doc['resourceType']}/{doc['id']}")

@@ -125,6 +125,23 @@ class Session:
         )
         return _stored(row[1:]) if row else None
 
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        """The current versions of these `(type, id)` keys that exist, in one statement per
+        type."""
+        by_type: dict[str, list[str]] = {}
+        for res_type, res_id in keys:
+            by_type.setdefault(res_type, []).append(res_id)
+        found: dict[tuple[str, str], Stored] = {}
+        for res_type, ids in by_type.items():
+            marks = ", ".join(["%s"] * len(ids))
+            rows = await self.tx.fetchall(
+                f"SELECT {_COLS} FROM resource WHERE res_type = %s AND res_id IN ({marks})",
+                (res_type, *ids))
+            for row in rows:
+                stored = _stored(row)
+                found[(stored.res_type, stored.res_id)] = stored
+        return found
+
     async def vread(self, res_type: str, res_id: str, version: int) -> Stored | None:
         row = await self.tx.fetchone(
             f"SELECT {_COLS}, method FROM resource_version "

@@ -21,7 +21,6 @@ def upgrade() -> None:
         sa.Column("received", sa.BigInteger, nullable=False),
         sa.Column("format", sa.String(40), nullable=False),
         sa.Column("sender", sa.String(200)),
-        sa.Column("client_id", sa.String(200)),
         sa.Column("message_id", sa.String(200)),
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
