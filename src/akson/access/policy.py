@@ -35,11 +35,13 @@ from typing import Any
 
 from akson.access.principal import PURPOSES_OF_USE, Principal
 from akson.access.scopes import Scope
-from akson.fhir.naming import ORIGIN_RESULTS, ORIGIN_SYSTEM, RESTRICTION_CODE_SYSTEM
+from akson.fhir.naming import RESTRICTION_CODE_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.store.access_sql import (
     BLOCK_CODE,
     CONSENT_CATEGORY_SYSTEM,
+    ORIGIN_RESULTS,
+    ORIGIN_SYSTEM,
     RESERVATION_CODE,
     ActorBlock,
     CareRelation,

@@ -31,8 +31,6 @@ __all__ = [
     "KOMMUNENR_OID",
     "KOMMUNENR_SYSTEM",
     "NLK_SYSTEM",
-    "ORIGIN_RESULTS",
-    "ORIGIN_SYSTEM",
     "ORGNR_SYSTEM",
     "PARENTAL_RESPONSIBILITY_SYSTEM",
     "PERSON_ID_SYSTEMS",
@@ -77,9 +75,6 @@ RESTRICTION_CODE_SYSTEM: Final = "http://helsedir.no/fhir/CodeSystem/no-kodeverk
 ICPC2_SYSTEM: Final = "http://hl7.org/fhir/sid/icpc-2"  # ICPC-2 (Volven 7170), primary care
 ICD10_SYSTEM: Final = "http://hl7.org/fhir/sid/icd-10-no"  # ICD-10 Norwegian edition (Volven 7110)
 ATC_SYSTEM: Final = "urn:oid:2.16.578.1.12.4.1.1.7180"  # ATC as in FEST/e-resept (URL unverified)
-#: `meta.tag` of resources the results service stored (akson.results): set by it alone.
-ORIGIN_SYSTEM: Final = "https://akson.no/fhir/CodeSystem/origin"
-ORIGIN_RESULTS: Final = "results"
 NLK_SYSTEM: Final = "http://helsedir.no/fhir/CodeSystem/no-kodeverk-7280-nlk"  # NLK 7280 lab codes
 PARENTAL_RESPONSIBILITY_SYSTEM: Final = (
     "http://hl7.no/fhir/CodeSystem/no-basis-parental-responsibility"  # no-basis foreldreansvar

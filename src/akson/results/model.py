@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from akson.fhir import naming
+from akson.store import access_sql
 
 #: Namespace of the deterministic resource ids (uuid5).
 ID_NAMESPACE: Final = uuid.UUID("6f1d3a52-3c0e-5b8e-9a57-4b7d1e0c9a11")
@@ -43,8 +44,8 @@ SUBJECT_TYPES: Final = frozenset({"DiagnosticReport", "Observation", "ServiceReq
 
 #: `meta.tag` marking a resource as stored by the results service (the `/results/fhir` base
 #: serves only these).
-ORIGIN_SYSTEM: Final = naming.ORIGIN_SYSTEM
-ORIGIN_RESULTS: Final = naming.ORIGIN_RESULTS
+ORIGIN_SYSTEM: Final = access_sql.ORIGIN_SYSTEM
+ORIGIN_RESULTS: Final = access_sql.ORIGIN_RESULTS
 
 #: Volven 8202 "Type laboratoriemelding" (DOMAIN.md §5): the report category.
 CATEGORY_SYSTEM: Final = "urn:oid:2.16.578.1.12.4.1.1.8202"

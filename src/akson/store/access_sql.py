@@ -41,6 +41,9 @@ CONSENT_CATEGORY_SYSTEM = "https://akson.no/fhir/CodeSystem/consent-category"
 BLOCK_CODE = "sperring"
 #: A citizen's reservation against storage of their results (akson.results.rights).
 RESERVATION_CODE = "reservasjon-provesvar"
+#: `meta.tag` of resources the results service stored (akson.results): set by it alone.
+ORIGIN_SYSTEM = "https://akson.no/fhir/CodeSystem/origin"
+ORIGIN_RESULTS = "results"
 #: Encounter.status values of an encounter still under way (R4 encounter-status).
 ACTIVE_ENCOUNTER = ("planned", "arrived", "triaged", "in-progress", "onleave")
 #: Encounter.status values that never make a care relationship.
