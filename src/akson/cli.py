@@ -51,6 +51,8 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
     if workers is None:
         workers = 1 if settings.database_url.startswith("sqlite") else (os.cpu_count() or 1)
     click.echo(f"Akson FHIR R4 at http://{host}:{port}/fhir  (metadata: /fhir/metadata)")
+    click.echo(f"Results lookup at http://{host}:{port}/results/fhir; labs deliver to "
+               f"POST http://{host}:{port}/results/ingest (docs/results.md)")
     if settings.environment == "production":
         click.echo("Production: tokens only from the issuers in AKSON_TRUSTED_ISSUERS "
                    "(the built-in provider under /auth is off)")
