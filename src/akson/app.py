@@ -30,6 +30,7 @@ from akson.api.http import FhirApp
 from akson.api.openapi import openapi_document
 from akson.api.results import delivery as results_delivery
 from akson.api.results import lookup as results_lookup
+from akson.api.results.release_worker import ReleaseWorker
 from akson.config import Settings
 from akson.export_worker import ExportWorker
 from akson.fhir.dates import now_us
@@ -40,7 +41,7 @@ from akson.idp.identity import Identity
 from akson.idp.keys import JWKS_FILE
 from akson.idp.settings import IdpSettings
 from akson.results.ingest import Ingestor
-from akson.results.release import ReleasePolicy, ReleaseWorker
+from akson.results.release import ReleasePolicy
 from akson.store import export as store_export
 from akson.store.audit_log import AuditLog
 from akson.store.database import connect

@@ -33,6 +33,7 @@ from akson.results.model import (
     ParsedMessage,
     ParsedReport,
     Rejected,
+    references,
     resource_id,
 )
 from tests.shared_corpora import CORPORA
@@ -85,17 +86,8 @@ def assert_valid(report: ParsedReport) -> None:
         assert issues == [], (resource["resourceType"], [i.diagnostics for i in issues])
     # Every reference inside the report resolves to a resource of the report.
     local = {f"{r['resourceType']}/{r['id']}" for r in report.resources}
-    for ref in _references(list(report.resources)):
+    for ref in references(list(report.resources)):
         assert ref in local, ref
-
-
-def _references(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        own = [node["reference"]] if isinstance(node.get("reference"), str) else []
-        return own + [r for v in node.values() for r in _references(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _references(v)]
-    return []
 
 
 # ------------------------------------------------------------------------------ own fixtures

@@ -135,22 +135,13 @@ def _members(dr: dict[str, Any], by_ref: dict[str, dict[str, Any]]) -> list[dict
     seen: dict[int, dict[str, Any]] = {}
     todo = [dr]
     while todo:
-        for ref in _references(todo.pop()):
+        for ref in model.references(todo.pop()):
             target = by_ref.get(ref)
             if target is not None and target is not dr and id(target) not in seen \
                     and target["resourceType"] in model.RESULT_TYPES:
                 seen[id(target)] = target
                 todo.append(target)
     return list(seen.values())
-
-
-def _references(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        own = [node["reference"]] if isinstance(node.get("reference"), str) else []
-        return own + [r for v in node.values() for r in _references(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _references(v)]
-    return []
 
 
 def _category(dr: dict[str, Any]) -> str:

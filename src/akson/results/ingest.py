@@ -236,7 +236,11 @@ class Ingestor:
                                         "the report was not stored", patient=patient_id)
         docs = [dict(r) for r in report.resources]
         dr = docs[0]
-        current_dr = await _current(g, "DiagnosticReport", dr["id"])
+        # Compared with what is about to be written, never returned to the caller: the guarded
+        # writes that follow are what is checked and audited.
+        stored = await g.bookkeeping.read_many([(d["resourceType"], d["id"]) for d in docs])
+        old_dr = stored.get(("DiagnosticReport", dr["id"]))
+        current_dr = jsonio.loads(old_dr.content) if old_dr and old_dr.content else None
         if current_dr is not None and _older(report.issued, current_dr):
             return ReportOutcome(report.report_key, receipt.STALE, report.status,
                                  detail="A newer version of this report is stored already",
@@ -249,9 +253,6 @@ class Ingestor:
             _keep_earlier_members(current_dr, dr)
         written: list[str] = []
         new: list[tuple[str, str, dict[str, Any]]] = []
-        # Compared with what is about to be written, never returned to the caller: the guarded
-        # writes that follow are what is checked and audited.
-        stored = await g.bookkeeping.read_many([(d["resourceType"], d["id"]) for d in docs])
         for doc in docs:
             _prepare(doc, patient_id, until)
             _check_valid(doc)
@@ -380,13 +381,6 @@ async def match_patient(g: GuardedSession, key: PatientKey) -> str | None:
     page = await g.bookkeeping.search(query)
     live = [p for p in page.items if not p.deleted]
     return live[0].res_id if len(live) == 1 else None
-
-
-async def _current(g: GuardedSession, res_type: str, res_id: str) -> dict[str, Any] | None:
-    # Compared with what is about to be written, never returned to the caller: the guarded
-    # write that follows is what is checked and audited.
-    stored = await g.bookkeeping.read(res_type, res_id)
-    return jsonio.loads(stored.content) if stored and stored.content else None
 
 
 def _prepare(doc: dict[str, Any], patient_id: str, until: datetime | None) -> None:

@@ -65,6 +65,16 @@ def resource_id(report_key: str, local: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{report_key}\x1f{local}"))
 
 
+def references(node: Any) -> list[str]:
+    """Every `reference` string found anywhere in `node`, in document order."""
+    if isinstance(node, dict):
+        own = [node["reference"]] if isinstance(node.get("reference"), str) else []
+        return own + [r for v in node.values() for r in references(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in references(v)]
+    return []
+
+
 def rewrite_references(node: Any, ref_map: dict[str, str]) -> Any:
     """A copy of `node` with every `reference` found in `ref_map` replaced by its value."""
     if isinstance(node, dict):

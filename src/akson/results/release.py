@@ -9,9 +9,6 @@ that instant has passed; the server runs it periodically and `akson results rele
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +24,6 @@ from akson.results import model
 
 RELEASE_AFTER_URL: Final = "https://akson.no/fhir/StructureDefinition/release-to-citizen-after"
 NORU: Final = {"system": RESTRICTION_CODE_SYSTEM, "code": "NORU"}
-log = logging.getLogger("akson.results")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _ITEM = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=\s*(\d+)\s*([dhms])\s*")
 
@@ -132,32 +128,3 @@ async def release_now(gate: Gate, now: datetime) -> int:
     async with gate.session(RELEASER, write=True) as g:
         g.writes_results = True
         return await release_due(g, now)
-
-
-class ReleaseWorker:
-    """Runs `release_now` every `interval` seconds while the server runs."""
-
-    def __init__(self, gate: Gate, interval: float = 60.0) -> None:
-        self.gate = gate
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                released = await release_now(self.gate, datetime.now(UTC))
-                if released:
-                    log.info("released %d held results to citizens", released)
-            except Exception as exc:  # noqa: BLE001 - e.g. not migrated yet: try again later
-                log.error("results release failed type=%s", type(exc).__name__)
-            await asyncio.sleep(self.interval)
