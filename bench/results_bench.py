@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -515,6 +516,29 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Disk per stored resource on PostgreSQL (measured: JSON twice, current and history, plus
+#: ~20 index rows per Observation).
+BYTES_PER_RESOURCE = 7_200
+
+
+def _disk_allows(pg: PgTarget, args: argparse.Namespace, start: int) -> bool:
+    """Would loading the rest fit on the database's disk (with 15 % to spare)? Says so when not:
+    the load is skipped and the other phases measure what is loaded."""
+    (data_dir,), = _sql(pg, args.db, "SHOW data_directory")
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError:  # a server on another machine: its disk is not ours to check
+        return True
+    need = BYTES_PER_RESOURCE * sum(resources_of(obs_count(p, args.persons, args.observations))
+                                    for p in range(start, args.persons))
+    if need <= free * 0.85:
+        return True
+    print(f"loading persons {start:,}–{args.persons:,} needs ≈ {need / 1e9:.0f} GB and the "
+          f"database's disk has {free / 1e9:.0f} GB free: not loading; measuring on the "
+          f"{start:,} persons loaded (fewer --persons/--observations load less)", flush=True)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pg = PgTarget(args.pg_host, args.pg_port, args.pg_user)
@@ -540,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.db} holds {have} — not a prefix of this size and seed; "
                              "run without --reuse to start afresh")
         anchor = load_anchor(pg, args, fresh=start == 0)
+        if start < args.persons and "load" in args.phases and not _disk_allows(pg, args, start):
+            args.phases = [p for p in args.phases if p != "load"]
         if start < args.persons and "load" in args.phases:
             print(f"loading persons {start:,}–{args.persons:,} "
                   f"({args.observations:,} Observations in all) …", flush=True)
