@@ -379,7 +379,8 @@ class GuardedSession:
         page = await self._s.search(query, base_url=base_url,
                                     extra=acl.restrict(r, "r", res_type or ""),
                                     scope=acl.scope_of(r))
-        patients = await acl.patients_of(self._s, page.items)
+        patients = page.patients if page.patients is not None else \
+            await acl.patients_of(self._s, page.items)
         await self._audit("search", "allowed", res_type, [i.res_id for i in page.items],
                           list(patients.values()))
         return replace(page, items=[self._redact(i) for i in page.items])

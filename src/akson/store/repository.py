@@ -62,6 +62,9 @@ class Page:
     prev_key: tuple[Any, ...] | None = None
     #: With `_explain`: the database's plan of the page statement.
     plan: str | None = None
+    #: The record (Patient id) of each item that belongs to one, by (type, id), when the page
+    #: statement read it (searches do, for their audit record); None when not read.
+    patients: dict[tuple[str, str], str] | None = None
 
 
 _INSERT = {
@@ -333,15 +336,17 @@ class Session:
         prev_cursor = -rows[0][0] if has_prev and rows else None
         next_key = tuple(rows[-1][7:7 + nkeys]) if nkeys and next_cursor is not None else None
         prev_key = tuple(rows[0][7:7 + nkeys]) if nkeys and prev_cursor is not None else None
+        patients = {(r[1], r[2]): r[7 + nkeys] for r in rows if r[7 + nkeys] is not None}
         if total is None and query.total != "none" and cursor is None and not more:
             total = len(items)  # the whole result fits in the first page: the count is free
-        return Page(items, next_cursor, prev_cursor, total, next_key, prev_key)
+        return Page(items, next_cursor, prev_cursor, total, next_key, prev_key,
+                    patients=patients)
 
     def _driven_page_sql(self, query: SearchQuery, drv: Driver, rest: Where,
                          backwards: bool) -> tuple[str, list[Any]]:
         """A page led by the driver clause's index rows in pk order (search_sql.driver): the
         database reads matches until the page is full instead of sorting all of them."""
-        cols = "r.pk, r." + _COLS.replace(", ", ", r.")
+        cols = "r.pk, r." + _COLS.replace(", ", ", r.") + ", r.patient_id"
         sql = (f"SELECT {cols} FROM sp_token d JOIN resource r ON r.pk = d.res_pk "
                "WHERE d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s "
                "AND NOT r.deleted AND r.res_type = %s AND " + rest.render())
@@ -363,11 +368,11 @@ class Session:
             if query.cursor is not None:
                 sql += " AND r.pk < %s" if backwards else " AND r.pk > %s"
                 out.append(abs(query.cursor))
-            return (f"SELECT {cols} {sql} ORDER BY r.pk {'DESC' if backwards else 'ASC'} "
-                    "LIMIT %s", [*out, limit])
+            return (f"SELECT {cols}, r.patient_id {sql} "
+                    f"ORDER BY r.pk {'DESC' if backwards else 'ASC'} LIMIT %s", [*out, limit])
         keys = sort_expressions(query)
         key_cols = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
-        inner = f"SELECT {cols}, {key_cols} {base_sql}"
+        inner = f"SELECT {cols}, {key_cols}, r.patient_id AS patient {base_sql}"
         out = [p for _, ps in keys for p in ps] + list(params)
         cond, cond_params = "1=1", list[Any]()
         if query.cursor is not None:
