@@ -24,6 +24,7 @@ from akson.access.principal import Principal, from_json
 from akson.access.tokens import TokenPolicy
 from akson.api.auth import Authenticator, BuiltinIssuer
 from akson.api.fhir.context import FhirContext
+from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.paging import audit_key, keys
 from akson.api.fhir.searchparameters import ReindexWorker
 from akson.api.http import FhirApp
@@ -150,7 +151,7 @@ class Akson:
                             source=self.source, patients=patients, names=names)
         await self.audit_log.record(entry, route=uuid.uuid4().hex)
 
-    async def _results(self, ctx: FhirContext, req: Any) -> Any:
+    async def _results(self, ctx: FhirContext, req: FhirRequest) -> FhirResponse:
         assert self.ingestor is not None, "the server has not started"
         return await results_delivery.handle(ctx, req, self.ingestor)
 

@@ -20,7 +20,6 @@ from typing import IO, Any
 
 import orjson
 
-from akson.api.errors import where
 from akson.api.fhir.operations.export import (
     elements_for,
     file_url,
@@ -30,7 +29,7 @@ from akson.api.fhir.operations.export import (
 )
 from akson.api.polling_worker import PollingWorker
 from akson.fhir import dates, jsonio, shaping
-from akson.fhir.outcome import FhirError, Issue, operation_outcome
+from akson.fhir.outcome import FhirError, Issue, operation_outcome, where
 from akson.fhir.search import SearchQuery
 from akson.fhir.validation import RESOURCE_TYPES
 from akson.store import export as store_export

@@ -34,7 +34,7 @@ from akson.store.migrate import upgrade
 from akson.store.repository import ResourceStore
 
 
-def _local(name: str) -> Principal:
+def local_principal(name: str) -> Principal:
     """An operator's local system client: every scope, its own name in the audit log."""
     return Principal(kind="system", issuer="akson:local", subject=name, client_id=name,
                      scopes=parse_scopes("system/*.*"))
@@ -77,7 +77,7 @@ def ingest_cmd(paths: tuple[Path, ...], progress: bool) -> None:
 
 async def _ingest_files(settings: Settings, files: list[Path], progress: bool) -> Counter[str]:
     states: Counter[str] = Counter()
-    principal = _local("akson-results-ingest")
+    principal = local_principal("akson-results-ingest")
     async with local_ingestor(settings) as ingestor:
         for path in tqdm(files, unit="msg", disable=not progress, desc="ingest"):
             data = path.read_bytes()
@@ -122,7 +122,7 @@ def mllp_handler(ingestor: Ingestor, principal: Principal
 
 async def _serve_mllp(settings: Settings, host: str, port: int) -> None:
     async with local_ingestor(settings) as ingestor:
-        server = await mllp.serve(mllp_handler(ingestor, _local("akson-results-mllp")),
+        server = await mllp.serve(mllp_handler(ingestor, local_principal("akson-results-mllp")),
                                   host, port, max_frame=MAX_MESSAGE_BYTES)
         bound = server.sockets[0].getsockname()
         click.echo(f"MLLP listener on {bound[0]}:{bound[1]}")
@@ -195,7 +195,7 @@ def _reprocess(pk: int, patient_id: str | None, report: str | None) -> None:
 
     async def run() -> str:
         async with local_ingestor(settings) as ingestor:
-            d = await ingestor.reprocess(_local("akson-results-operator"), pk,
+            d = await ingestor.reprocess(local_principal("akson-results-operator"), pk,
                                          patient_id=patient_id, report_key=report)
             return d.state
 
@@ -214,7 +214,7 @@ def discard_cmd(delivery: int, reason: str) -> None:
 
     async def run() -> None:
         async with local_ingestor(settings) as ingestor:
-            await ingestor.discard(_local("akson-results-operator"), delivery, reason)
+            await ingestor.discard(local_principal("akson-results-operator"), delivery, reason)
 
     try:
         asyncio.run(run())

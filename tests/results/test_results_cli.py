@@ -17,7 +17,7 @@ from akson.config import Settings
 from akson.fhir.identifiers import make_fnr
 from akson.fhir.naming import FNR_SYSTEM
 from akson.results import mllp
-from akson.results_cli import _local, local_ingestor, mllp_handler, results
+from akson.results_cli import local_ingestor, local_principal, mllp_handler, results
 from akson.store.repository import ResourceStore
 from tests.conftest import fresh_database
 
@@ -42,7 +42,7 @@ def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
 
         async def patient() -> None:
             async with local_ingestor(settings) as ing, \
-                    ing.gate.session(_local("test"), write=True) as g:
+                    ing.gate.session(local_principal("test"), write=True) as g:
                 await g.update("Patient", "eva", {
                     "resourceType": "Patient", "identifier": [
                         {"system": FNR_SYSTEM, "value": FNR}]})
@@ -80,7 +80,7 @@ def test_ingest_reads_files_and_folders_and_reports_what_happened(settings, tmp_
 def test_mllp_listener_acks_stored_messages_and_naks_unreadable_ones(settings):
     async def run() -> tuple[bytes, bytes, bytes, int]:
         async with local_ingestor(settings) as ing:
-            server = await mllp.serve(mllp_handler(ing, _local("akson-results-mllp")),
+            server = await mllp.serve(mllp_handler(ing, local_principal("akson-results-mllp")),
                                       "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
             async with server:
@@ -127,7 +127,7 @@ def test_concurrent_deliveries_sharing_a_requester_or_repeating_a_message_lose_n
 
     async def run() -> tuple[list[str], int, int]:
         async with local_ingestor(settings) as ing:
-            lab = _local("lab")
+            lab = local_principal("lab")
             first, second, twice = message("C-1"), message("C-2"), message("C-3")
             done = await asyncio.gather(*(ing.ingest(lab, m, "hl7v2")
                                           for m in (first, second, twice, twice)))
@@ -159,7 +159,7 @@ def test_an_older_correction_racing_a_newer_one_never_wins(settings):
     async def run() -> list[float]:
         values = []
         async with local_ingestor(settings) as ing:
-            lab = _local("lab")
+            lab = local_principal("lab")
             await ing.ingest(lab, version("20261120100000", "1", "F"), "hl7v2")
             for n in range(4):
                 newer = version(f"2026112{2 + n}100000", str(10 + n), "C")

@@ -521,10 +521,9 @@ class GuardedSession:
             # A caller reaching every record may write into one whose Patient is not stored
             # (yet); anyone else writes only into records it can see.
             raise await self._deny(action, res_type, [res_id])
-        if current is not None and current.content is not None and self.plan.self_patient is None:
-            before = pol.security_labels(jsonio.loads(current.content))
-            if pol.NORS in before and pol.NORS not in pol.security_labels(resource):
-                raise await self._deny(action, res_type, [res_id])  # only the citizen lifts NORS
+        if before and self.plan.self_patient is None and pol.NORS in pol.security_labels(before) \
+                and pol.NORS not in pol.security_labels(resource):
+            raise await self._deny(action, res_type, [res_id])  # only the citizen lifts NORS
         if res_type == "Consent":
             pol.check_block_consent(resource)
 

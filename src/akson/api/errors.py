@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import logging
-import traceback
 import uuid
 
 from akson.access.token_error import TokenError
 from akson.api.fhir.messages import FhirResponse
-from akson.fhir.outcome import FhirError, Issue, operation_outcome
+from akson.fhir.outcome import FhirError, Issue, operation_outcome, where
 
 log = logging.getLogger("akson.api")
-
-
-def where(exc: BaseException) -> str:
-    """The code locations of a traceback, without the exception's message or any values: a
-    message can quote the data that caused it (a database error echoes the bound value)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[::-1])
 
 
 def error_response(exc: BaseException) -> FhirResponse:

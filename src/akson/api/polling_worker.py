@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from akson.api.errors import where
+from akson.fhir.outcome import where
 
 log = logging.getLogger("akson.worker")
 

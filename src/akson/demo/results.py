@@ -15,7 +15,7 @@ from akson.config import Settings
 from akson.fhir import jsonio
 from akson.fhir import search as fhir_search
 from akson.fhir.naming import FNR_SYSTEM
-from akson.results_cli import _local, local_ingestor
+from akson.results_cli import local_ingestor, local_principal
 
 #: (NLK code, name, UCUM unit, reference low, high, typical value)
 ANALYSES = (
@@ -71,7 +71,7 @@ async def _deliver(settings: Settings, seed: int, persons: int) -> int:
             page = await s.search(fhir_search.parse(
                 "Patient", [("identifier", f"{FNR_SYSTEM}|"), ("_count", str(persons))],
                 registry=store.registry))
-        lab = _local("akson-demo-lab")
+        lab = local_principal("akson-demo-lab")
         for item in page.items:
             if item.content is None:
                 continue

@@ -6,6 +6,7 @@ OperationOutcome; raising :class:`FhirError` anywhere below the HTTP layer is ho
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 
 
@@ -73,3 +74,11 @@ def conflict(diagnostics: str, *, status: int = 409) -> FhirError:
 def unprocessable(issues: list[Issue]) -> FhirError:
     """422: the resource was understood but violates the rules (R4 http.html#create)."""
     return FhirError(422, issues[0].diagnostics, issues[0].code, issues[0].expression, list(issues))
+
+
+def where(exc: BaseException) -> str:
+    """The code locations of a traceback, without the exception's message or any values: a
+    message can quote the data that caused it (a database error echoes the bound value), so this
+    is what a log line says about an unexpected error."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[::-1])

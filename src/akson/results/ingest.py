@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -35,9 +34,12 @@ from akson.fhir import dates, jsonio
 from akson.fhir import search as fhir_search
 from akson.fhir.identifiers import classify_person_id
 from akson.fhir.naming import DNR_SYSTEM, FNR_SYSTEM
-from akson.fhir.outcome import FhirError
+from akson.fhir.outcome import FhirError, where
 from akson.fhir.validation import validate
 from akson.results import model, receipt, release, rights
+from akson.results.fhir_bundle import parse_bundle
+from akson.results.hl7v2 import parse_oru
+from akson.results.kith import parse_svarrapport
 from akson.results.model import ParsedMessage, ParsedReport, PatientKey, Rejected
 from akson.results.receipt import Error, Receipt, ReportOutcome
 from akson.store import results_inbox as inbox
@@ -76,12 +78,9 @@ def format_of(content_type: str | None, data: bytes) -> str | None:
 def parse(fmt: str, data: bytes, *, sender: str) -> ParsedMessage:
     """Bytes of a known format → ParsedMessage, or `Rejected`."""
     if fmt == "kith":
-        from akson.results.kith import parse_svarrapport
         return parse_svarrapport(data)
     if fmt == "hl7v2":
-        from akson.results.hl7v2 import parse_oru
         return parse_oru(data)
-    from akson.results.fhir_bundle import parse_bundle
     return parse_bundle(data, sender=sender)
 
 
@@ -122,7 +121,7 @@ class Ingestor:
                 if is_retryable(exc) and attempt + 1 < _ATTEMPTS:
                     continue
                 log.error("results delivery failed type=%s at %s", type(exc).__name__,
-                          _where(exc))
+                          where(exc))
                 msg, rejected = None, Rejected("internal", _INTERNAL)
         return await self._deliver(principal, data, fmt, digest, None, rejected)
 
@@ -149,7 +148,7 @@ class Ingestor:
                     patient_id=None, receipt=b"{}", raw=data)
                 return await _answered(s, pk, answer, inbox.REJECTED, now)
             reports = [namespaced(r, principal.client_id) for r in msg.reports]
-            outcomes = await self._store(g, reports, now)
+            outcomes = await self._store(g, reports, await _matches(g, reports), now)
             state = _state(outcomes)
             pk = await inbox.add(
                 s, received=_us(now), format=msg.format, sender=msg.sender,
@@ -159,15 +158,13 @@ class Ingestor:
                 receipt=b"{}", raw=data if state == inbox.UNMATCHED else None)
             return await _answered(s, pk, _receipt(msg, outcomes, state), state, now)
 
-    async def _store(self, g: GuardedSession, reports: list[ParsedReport], now: datetime, *,
-                     chosen: dict[str, str] | None = None) -> list[ReportOutcome]:
-        """Lock the reports and their patients (in that order, each sorted), then store each.
-        `chosen` maps report keys to the Patient an operator named for them."""
+    async def _store(self, g: GuardedSession, reports: list[ParsedReport],
+                     patients: list[str | None], now: datetime) -> list[ReportOutcome]:
+        """Lock the reports and their patients (in that order, each sorted), then store each in
+        its patient's record (None: it waits for manual matching)."""
         s = g.bookkeeping
         for key in sorted({r.report_key for r in reports}):
             await inbox.lock(s, f"report:{key}")
-        patients = [(chosen or {}).get(r.report_key) or await match_patient(g, r.patient)
-                    for r in reports]
         for patient_id in sorted({p for p in patients if p}):
             await inbox.lock(s, f"patient:{patient_id}")
         return [await self.store_report(g, r, now, p) for r, p in zip(reports, patients,
@@ -202,8 +199,8 @@ class Ingestor:
                                       detail=rejected.text[:2000])
                 return await _answered(s, pk, answer, inbox.REJECTED, now)
             reports = [namespaced(r, client) for r in msg.reports]
-            chosen = await _chosen(g, reports, patient_id, report_key)
-            outcomes = await self._store(g, reports, now, chosen=chosen)
+            patients = _chosen(reports, await _matches(g, reports), patient_id, report_key)
+            outcomes = await self._store(g, reports, patients, now)
             state = _state(outcomes)
             if state == inbox.STORED and row.state == inbox.UNMATCHED:
                 state = inbox.RESOLVED
@@ -285,7 +282,7 @@ async def _read(fmt: str, data: bytes, sender: str) -> tuple[ParsedMessage | Non
         return None, exc
     except Exception as exc:  # noqa: BLE001 - kept in quarantine; only the type is logged
         log.error("results reader failed format=%s type=%s at %s", fmt, type(exc).__name__,
-                  _where(exc))
+                  where(exc))
         return None, Rejected("unreadable", "The message could not be read (the reader failed "
                               "on it); it is kept for operators")
 
@@ -308,14 +305,19 @@ async def _waiting(g: GuardedSession, pk: int) -> inbox.Message:
     return row
 
 
-async def _chosen(g: GuardedSession, reports: list[ParsedReport], patient_id: str | None,
-                  report_key: str | None) -> dict[str, str]:
-    """Which unmatched reports the operator's Patient is for: the one named, or all of them
-    when they all name the same person (409 when they do not: one person's results must never
-    follow another's into a record)."""
+async def _matches(g: GuardedSession, reports: list[ParsedReport]) -> list[str | None]:
+    """Each report's Patient by national id (`match_patient`), None where there is none."""
+    return [await match_patient(g, r.patient) for r in reports]
+
+
+def _chosen(reports: list[ParsedReport], matched: list[str | None], patient_id: str | None,
+            report_key: str | None) -> list[str | None]:
+    """The matches, with the operator's Patient for the unmatched report named, or for all of
+    them when they all name the same person (409 when they do not: one person's results must
+    never follow another's into a record)."""
     if patient_id is None:
-        return {}
-    unmatched = [r for r in reports if await match_patient(g, r.patient) is None]
+        return matched
+    unmatched = [r for r, m in zip(reports, matched, strict=True) if m is None]
     if report_key is not None:
         unmatched = [r for r in unmatched if r.report_key.endswith(f"\x1f{report_key}")
                      or r.report_key == report_key]
@@ -325,7 +327,9 @@ async def _chosen(g: GuardedSession, reports: list[ParsedReport], patient_id: st
     elif len({r.patient for r in unmatched}) > 1:
         raise FhirError(409, "The delivery's unmatched reports name different persons: match "
                         "them one report at a time", "conflict")
-    return {r.report_key: patient_id for r in unmatched}
+    chosen = {r.report_key for r in unmatched}
+    return [patient_id if r.report_key in chosen else m
+            for r, m in zip(reports, matched, strict=True)]
 
 
 def namespaced(report: ParsedReport, client_id: str) -> ParsedReport:
@@ -348,11 +352,6 @@ def _check_valid(doc: dict[str, Any]) -> None:
     if errors:
         raise Rejected("schema", f"The message maps to a {doc['resourceType']} that is not "
                        f"valid FHIR R4: {errors[0].diagnostics}")
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames[::-1][:6])
 
 
 def check_producer(g: GuardedSession) -> None:

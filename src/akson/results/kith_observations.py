@@ -87,7 +87,7 @@ def observations(items: list[Element], ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
-def _local(item: Element, ctx: Context, parent: _Parent | None, position: int) -> str:
+def local_principal(item: Element, ctx: Context, parent: _Parent | None, position: int) -> str:
     """A local name stable across deliveries: the lab's IdResultItem, else code + specimen, else
     the position (under the parent, for nested items)."""
     item_id = (item.findtext("IdResultItem") or "").strip()
@@ -120,7 +120,7 @@ class _Parent:
 
 def _walk(item: Element, ctx: Context, parent: _Parent | None, position: int,
           out: list[dict[str, Any]], links: list[tuple[dict[str, Any], str]]) -> str:
-    local = _local(item, ctx, parent, position)
+    local = local_principal(item, ctx, parent, position)
     oid = resource_id(ctx.report_key, local)
     serv_type = kv.attr(item.find("ServType")) or (parent.serv_type if parent
                                                      else ctx.report_serv_type)

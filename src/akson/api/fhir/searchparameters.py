@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from akson.access.gate import GuardedSession
-from akson.api.errors import where
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.polling_worker import PollingWorker
 from akson.fhir import dates, jsonio
-from akson.fhir.outcome import FhirError, Issue
+from akson.fhir.outcome import FhirError, Issue, where
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry, compile_param
 from akson.fhir.validation import RESOURCE_TYPES
 from akson.store import reindex

@@ -34,8 +34,9 @@ async def handle(ctx: FhirContext, req: FhirRequest, ingestor: Ingestor) -> Fhir
         if method != "POST":
             raise FhirError(405, f"{method} is not supported on /results/ingest",
                             "not-supported")
-        fmt = format_of(req.header("content-type"), req.body)
-        if fmt is None or not req.header("content-type"):
+        content_type = req.header("content-type")
+        fmt = format_of(content_type, req.body) if content_type else None
+        if fmt is None:
             raise FhirError(415, "Send application/xml (KITH Svarrapport), "
                             "x-application/hl7-v2+er7 (HL7 v2 ORU^R01) or application/fhir+json "
                             "(a Bundle)", "not-supported")
