@@ -304,7 +304,7 @@ class Generator:
         blocks = {
             "resource": f"{p}\t{rtype}\t{res_id}\t1\t{now}\tf\t{pid}\t\\\\x{content.hex()}\n".encode(),
             "resource_version":
-                f"{p}\t{rtype}\t{res_id}\t1\t{now}\tf\tPOST\t\\\\x{content.hex()}\n".encode(),
+                f"{p}\t{rtype}\t{res_id}\t1\t{now}\tf\tPOST\t\\N\n".encode(),
         }
         low = _us(resource["effectiveDateTime"])
         refs = [("patient", "Patient", pid)]

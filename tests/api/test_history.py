@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 SYS = "https://akson.test/sid/history"
@@ -121,3 +122,38 @@ def test_history_bad_parameters_are_400(client):
     # beyond a 64-bit row number (SQLite would overflow): 400, not 500
     assert client.get("/Patient/_history", params={"_cursor": "9" * 30}).status_code == 400
     assert client.get("/Patient/_history", params={"bogus": "1"}).status_code == 400
+
+
+def _version_rows(db_url: str, res_id: str) -> list[tuple[int, bool]]:
+    """(version, content stored) of every `resource_version` row of one resource."""
+    sql = ("SELECT version, content IS NOT NULL FROM resource_version WHERE res_id = %s "
+           "ORDER BY version")
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            return [(int(v), bool(c)) for v, c in conn.execute(sql.replace("%s", "?"), (res_id,))]
+    import psycopg
+
+    with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
+        return [(int(v), bool(c)) for v, c in conn.execute(sql, (res_id,))]
+
+
+def test_every_version_reads_back_while_the_current_one_is_stored_once(client, server):
+    """ADR 0009: the current version's JSON lives in `resource` only; superseded versions keep
+    their own. vread and history must return each version's own content through
+    update, delete and re-creation."""
+    rid = client.post("/Patient", json=_patient(gender="male")).json()["id"]
+    assert _version_rows(server.app.settings.database_url, rid) == [(1, False)]
+    assert client.put(f"/Patient/{rid}", json={**_patient(gender="female"), "id": rid}
+                      ).status_code == 200
+    assert client.delete(f"/Patient/{rid}").status_code in (200, 204)
+    assert client.put(f"/Patient/{rid}", json={**_patient(gender="other"), "id": rid}
+                      ).status_code == 201
+    assert _version_rows(server.app.settings.database_url, rid) == [
+        (1, True), (2, True), (3, False), (4, False)]
+    assert client.get(f"/Patient/{rid}/_history/1").json()["gender"] == "male"
+    assert client.get(f"/Patient/{rid}/_history/2").json()["gender"] == "female"
+    assert client.get(f"/Patient/{rid}/_history/3").status_code == 410
+    assert client.get(f"/Patient/{rid}/_history/4").json()["gender"] == "other"
+    history = client.get(f"/Patient/{rid}/_history").json()["entry"]
+    assert [e.get("resource", {}).get("gender") for e in history] == [
+        "other", None, "female", "male"]

@@ -99,7 +99,7 @@ async def _copy_new(s: Session, fresh: Sequence[Prepared]) -> dict[tuple[str, st
     for pk, p in zip(pks, fresh, strict=True):
         now = p.last_updated
         resource_rows.append((pk, p.res_type, p.res_id, 1, now, False, p.patient_id, p.content))
-        version_rows.append((pk, p.res_type, p.res_id, 1, now, False, "POST", p.content))
+        version_rows.append((pk, p.res_type, p.res_id, 1, now, False, "POST", None))
         for table, rows in p.rows.items():
             index_rows[table].extend((pk, p.res_type, *row) for row in rows)
         out[(p.res_type, p.res_id)] = Stored(p.res_type, p.res_id, 1, now, False, p.content, "POST")
@@ -137,7 +137,7 @@ def copy_ready(p: Prepared, pk: int) -> CopyReady:
         "resource": _line((pk, p.res_type, p.res_id, 1, p.last_updated, False, p.patient_id,
                            p.content)),
         "resource_version": _line((pk, p.res_type, p.res_id, 1, p.last_updated, False, "POST",
-                                   p.content)),
+                                   None)),
     }
     for table, rows in p.rows.items():
         if rows:

@@ -16,6 +16,7 @@ import orjson
 
 from akson.fhir.indexing import IndexRows
 from akson.fhir.search import ExtraRows
+from akson.store.schema import supersede_sql
 
 # (table, IndexRows field, columns after `param`, SQL cast of each element)
 _TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -57,10 +58,12 @@ def statement(update: bool, filled: tuple[int, ...]) -> str:
     if update:
         ctes += [f"d_{table} AS (DELETE FROM {table} WHERE res_pk = (SELECT pk FROM r))"
                  for table in dict.fromkeys(table for table, *_ in _TABLES)]
+        # The superseded version keeps its content; it reads `resource` as it was before `r`.
+        ctes.append(f"o AS ({supersede_sql('%(t)s', '%(id)s')})")
     ctes.append(
         "v AS (INSERT INTO resource_version (res_pk, res_type, res_id, version, last_updated, "
         "deleted, method, content) SELECT pk, %(t)s, %(id)s, %(v)s, %(now)s, false, %(m)s, "
-        "%(c)b FROM r)"
+        "NULL FROM r)"
     )
     for i in filled:
         table, _field, columns, casts = _TABLES[i]

@@ -21,9 +21,9 @@ async def tagged_patient_resources(s: Session, patient_id: str, types: Sequence[
     versions still hold the data."""
     marks = ",".join(["%s"] * len(types))
     rows = await s.tx.fetchall(
-        f"SELECT r.pk, r.res_type, r.res_id, (SELECT v.content FROM resource_version v "
-        "WHERE v.res_type = r.res_type AND v.res_id = r.res_id AND v.content IS NOT NULL "
-        "ORDER BY v.version DESC LIMIT 1) "
+        f"SELECT r.pk, r.res_type, r.res_id, COALESCE(r.content, (SELECT v.content "
+        "FROM resource_version v WHERE v.res_type = r.res_type AND v.res_id = r.res_id "
+        "AND v.content IS NOT NULL ORDER BY v.version DESC LIMIT 1)) "
         f"FROM resource r WHERE r.patient_id = %s AND r.res_type IN ({marks})",
         (patient_id, *types))
     found = []

@@ -21,6 +21,7 @@ from akson.fhir.search import ExtraRows, SearchQuery, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
+from akson.store.schema import supersede_sql
 from akson.store.search_sql import (
     Driver,
     Scope,
@@ -94,6 +95,16 @@ _ROWS_FIELD = {
 }
 _COLS = "res_type, res_id, version, last_updated, deleted, content"
 
+#: The same columns read from `resource_version v`. The current version's row holds no content
+#: (it is stored once, in `resource`); every superseded live version's row holds its own, and a
+#: deleted version has none (ADR 0009).
+_VERSION_COLS = (
+    "v.res_type, v.res_id, v.version, v.last_updated, v.deleted, "
+    "CASE WHEN v.deleted THEN NULL ELSE COALESCE(v.content, (SELECT r.content FROM resource r "
+    "WHERE r.pk = v.res_pk AND r.version = v.version)) END"
+)
+
+
 
 class ResourceStore:
     """Opens sessions on a Database; holds the search-parameter registry used for indexing."""
@@ -147,7 +158,7 @@ class Session:
 
     async def vread(self, res_type: str, res_id: str, version: int) -> Stored | None:
         row = await self.tx.fetchone(
-            f"SELECT {_COLS}, method FROM resource_version "
+            f"SELECT {_VERSION_COLS}, method FROM resource_version v "
             "WHERE res_type = %s AND res_id = %s AND version = %s",
             (res_type, res_id, version),
         )
@@ -190,6 +201,7 @@ class Session:
             return None
         now = dates.now_us()
         version = current.version + 1
+        await self._keep_superseded(res_type, res_id)
         row = await self.tx.fetchone(
             "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = NULL "
             "WHERE res_type = %s AND res_id = %s RETURNING pk",
@@ -197,7 +209,7 @@ class Session:
         )
         assert row is not None
         await self._clear_index(row[0])
-        await self._insert_version(row[0], res_type, res_id, version, now, True, "DELETE", None)
+        await self._insert_version(row[0], res_type, res_id, version, now, True, "DELETE")
         return Stored(res_type, res_id, version, now, True, None, "DELETE")
 
     async def _write(
@@ -221,6 +233,7 @@ class Session:
                 (res_type, res_id, version, now, False, patient_id, content),
             )
         else:
+            await self._keep_superseded(res_type, res_id)
             row = await self.tx.fetchone(
                 "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, "
                 "patient_id = %s, content = %s WHERE res_type = %s AND res_id = %s RETURNING pk",
@@ -231,18 +244,24 @@ class Session:
         if current is not None:
             await self._clear_index(pk)
         await self._insert_index(pk, res_type, rows, extra)
-        await self._insert_version(pk, res_type, res_id, version, now, False, method, content)
+        await self._insert_version(pk, res_type, res_id, version, now, False, method)
         return Stored(res_type, res_id, version, now, False, content, method)
 
     async def _insert_version(
         self, pk: int, res_type: str, res_id: str, version: int, now: int, deleted: bool,
-        method: str, content: bytes | None,
+        method: str,
     ) -> None:
+        """The version row of the new current version: its content lives in `resource` only
+        until a later version supersedes it (ADR 0009)."""
         await self.tx.execute(
             "INSERT INTO resource_version (res_pk, res_type, res_id, version, last_updated, "
-            "deleted, method, content) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-            (pk, res_type, res_id, version, now, deleted, method, content),
+            "deleted, method, content) VALUES (%s,%s,%s,%s,%s,%s,%s,NULL)",
+            (pk, res_type, res_id, version, now, deleted, method),
         )
+
+    async def _keep_superseded(self, res_type: str, res_id: str) -> None:
+        """Copy the current content into its version row before a new version replaces it."""
+        await self.tx.execute(supersede_sql(), (res_type, res_id))
 
     async def _insert_index(self, pk: int, res_type: str, rows: indexing.IndexRows,
                             extra: ExtraRows | None = None) -> None:
@@ -473,7 +492,7 @@ class Session:
 
         `extra` (an access policy's predicates on the current `resource` row, alias `r`) keeps
         only the versions of resources whose current row passes it."""
-        sql = f"SELECT seq, {_COLS}, method FROM resource_version WHERE 1=1"
+        sql = f"SELECT seq, {_VERSION_COLS}, method FROM resource_version v WHERE 1=1"
         params: list[Any] = []
         if extra is not None and extra.sql:
             sql += f" AND res_pk IN (SELECT r.pk FROM resource r WHERE {extra.render()})"

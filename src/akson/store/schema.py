@@ -50,6 +50,18 @@ resource_version = sa.Table(
 )
 
 
+def supersede_sql(res_type: str = "%s", res_id: str = "%s") -> str:
+    """Before `resource` takes a new version, the current version's row gets its content.
+
+    A current version's content is stored once, in `resource`; its `resource_version` row holds
+    none until a later version supersedes it (ADR 0009). The arguments are the placeholders."""
+    return (
+        "UPDATE resource_version SET content = (SELECT r.content FROM resource r "
+        "WHERE r.pk = resource_version.res_pk) "
+        f"WHERE res_type = {res_type} AND res_id = {res_id} AND content IS NULL AND NOT deleted"
+    )
+
+
 def _index_table(name: str, *columns: sa.Column, lookup: tuple[str, ...]) -> sa.Table:
     return sa.Table(
         name,
