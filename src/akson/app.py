@@ -7,7 +7,7 @@ import hmac
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -102,7 +102,8 @@ class Akson:
         store = ResourceStore(db, registry)
         self.audit_log = AuditLog(db, key=audit_key(self.settings.database_url),
                                   chains=self.settings.audit_chains)
-        gate = Gate(store, ChainedAuditSink(self.audit_log, self.source))
+        gate = Gate(store, ChainedAuditSink(self.audit_log, self.source,
+                                            durable_reads=self.settings.audit_durable_reads))
         self.ctx = FhirContext(store, registry, self.settings, gate, self.auth)
         self.ingestor = Ingestor(gate, self.release_policy)
         self.releaser = ReleaseWorker(gate)
@@ -115,7 +116,7 @@ class Akson:
         self.reindexer.start()
         self.exports = ExportWorker(self.ctx.store, self.settings.export_dir,
                                     retention_seconds=self.settings.export_retention_seconds,
-                                    access=self._export_access)
+                                    access=self._export_access, audit=self._export_audit)
         self.exports.start()
         log.info("Akson requires an access token on every FHIR request but /fhir/metadata; "
                  "trusted issuers: %d configured%s", len(self.auth.issuers),
@@ -125,14 +126,16 @@ class Akson:
     async def _export_access(self, job: store_export.Job) -> store_export.ExportAccess | None:
         """The requester's restriction for an export job, computed now from the principal stored
         at kick-off and the data (akson.access.gate); a job without one is refused."""
-        principal = from_json(orjson.loads(job.params).get("principal"))
-        if principal is None:
-            raise FhirError(403, "The export job names no requester this server can act for",
-                            "forbidden")
-        async with self._context().gate.session(principal) as g:
+        async with self._context().gate.session(_requester(job)) as g:
             if not g.plan.allowed:
                 raise FhirError(403, "The requester may no longer export", "forbidden")
             return g.export_access()
+
+    async def _export_audit(self, job: store_export.Job, res_type: str,
+                            patients: Sequence[str]) -> None:
+        """An export chunk's audit record, in the requester's name."""
+        async with self._context().gate.session(_requester(job)) as g:
+            await g.record_export(res_type, patients)
 
     async def _audit_login(self, identity: Identity, client_id: str) -> None:
         """A completed login at the built-in provider, as an AuditEvent of subtype `login`."""
@@ -240,3 +243,12 @@ async def _openapi(request: Request) -> Response:
 def create_app(settings: Settings | None = None) -> Any:
     """The ASGI application (uvicorn's factory target: `akson.app:create_app`)."""
     return Akson(settings)
+
+
+def _requester(job: store_export.Job) -> Principal:
+    """Who kicked an export job off (stored with it); a job without one is refused."""
+    principal = from_json(orjson.loads(job.params).get("principal"))
+    if principal is None:
+        raise FhirError(403, "The export job names no requester this server can act for",
+                        "forbidden")
+    return principal

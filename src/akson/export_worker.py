@@ -40,8 +40,15 @@ log = logging.getLogger("akson.export")
 #: What the access gate gives the worker for a job (from its recorded requester): predicates
 #: for every export query, or None for no restriction. Raising FhirError fails the job.
 AccessHook = Callable[[store_export.Job], Awaitable[store_export.ExportAccess | None]]
+#: Records that a chunk of `type` with these patients' data is being exported for the job's
+#: requester (the gate's audit, akson.access.gate.GuardedSession.record_export).
+AuditHook = Callable[[store_export.Job, str, Sequence[str]], Awaitable[None]]
 #: At most this many OperationOutcomes about missing Group members (one Group can name many).
 MAX_MEMBER_ISSUES = 1000
+
+
+#: A row of `store_export.type_chunk`: (pk, id, JSON, patient id).
+Row = tuple[int, str, bytes, str | None]
 
 
 class _Lost(Exception):
@@ -60,7 +67,8 @@ class ExportWorker(PollingWorker):
     def __init__(self, store: ResourceStore, export_dir: str | Path, *, poll_seconds: float = 0.5,
                  chunk_rows: int = 5000, file_lines: int = 100_000,
                  stale_seconds: float = 300, retention_seconds: float = 24 * 60 * 60,
-                 sweep_seconds: float = 60, access: AccessHook | None = None) -> None:
+                 sweep_seconds: float = 60, access: AccessHook | None = None,
+                 audit: AuditHook | None = None) -> None:
         super().__init__()
         self.store = store
         self.export_dir = Path(export_dir)
@@ -71,6 +79,7 @@ class ExportWorker(PollingWorker):
         self.retention_us = int(retention_seconds * 1_000_000)
         self.sweep_seconds = sweep_seconds
         self.access = access
+        self.audit = audit
         self.worker_id = str(uuid.uuid4())
         self._current: str | None = None
         self._next_sweep = 0.0
@@ -172,7 +181,7 @@ class ExportWorker(PollingWorker):
             await asyncio.to_thread(errors.write, [_outcome(i) for i in issues])
             for res_type in params.get("types") or sorted(RESOURCE_TYPES):
                 files = await self._export_type(
-                    job.id, folder, res_type, scope, filters.get(res_type, ()), total,
+                    job, folder, res_type, scope, filters.get(res_type, ()), total,
                     _Shape(elements_for(params.get("elements"), res_type), errors), access)
                 for name, count in files:
                     outputs.append({"type": res_type, "url": file_url(base_url, job.id, name),
@@ -196,7 +205,7 @@ class ExportWorker(PollingWorker):
         if not done:
             raise _Lost()
 
-    async def _export_type(self, job_id: str, folder: Path, res_type: str,
+    async def _export_type(self, job: store_export.Job, folder: Path, res_type: str,
                            scope: store_export.ExportScope, filters: Sequence[SearchQuery],
                            before: int, shape: _Shape, access: store_export.ExportAccess | None
                            ) -> list[tuple[str, int]]:
@@ -212,11 +221,14 @@ class ExportWorker(PollingWorker):
                 if not rows:
                     break
                 after = rows[-1][0]
+                patients = {row[3] for row in rows if row[3] is not None}
+                if self.audit is not None and patients:
+                    await self.audit(job, res_type, sorted(patients))
                 await asyncio.to_thread(_write_chunk, writer, shape, rows)
                 del rows
                 progress = f"{res_type}: {writer.total} resources; {before + writer.total} in all"
                 async with self.store.session(write=True) as s:
-                    if not await store_export.beat(s, job_id, self.worker_id, progress,
+                    if not await store_export.beat(s, job.id, self.worker_id, progress,
                                                    dates.now_us()):
                         raise _Lost()
         finally:
@@ -235,11 +247,11 @@ class _Shape:
         self.elements = elements
         self.errors = errors
 
-    def apply(self, rows: list[tuple[int, str, bytes]], res_type: str) -> list[bytes]:
+    def apply(self, rows: list[Row], res_type: str) -> list[bytes]:
         if not self.elements:
-            return [content for _, _, content in rows]  # the stored bytes, as a read serves them
+            return [row[2] for row in rows]  # the stored bytes, as a read serves them
         out = []
-        for _, res_id, content in rows:
+        for _, res_id, content, _ in rows:
             try:
                 # The server's default depth limit: a resource stored deeper (the operator
                 # raised AKSON_MAX_JSON_DEPTH) is reported rather than parsed without a bound.
@@ -253,7 +265,7 @@ class _Shape:
         return out
 
 
-def _write_chunk(writer: _Files, shape: _Shape, rows: list[tuple[int, str, bytes]]) -> None:
+def _write_chunk(writer: _Files, shape: _Shape, rows: list[Row]) -> None:
     writer.write(shape.apply(rows, writer.res_type))
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -182,6 +183,30 @@ def test_patient_export_has_patient_data_only(client, people):
         assert people[f"{p}-8867-4"]["id"] in _ids(by_type["Observation"])
     for line in by_type["Observation"]:
         assert orjson.loads(line)["subject"]["reference"].startswith("Patient/")
+
+
+def _exported_patients_in_audit(db_url: str) -> set[str]:
+    """Patients named by the audit log's `export` records."""
+    sql = ("SELECT p.patient_id FROM audit_event e JOIN audit_patient p "
+           "ON p.chain = e.chain AND p.seq = e.seq WHERE e.subtype = 'export'")
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            return {str(r[0]) for r in conn.execute(sql)}
+    import psycopg
+
+    with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
+        return {str(r[0]) for r in conn.execute(sql)}
+
+
+def test_every_exported_patient_is_in_the_audit_log(client, server, people):
+    """Helsepersonelloven § 21a: whose data left in an export is recorded, not only who asked
+    (a Patient-level kick-off names no patients). Each chunk the worker writes is audited with
+    the patients whose data it holds."""
+    _, by_type = _export(client, "/Patient/$export", {"_type": "Observation"})
+    observed = {orjson.loads(line)["subject"]["reference"].removeprefix("Patient/")
+                for line in by_type["Observation"]}
+    assert {people[p]["id"] for p in "abc"} <= observed
+    assert observed <= _exported_patients_in_audit(server.app.settings.database_url)
 
 
 def test_deleted_resources_are_not_exported(client, people):

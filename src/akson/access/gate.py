@@ -452,6 +452,11 @@ class GuardedSession:
             raise await self._deny("export", None)
         await self._audit("export", "allowed", None, (), patients)
 
+    async def record_export(self, res_type: str, patients: Sequence[str]) -> None:
+        """Audit (`export`) that a chunk of an export job holds these patients' `res_type`
+        data: the kick-off names who asked, these records whose data left."""
+        await self._audit("export", "allowed", res_type, (), patients)
+
     def export_access(self) -> store_export.ExportAccess:
         """What a Bulk Data export of this caller adds to every row query (type_chunk)."""
         return store_export.ExportAccess(scope=acl.scope_of(self.restriction))

@@ -190,16 +190,16 @@ async def live_patients(s: Session, ids: Sequence[str]) -> set[str]:
 
 async def type_chunk(s: Session, res_type: str, scope: ExportScope, *, after_pk: int, limit: int,
                      filters: Sequence[SearchQuery] = (), access: ExportAccess | None = None
-                     ) -> list[tuple[int, str, bytes]]:
+                     ) -> list[tuple[int, str, bytes, str | None]]:
     """The next `limit` live resources of `res_type` in `scope` after `after_pk`, as
-    (pk, id, JSON).
+    (pk, id, JSON, patient id of its compartment or None).
 
     `filters` are `_typeFilter` queries for this type; a resource matching any of them is
     exported (they are ORed, Bulk Data IG `_typeFilter`). Each is compiled by the search
     compiler, so a filter means exactly what the same search means. `access` (see
     `ExportAccess`) restricts the rows inside the same statement.
     """
-    sql = ("SELECT r.pk, r.res_id, r.content FROM resource r "
+    sql = ("SELECT r.pk, r.res_id, r.content, r.patient_id FROM resource r "
            "WHERE r.res_type = %s AND r.pk > %s AND NOT r.deleted")
     params: list[Any] = [res_type, after_pk]
     if scope.level == "patient":
@@ -231,7 +231,8 @@ async def type_chunk(s: Session, res_type: str, scope: ExportScope, *, after_pk:
             sql += " AND " + added.render()
             params += added.params
     rows = await s.tx.fetchall(sql + " ORDER BY r.pk LIMIT %s", (*params, limit))
-    return [(int(r[0]), str(r[1]), r[2] if isinstance(r[2], bytes) else bytes(r[2])) for r in rows]
+    return [(int(r[0]), str(r[1]), r[2] if isinstance(r[2], bytes) else bytes(r[2]),
+             None if r[3] is None else str(r[3])) for r in rows]
 
 
 # ------------------------------------------------------------------ job rows
