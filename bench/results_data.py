@@ -343,7 +343,7 @@ class Generator:
         refs.append(("subject", "Patient", pid))
         blocks["sp_reference"] = "".join(f"{p}\t{rtype}\t{param}\t{t}\t{i}\t\\N\n"
                                          for param, t, i in refs).encode()
-        return CopyReady(rtype, res_id, content, blocks)
+        return CopyReady(rtype, res_id, content, blocks, pid)
 
     def exact(self, res_id: str, resource: dict[str, Any], pk: int, now: int) -> CopyReady:
         """The store's own path, for `verify` and for Patients."""

@@ -45,7 +45,6 @@ from akson.store.bulk import (
     CopyReady,
     Prepared,
     allocate_pks,
-    bulk_create_copy_ready,
     bulk_create_prepared,
     copy_ready,
     prepare,
@@ -215,11 +214,8 @@ async def _write(ctx: FhirContext, result: tuple[list[tuple[str, str]], Prepared
     rejected, prepared, size = result
     summary.rejected += rejected
     if prepared:
-        async with ctx.store.session(write=True, bulk=True) as s:
-            if isinstance(prepared[0], CopyReady):
-                await bulk_create_copy_ready(s, prepared)  # type: ignore[arg-type]
-            else:
-                await bulk_create_prepared(s, prepared)  # type: ignore[arg-type]
+        async with ctx.gate.session(IMPORTER, write=True, bulk=True) as g:
+            await g.import_chunk(prepared)
         summary.loaded += len(prepared)
     bar.update(size)
 

@@ -114,3 +114,34 @@ def test_a_re_delivered_resource_is_not_a_new_version(settings: Settings, tmp_pa
     run_import(settings, [str(changed)], progress=False)
     version, body = _read(settings, "Organization", "same")  # type: ignore[misc]
     assert (version, body["name"]) == (2, "Helsestasjonen sentrum")
+
+
+def test_ndjson_import_is_audited_with_the_patients_it_wrote(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """A bulk load is a write like any other (helsepersonelloven § 21a): each chunk leaves a
+    `create` record naming the patients whose records it filled, and the log still verifies."""
+    from akson.api.fhir.paging import audit_key
+    from akson.store import audit_log
+
+    patients = [{"resourceType": "Patient", "id": f"imp-{i}"} for i in range(3)]
+    observations = [{"resourceType": "Observation", "id": f"imp-o-{i}", "status": "final",
+                     "code": {"text": "puls"}, "subject": {"reference": f"Patient/imp-{i}"}}
+                    for i in range(3)]
+    path = _ndjson(tmp_path / "data.ndjson", [*patients, *observations])
+    assert run_import(settings, [str(path)], progress=False).loaded == 6
+
+    async def logged() -> tuple[dict[str, list[str]], bool]:
+        db = connect(settings.database_url, pool_size=1)
+        await db.open()
+        try:
+            async with db.transaction(write=False) as tx:
+                seen = {f"imp-{i}": [r.entry.subtype for r in await audit_log.patient_log(
+                    tx, f"imp-{i}")] for i in range(3)}
+            report = await audit_log.verify(db, audit_key(settings.database_url))
+            return seen, report.ok
+        finally:
+            await db.close()
+
+    seen, ok = asyncio.run(logged())
+    assert ok
+    assert all("create" in subtypes for subtypes in seen.values()), seen

@@ -129,6 +129,7 @@ class CopyReady:
     res_id: str
     content: bytes
     blocks: dict[str, bytes]  # table → its lines for this resource
+    patient_id: str | None = None  # the patient compartment it belongs to (for the audit)
 
 
 def copy_ready(p: Prepared, pk: int) -> CopyReady:
@@ -142,7 +143,7 @@ def copy_ready(p: Prepared, pk: int) -> CopyReady:
     for table, rows in p.rows.items():
         if rows:
             blocks[table] = b"".join(_line((pk, p.res_type, *row)) for row in rows)
-    return CopyReady(p.res_type, p.res_id, p.content, blocks)
+    return CopyReady(p.res_type, p.res_id, p.content, blocks, p.patient_id)
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
