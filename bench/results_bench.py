@@ -491,6 +491,8 @@ def markdown(r: dict[str, Any]) -> str:
         ld = r["load"]
         lines.append(f"| load | {ld['resources']:,} resources in {ld['seconds']:,} s "
                      f"({ld['resources_per_s']:,}/s), ANALYZE {r.get('analyze_s', '?')} s |")
+        if "index_build_s" in r:
+            lines.append(f"| lookup indexes built after the load | {r['index_build_s']:,} s |")
     else:
         lines.append("| load | reused |")
     if r.get("shapes"):

@@ -45,7 +45,6 @@ from akson.store.bulk import (
     CopyReady,
     Prepared,
     allocate_pks,
-    bulk_create_prepared,
     copy_ready,
     prepare,
 )
@@ -275,8 +274,8 @@ async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary:
         valid.append(prepare(resource["resourceType"], res_id, resource, ctx.registry, now))
     if not valid:
         return
-    async with ctx.store.session(write=True, bulk=True) as s:
-        await bulk_create_prepared(s, valid)
+    async with ctx.gate.session(IMPORTER, write=True, bulk=True) as g:
+        await g.import_chunk(valid)
     summary.loaded += len(valid)
 
 

@@ -44,8 +44,9 @@ from tests.access.tokenkit import (
 
 def refused(token: str, reason: str, **kwargs: Any) -> TokenError:
     kwargs.setdefault("issuers", issuers())
+    kwargs.setdefault("now", NOW)
     with pytest.raises(TokenError) as info:
-        verify_access_token(token, now=NOW, **kwargs)
+        verify_access_token(token, **kwargs)
     assert info.value.reason == reason
     assert info.value.status == 401
     return info.value
@@ -164,6 +165,17 @@ def test_expired_token_is_refused_beyond_the_leeway() -> None:
     assert verify_access_token(mint(practitioner_claims(exp=NOW - 10)), issuers=issuers(), now=NOW)
     err = refused(mint(practitioner_claims(exp=NOW - 31)), "expired")
     assert err.www_authenticate() == 'Bearer error="invalid_token", error_description="expired"'
+
+
+def test_a_token_seen_before_is_still_checked_on_every_use() -> None:
+    """The verified-signature cache skips only the signature: expiry is checked again, and a
+    token whose key the issuer no longer holds (rotated out under the same kid) is refused."""
+    token = mint(practitioner_claims(exp=NOW + 60))
+    assert verify_access_token(token, issuers=issuers(), now=NOW)
+    assert verify_access_token(token, issuers=issuers(), now=NOW + 30)  # a hit
+    refused(token, "expired", now=NOW + 120)
+    refused(token, "bad_signature", issuers=issuers(key=rsa_key("rotated")))
+    refused(token, "unknown_issuer", issuers=issuers(iss=IDPORTEN))
 
 
 def test_token_without_exp_is_refused() -> None:
