@@ -102,8 +102,7 @@ class Akson:
         store = ResourceStore(db, registry)
         self.audit_log = AuditLog(db, key=audit_key(self.settings.database_url),
                                   chains=self.settings.audit_chains)
-        gate = Gate(store, ChainedAuditSink(self.audit_log, self.source,
-                                            durable_reads=self.settings.audit_durable_reads))
+        gate = Gate(store, ChainedAuditSink(self.audit_log, self.source))
         self.ctx = FhirContext(store, registry, self.settings, gate, self.auth)
         self.ingestor = Ingestor(gate, self.release_policy)
         self.releaser = ReleaseWorker(gate)

@@ -54,10 +54,6 @@ class Settings:
     export_retention_seconds: int = 24 * 60 * 60
     #: Hash chains of the audit log: more chains, fewer writers waiting on one chain lock.
     audit_chains: int = 16
-    #: Whether a read's audit record is on disk before the response leaves (PostgreSQL).
-    #: False: it is committed to the database's WAL buffer and flushed within ~3 ×
-    #: wal_writer_delay, so only a crash of the database in that moment loses it (ADR 0007).
-    audit_durable_reads: bool = True
     #: An extra `aud` value the built-in provider's tokens may carry (besides this server's own
     #: FHIR base `<base>/fhir`, which is always accepted); e.g. the public base behind a proxy.
     audience: str | None = None
@@ -88,7 +84,6 @@ class Settings:
                                                  cls.practitioner_min_security_level),
             export_dir=os.environ.get("AKSON_EXPORT_DIR", cls.export_dir),
             audit_chains=_int("AKSON_AUDIT_CHAINS", cls.audit_chains),
-            audit_durable_reads=_bool("AKSON_AUDIT_DURABLE_READS", cls.audit_durable_reads),
             export_retention_seconds=_int("AKSON_EXPORT_RETENTION_SECONDS",
                                           cls.export_retention_seconds),
             audience=os.environ.get("AKSON_AUDIENCE") or None,

@@ -68,21 +68,3 @@ def test_the_sink_records_reads_alone_writes_in_their_transaction_and_denials_af
 
     run(go())
 
-
-def test_reads_audited_without_waiting_for_the_disk_are_still_recorded_and_writes_stay_durable(
-        audit_url: str) -> None:
-    """AKSON_AUDIT_DURABLE_READS=false (ADR 0007): a read's record is committed without waiting
-    for the WAL flush; it is still in the log, the chain verifies, and the connection goes back
-    to the pool with synchronous commits for the next write."""
-    async def go() -> None:
-        async with opened(audit_url, pool_size=1) as (db, log):
-            sink = ChainedAuditSink(log, SOURCE, durable_reads=False).begin()
-            await sink.record(intent("read", patients=("r",)))
-            await sink.flush()
-            async with db.transaction(write=True) as tx:
-                assert len(await audit_log.patient_log(tx, "r")) == 1
-                if tx.dialect == "postgresql":
-                    assert (await tx.fetchone("SHOW synchronous_commit")) == ("on",)
-            assert (await audit_log.verify(db, log.key)).ok
-
-    run(go())

@@ -431,11 +431,11 @@ class ChainedAuditSink:
       transaction inside the first would wait for itself).
     """
 
-    def __init__(self, log: AuditLog, source: Source, *, durable_reads: bool = True) -> None:
+    def __init__(self, log: AuditLog, source: Source) -> None:
         self.log = log
         self.source = source
         self._held: list[AuditEntry] = []
-        self._group = GroupCommit(log, durable=durable_reads)
+        self._group = GroupCommit(log)
 
     async def record(self, intent: AuditIntent, tx: Tx | None = None,
                      principal: Principal | None = None) -> None:
@@ -467,9 +467,8 @@ class GroupCommit:
     waits for its own. Each transaction appends to one chain only (AuditLog.append's rule).
     """
 
-    def __init__(self, log: AuditLog, *, durable: bool = True) -> None:
+    def __init__(self, log: AuditLog) -> None:
         self.log = log
-        self.durable = durable
         self._pending: list[tuple[list[AuditEntry], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -486,11 +485,6 @@ class GroupCommit:
             batch, self._pending = self._pending, []
             try:
                 async with self.log.db.transaction(write=True) as tx:
-                    if not self.durable and tx.dialect == "postgresql":
-                        # ADR 0007: the commit returns once the records are in PostgreSQL's
-                        # WAL buffer, before the fsync (lost only if the database crashes
-                        # within ~3 × wal_writer_delay); writes stay synchronous.
-                        await tx.execute("SET LOCAL synchronous_commit = off")
                     await self.log.append_many(tx, [e for entries, _ in batch for e in entries],
                                                route=uuid.uuid4().hex)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting session
