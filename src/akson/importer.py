@@ -62,6 +62,7 @@ class Summary:
 
     loaded: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    chunks: int = 0
 
     def render(self) -> str:
         lines = [f"Loaded {self.loaded} resources; rejected {len(self.rejected)}."]
@@ -215,7 +216,14 @@ async def _write(ctx: FhirContext, result: tuple[list[tuple[str, str]], Prepared
     if prepared:
         async with ctx.gate.session(IMPORTER, write=True, bulk=True) as g:
             await g.import_chunk(prepared)
+        summary.chunks += 1
         summary.loaded += len(prepared)
+        if summary.chunks & (summary.chunks - 1) == 0:  # chunks 1, 2, 4, 8, …
+            # Fresh statistics while the tables grow: with the counts of an emptier table the
+            # planner checks each chunk's ids by scanning `resource` instead of probing its
+            # unique index, and the import slows down quadratically.
+            async with ctx.store.session(write=True) as s:
+                await s.analyze()
     bar.update(size)
 
 

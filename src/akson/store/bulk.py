@@ -7,6 +7,7 @@ path, so a bulk load is still an ordinary, versioned write.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -147,21 +148,26 @@ def copy_ready(p: Prepared, pk: int) -> CopyReady:
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 
 
 def _line(values: Sequence[Any]) -> bytes:
-    """One line of COPY text format (NULL is \\N; text escaped; bytea as \\x hex)."""
+    """One line of COPY text format (NULL is \\N; text escaped; bytea as \\x hex). Dispatches
+    on the exact class, most common first: this runs ~20 times per imported resource."""
     out = []
     for v in values:
-        if v is None:
+        cls = v.__class__
+        if cls is str:
+            out.append(v.translate(_ESCAPES) if _NEEDS_ESCAPE.search(v) else v)
+        elif v is None:
             out.append("\\N")
-        elif v is True or v is False:
+        elif cls is int:
+            out.append(str(v))
+        elif cls is bool:
             out.append("t" if v else "f")
-        elif v.__class__ is bytes:
+        elif cls is bytes:
             out.append("\\\\x" + v.hex())
-        elif v.__class__ is str:
-            out.append(v.translate(_ESCAPES))
-        elif v.__class__ is float:
+        elif cls is float:
             out.append(repr(v))
         else:
             out.append(str(v))
