@@ -120,18 +120,17 @@ def load_anchor(pg: PgTarget, args: argparse.Namespace, *, fresh: bool) -> dt.da
     run must regenerate with the same one to know what the database holds. Kept as the
     database's comment."""
     if not fresh:
-        rows = _admin(pg, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                          f"WHERE datname = '{args.db}'")
-        if rows and rows[0][0]:
-            return dt.datetime.fromisoformat(json.loads(rows[0][0])["anchor"])
+        note = _note(pg, args.db)
+        if "anchor" in note:
+            return dt.datetime.fromisoformat(note["anchor"])
         print("  no anchor stored with the database: checks near the cutoff date may be off",
               flush=True)
     anchor = dt.datetime.now(OSLO)
     if fresh:
-        note = json.dumps({"anchor": anchor.isoformat(), "seed": args.seed,
-                           "persons": args.persons, "observations": args.observations})
-        _admin(pg, f"COMMENT ON DATABASE \"{args.db}\" IS '{note}'")
+        _set_note(pg, args.db, {"anchor": anchor.isoformat(), "seed": args.seed,
+                                "persons": args.persons, "observations": args.observations})
     return anchor
+
 
 _gen: dict[str, Any] = {}
 
@@ -527,12 +526,27 @@ def _drop_lookup_indexes(pg: PgTarget, db: str) -> list[tuple[str, str]]:
     """A first load into empty tables runs without the lookup indexes (`ix_*`) and builds them
     afterwards: a sorted build is several times faster than growing a B-tree row by row, and
     leaves it compact. Primary keys and unique constraints stay: the loader checks ids
-    against them. Returns (name, definition) of what was dropped."""
-    dropped = _sql(pg, db, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
-                           "'public' AND indexname LIKE 'ix\\_%' ORDER BY indexname")
+    against them. Returns (name, definition) of what was dropped, also kept in the database's
+    comment until they are built, so a run that was killed meanwhile builds them next time."""
+    dropped = [(str(n), str(d)) for n, d in _sql(
+        pg, db, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                "AND indexname LIKE 'ix\\_%' ORDER BY indexname")]
+    _set_note(pg, db, {**_note(pg, db), "deferred_indexes": dropped})
     for name, _ in dropped:
         _sql(pg, db, f'DROP INDEX "{name}"')
-    return [(str(n), str(d)) for n, d in dropped]
+    return dropped
+
+
+def _note(pg: PgTarget, db: str) -> dict[str, Any]:
+    """The database's comment: what `load_anchor` and `_drop_lookup_indexes` keep there."""
+    rows = _admin(pg, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                      f"WHERE datname = '{db}'")
+    return json.loads(rows[0][0]) if rows and rows[0][0] else {}
+
+
+def _set_note(pg: PgTarget, db: str, note: dict[str, Any]) -> None:
+    text = json.dumps(note).replace("'", "''")
+    _admin(pg, f"COMMENT ON DATABASE \"{db}\" IS '{text}'")
 
 
 def _build_indexes(pg: PgTarget, db: str, indexes: list[tuple[str, str]]) -> float:
@@ -540,6 +554,7 @@ def _build_indexes(pg: PgTarget, db: str, indexes: list[tuple[str, str]]) -> flo
     import psycopg
 
     t0 = time.perf_counter()
+    print(f"building {len(indexes)} lookup indexes …", flush=True)
     with psycopg.connect(pg.conninfo(db), autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
@@ -548,6 +563,9 @@ def _build_indexes(pg: PgTarget, db: str, indexes: list[tuple[str, str]]) -> flo
             conn.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1)
                          )  # type: ignore[arg-type]
             print(f"  index {name}: {time.perf_counter() - began:.0f} s", flush=True)
+    note = _note(pg, db)
+    note.pop("deferred_indexes", None)
+    _set_note(pg, db, note)
     return time.perf_counter() - t0
 
 
@@ -594,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.db} holds {have} — not a prefix of this size and seed; "
                              "run without --reuse to start afresh")
         anchor = load_anchor(pg, args, fresh=start == 0)
+        left = [tuple(i) for i in _note(pg, args.db).get("deferred_indexes", ())]
+        if left and start > 0:  # an earlier load was killed before it built them
+            _build_indexes(pg, args.db, left)  # type: ignore[arg-type]
         if start < args.persons and "load" in args.phases and not _disk_allows(pg, args, start):
             args.phases = [p for p in args.phases if p != "load"]
         if start < args.persons and "load" in args.phases:
@@ -604,7 +625,6 @@ def main(argv: list[str] | None = None) -> int:
                 result["load"] = asyncio.run(load(args, pg.url(args.db), start, anchor))
             finally:
                 if deferred:
-                    print(f"building {len(deferred)} lookup indexes …", flush=True)
                     result["index_build_s"] = round(_build_indexes(pg, args.db, deferred), 1)
             t0 = time.perf_counter()
             _sql(pg, args.db, "ANALYZE")

@@ -116,9 +116,13 @@ def db_upgrade(revision: str) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def import_cmd(paths: tuple[str, ...]) -> None:
     """Load transaction/batch Bundles (.json) or NDJSON files (.ndjson), or folders of them."""
+    from akson.fhir.outcome import FhirError
     from akson.importer import run_import
 
-    summary = run_import(Settings.from_env(), list(paths))
+    try:
+        summary = run_import(Settings.from_env(), list(paths))
+    except FhirError as err:  # e.g. 403: an update the access gate refused; earlier chunks stay
+        raise click.ClickException(f"import stopped ({err.status}): {err.diagnostics}") from None
     click.echo(summary.render())
     sys.exit(0 if not summary.rejected else 1)
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from akson.access.audit import ChainedAuditSink, Source
 from akson.access.gate import Gate
+from akson.access.policy import bulk_refusal
 from akson.access.principal import Principal
 from akson.access.scopes import parse_scopes
 from akson.api.fhir import router
@@ -218,12 +219,12 @@ async def _write(ctx: FhirContext, result: tuple[list[tuple[str, str]], Prepared
             await g.import_chunk(prepared)
         summary.chunks += 1
         summary.loaded += len(prepared)
-        if summary.chunks & (summary.chunks - 1) == 0:  # chunks 1, 2, 4, 8, …
-            # Fresh statistics while the tables grow: with the counts of an emptier table the
-            # planner checks each chunk's ids by scanning `resource` instead of probing its
-            # unique index, and the import slows down quadratically.
+        if summary.chunks & (summary.chunks - 1) == 0 and ctx.store.db.dialect == "postgresql":
+            # Chunks 1, 2, 4, 8, …: fresh statistics while the table grows. With the counts of
+            # an emptier table PostgreSQL checks each chunk's ids by scanning `resource` instead
+            # of probing its unique index, and the import slows down quadratically.
             async with ctx.store.session(write=True) as s:
-                await s.analyze()
+                await s.analyze("resource")
     bar.update(size)
 
 
@@ -256,8 +257,9 @@ def _prepare_chunk(chunk: list[tuple[str, bytes]], pks: list[int] | None = None
             rejected.append((where, err.diagnostics))
             continue
         issues = validate(resource, allow_synthetic_ids=_worker["allow_synthetic_ids"])
-        if issues:
-            rejected.append((where, issues[0].diagnostics))
+        refusal = issues[0].diagnostics if issues else bulk_refusal(resource)
+        if refusal:
+            rejected.append((where, refusal))
             continue
         res_id = resource.get("id") or str(uuid.uuid4())
         p = prepare(resource["resourceType"], res_id, resource, registry, now)
@@ -274,8 +276,9 @@ async def _resources(ctx: FhirContext, items: list[tuple[str, object]], summary:
     now = dates.now_us()
     for where, resource in items:
         issues = validate(resource, allow_synthetic_ids=ctx.settings.allow_synthetic_ids)
-        if issues:
-            summary.rejected.append((where, issues[0].diagnostics))
+        refusal = issues[0].diagnostics if issues else bulk_refusal(resource)  # type: ignore[arg-type]
+        if refusal:
+            summary.rejected.append((where, refusal))
             continue
         assert isinstance(resource, dict)
         res_id = resource.get("id") or str(uuid.uuid4())

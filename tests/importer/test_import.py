@@ -145,3 +145,30 @@ def test_ndjson_import_is_audited_with_the_patients_it_wrote(settings: Settings,
     seen, ok = asyncio.run(logged())
     assert ok
     assert all("create" in subtypes for subtypes in seen.values()), seen
+
+
+def test_bulk_import_refuses_results_and_keeps_a_citizens_nors(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """What a REST write may not do, a bulk load may not either: results come from the results
+    service only (the line is rejected with the reason), and an id stored already is an update
+    with a write's checks — only the citizen lifts NORS, so the import stops, changing nothing."""
+    from akson.access.policy import NORS
+    from akson.fhir.outcome import FhirError
+    from akson.results.model import ORIGIN_RESULTS, ORIGIN_SYSTEM
+
+    nors = {"system": NORS[0], "code": NORS[1]}
+    obs = {"resourceType": "Observation", "id": "nors-1", "status": "final",
+           "code": {"text": "puls"}, "meta": {"security": [nors]}}
+    result = {**obs, "id": "res-1", "meta": {"tag": [{"system": ORIGIN_SYSTEM,
+                                                       "code": ORIGIN_RESULTS}]}}
+    summary = run_import(settings, [str(_ndjson(tmp_path / "a.ndjson", [obs, result]))],
+                         progress=False)
+    assert summary.loaded == 1
+    assert [w for w, _ in summary.rejected] == [f"{tmp_path / 'a.ndjson'}:2"]
+    assert "results service" in summary.rejected[0][1]
+    lifted = {**obs, "meta": {}, "status": "amended"}
+    with pytest.raises(FhirError) as err:
+        run_import(settings, [str(_ndjson(tmp_path / "b.ndjson", [lifted]))], progress=False)
+    assert err.value.status == 403
+    version, body = _read(settings, "Observation", "nors-1")  # type: ignore[misc]
+    assert (version, body["status"], body["meta"]["security"]) == (1, "final", [nors])

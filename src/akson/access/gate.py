@@ -460,7 +460,10 @@ class GuardedSession:
 
     async def record_export(self, res_type: str, patients: Sequence[str]) -> None:
         """Audit (`export`) that a chunk of an export job holds these patients' `res_type`
-        data: the kick-off names who asked, these records whose data left."""
+        data: the kick-off names who asked, these records whose data left. Refused (the job
+        fails) when the requester may no longer see records."""
+        if not self.plan.allowed:
+            raise await self._deny("export", res_type)
         await self._audit("export", "allowed", res_type, (), patients)
 
     def export_access(self) -> store_export.ExportAccess:
@@ -563,18 +566,29 @@ class GuardedSession:
         return stored
 
     async def import_chunk(self, items: Sequence[Prepared] | Sequence[CopyReady]) -> int:
-        """New resources prepared by `akson import` (validated and indexed in worker processes)
-        copied in as one chunk; one audit record (`create`) names the patients whose records
-        they join. Only a client that may write everything may bulk-load: the per-resource
-        checks of `create` are not made. Returns how many were stored."""
+        """A chunk prepared by `akson import` (validated and indexed in worker processes).
+
+        Only a client that reaches every record and may create and update every type in the
+        chunk may bulk-load. New resources are copied in together with one `create` audit
+        record naming the patients whose records they join; the caller has refused what only
+        the results service or a citizen may write (`policy.bulk_refusal`). An id stored
+        already becomes an update through `update`, with all its checks and its own record.
+        Returns how many were stored."""
         types = {i.res_type for i in items}
-        if not (self._write and self.plan.allowed and self.reaches_all
-                and all(self.plan.permits(t, "c") for t in types)):
+        if not (self._write and self.reaches_all and all(
+                self.plan.permits(t, "c") and self.plan.permits(t, "u")
+                and pol.may_write_type(self.principal, t) for t in types)):
             raise await self._deny("create", None)
+
+        async def new_version(res_type: str, res_id: str, resource: dict[str, Any]) -> None:
+            await self.update(res_type, res_id, resource)
+
         if items and isinstance(items[0], CopyReady):
-            count = await bulk_create_copy_ready(self._s, items)  # type: ignore[arg-type]
+            count = await bulk_create_copy_ready(
+                self._s, items, new_version=new_version)  # type: ignore[arg-type]
         else:
-            count = len(await bulk_create_prepared(self._s, items))  # type: ignore[arg-type]
+            count = len(await bulk_create_prepared(
+                self._s, items, new_version=new_version))  # type: ignore[arg-type]
         patients = sorted({i.patient_id for i in items if i.patient_id})
         await self._audit("create", "allowed", None, (), patients)
         return count

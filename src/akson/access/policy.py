@@ -401,6 +401,20 @@ def is_reservation(consent: dict[str, Any]) -> bool:
                for c in cat.get("coding") or ())
 
 
+def bulk_refusal(resource: dict[str, Any]) -> str | None:
+    """Why a new resource may not be bulk-loaded (`akson import`), or None. The checks of a
+    single create that depend on the resource alone: results come from the results service
+    only, and a block must be one (`check_block_consent`)."""
+    if is_result(resource):
+        return "Results are written by the results service only: deliver them to /results/ingest"
+    if resource.get("resourceType") == "Consent":
+        try:
+            check_block_consent(resource)
+        except FhirError as err:
+            return err.diagnostics
+    return None
+
+
 def check_block_consent(consent: dict[str, Any]) -> None:
     """A block (Consent with category `consent-category|sperring`) must deny, and name whom.
 

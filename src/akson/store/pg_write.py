@@ -59,7 +59,7 @@ def statement(update: bool, filled: tuple[int, ...]) -> str:
         ctes += [f"d_{table} AS (DELETE FROM {table} WHERE res_pk = (SELECT pk FROM r))"
                  for table in dict.fromkeys(table for table, *_ in _TABLES)]
         # The superseded version keeps its content; it reads `resource` as it was before `r`.
-        ctes.append(f"o AS ({supersede_sql('%(t)s', '%(id)s')})")
+        ctes.append(f"o AS ({supersede_sql('%(t)s', '%(id)s', '%(old)s')})")
     ctes.append(
         "v AS (INSERT INTO resource_version (res_pk, res_type, res_id, version, last_updated, "
         "deleted, method, content) SELECT pk, %(t)s, %(id)s, %(v)s, %(now)s, false, %(m)s, "
@@ -86,5 +86,5 @@ def write(
              for _, field, _, _ in _TABLES]
     filled = tuple(i for i, rows_of_table in enumerate(index) if rows_of_table)
     return statement(update, filled), {
-        "t": res_type, "id": res_id, "v": version, "now": now, "pat": patient_id, "c": content,
-        "m": method, "idx": orjson.dumps(index).decode()}
+        "t": res_type, "id": res_id, "v": version, "old": version - 1, "now": now,
+        "pat": patient_id, "c": content, "m": method, "idx": orjson.dumps(index).decode()}

@@ -105,7 +105,6 @@ _VERSION_COLS = (
 )
 
 
-
 class ResourceStore:
     """Opens sessions on a Database; holds the search-parameter registry used for indexing."""
 
@@ -201,7 +200,7 @@ class Session:
             return None
         now = dates.now_us()
         version = current.version + 1
-        await self._keep_superseded(res_type, res_id)
+        await self._keep_superseded(res_type, res_id, current.version)
         row = await self.tx.fetchone(
             "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = NULL "
             "WHERE res_type = %s AND res_id = %s RETURNING pk",
@@ -233,7 +232,7 @@ class Session:
                 (res_type, res_id, version, now, False, patient_id, content),
             )
         else:
-            await self._keep_superseded(res_type, res_id)
+            await self._keep_superseded(res_type, res_id, current.version)
             row = await self.tx.fetchone(
                 "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, "
                 "patient_id = %s, content = %s WHERE res_type = %s AND res_id = %s RETURNING pk",
@@ -259,9 +258,9 @@ class Session:
             (pk, res_type, res_id, version, now, deleted, method),
         )
 
-    async def _keep_superseded(self, res_type: str, res_id: str) -> None:
+    async def _keep_superseded(self, res_type: str, res_id: str, version: int) -> None:
         """Copy the current content into its version row before a new version replaces it."""
-        await self.tx.execute(supersede_sql(), (res_type, res_id))
+        await self.tx.execute(supersede_sql(), (res_type, res_id, version))
 
     async def _insert_index(self, pk: int, res_type: str, rows: indexing.IndexRows,
                             extra: ExtraRows | None = None) -> None:
@@ -279,13 +278,16 @@ class Session:
         for table in _INSERT:
             await self.tx.execute(f"DELETE FROM {table} WHERE res_pk = %s", (pk,))
 
-    async def analyze(self) -> None:
-        """Refresh the planner's statistics, e.g. after a large first load into empty tables.
+    async def analyze(self, table: str | None = None) -> None:
+        """Refresh the planner's statistics (of one of this schema's tables, or all), e.g. after
+        a large first load into empty tables.
 
         Without them PostgreSQL plans index lookups as if the tables were empty and imports
         slow down several-fold.
         """
-        await self.tx.execute("ANALYZE")
+        if table is not None and not table.isidentifier():
+            raise ValueError(f"not a table name: {table!r}")
+        await self.tx.execute(f"ANALYZE {table}" if table else "ANALYZE")
 
     async def lock_condition(self, res_type: str, condition: str) -> None:
         """Serialise conditional writes on the same condition (atomic If-None-Exist).

@@ -50,15 +50,17 @@ resource_version = sa.Table(
 )
 
 
-def supersede_sql(res_type: str = "%s", res_id: str = "%s") -> str:
+def supersede_sql(res_type: str = "%s", res_id: str = "%s", version: str = "%s") -> str:
     """Before `resource` takes a new version, the current version's row gets its content.
 
     A current version's content is stored once, in `resource`; its `resource_version` row holds
-    none until a later version supersedes it (ADR 0009). The arguments are the placeholders."""
+    none until a later version supersedes it (ADR 0009). The arguments are the placeholders of
+    the type, id and the version being superseded."""
     return (
         "UPDATE resource_version SET content = (SELECT r.content FROM resource r "
-        "WHERE r.pk = resource_version.res_pk) "
-        f"WHERE res_type = {res_type} AND res_id = {res_id} AND content IS NULL AND NOT deleted"
+        "WHERE r.pk = resource_version.res_pk AND r.version = resource_version.version) "
+        f"WHERE res_type = {res_type} AND res_id = {res_id} AND version = {version} "
+        "AND content IS NULL AND NOT deleted"
     )
 
 
