@@ -196,13 +196,18 @@ def _patients(where: Where, r: Restriction, a: str, res_type: str) -> None:
 
 
 def _label(where: Where, rule: LabelRule, a: str, res_type: str) -> None:
-    labelled = "SELECT res_pk FROM sp_token WHERE param = '_security' AND system = %s AND code = %s"
     params: list[Any] = [rule.system, rule.code]
     if res_type:
-        labelled = ("SELECT res_pk FROM sp_token WHERE res_type = %s AND param = '_security' "
-                    "AND system = %s AND code = %s")
         params.insert(0, res_type)
-    ors = [f"{a}.pk NOT IN ({labelled})"]
+        ors = [f"{a}.pk NOT IN (SELECT res_pk FROM sp_token WHERE res_type = %s "
+               "AND param = '_security' AND system = %s AND code = %s)"]
+    else:
+        # Rows of any type ($everything, export): probe each row's own labels through the
+        # lookup index. An uncorrelated NOT IN over every type's labels has no index to use
+        # and turned a 10-resource $everything into a scan of the whole table (400 ms at 1M).
+        ors = [f"NOT EXISTS (SELECT 1 FROM sp_token {a}_l WHERE {a}_l.res_type = {a}.res_type "
+               f"AND {a}_l.param = '_security' AND {a}_l.system = %s AND {a}_l.code = %s "
+               f"AND {a}_l.res_pk = {a}.pk)"]
     if rule.only_patients is not None:
         # Rows outside the named records are not concerned (a NULL patient_id is outside too).
         ors.append(f"{a}.patient_id IS NULL")
