@@ -667,3 +667,31 @@ def test_the_chained_audit_log_gets_reads_writes_and_denials_that_survive_rollba
     # rolled back with the denial left no record
     assert added == 3
     assert sorted(gina) == ["create", "read"]
+
+
+def test_every_version_records_the_municipality_and_unit_that_wrote_it(env: Env) -> None:
+    """ARCHITECTURE principle 2: each resource carries the orgnr of the municipality (its data
+    controller) and unit that wrote its current version — single writes and a transaction's
+    creates alike; a system client writes none."""
+    async def stamps(gate: Gate) -> dict[str, tuple[str | None, str | None]]:
+        async with gate.store.session(write=False) as s:
+            rows = await s.tx.fetchall(
+                "SELECT res_id, org, unit FROM resource WHERE res_id IN "
+                "('o-org-1', 'o-org-2', 'o-org-3')")
+        return {str(i): (o, u) for i, o, u in rows}
+
+    env.as_("gp", lambda gs: gs.create("Observation", obs("o-org-1", "anna"), res_id="o-org-1"),
+            write=True)
+    async def transaction(gate: Gate) -> None:  # as a transaction Bundle's plain creates
+        async with gate.session(GP, write=True, bulk=True) as gs:
+            await gs.create_many([("Observation", "o-org-2", obs("o-org-2", "anna"))])
+
+    env.run(transaction)
+    env.as_(system("system/*.cruds"), lambda gs: gs.create(
+        "Observation", obs("o-org-3", "anna"), res_id="o-org-3"), write=True)
+    gp = (GP.orgnr_parent, GP.orgnr_child)
+    assert gp[0] and gp[1]
+    assert env.run(stamps) == {"o-org-1": gp, "o-org-2": gp, "o-org-3": (None, None)}
+    env.as_(system("system/*.cruds"), lambda gs: gs.update(
+        "Observation", "o-org-1", obs("o-org-1", "anna", code="changed")), write=True)
+    assert env.run(stamps)["o-org-1"] == (None, None)  # the latest writer's

@@ -258,6 +258,8 @@ class GuardedSession:
                  now: datetime, *, write: bool = False) -> None:
         self._s = s
         self._write = write
+        if write:  # each version records who wrote it: municipality and unit (orgnr)
+            s.writer = (principal.orgnr_parent, principal.orgnr_child)
         self.principal = principal
         self.plan = plan
         self._sink = sink

@@ -101,13 +101,15 @@ async def _copy_new(s: Session, fresh: Sequence[Prepared]) -> dict[tuple[str, st
                                                                     *_EXTRA_COLUMNS)}
     for pk, p in zip(pks, fresh, strict=True):
         now = p.last_updated
-        resource_rows.append((pk, p.res_type, p.res_id, 1, now, False, p.patient_id, p.content))
+        resource_rows.append((pk, p.res_type, p.res_id, 1, now, False, p.patient_id, p.content,
+                              *s.writer))
         version_rows.append((pk, p.res_type, p.res_id, 1, now, False, "POST", None))
         for table, rows in p.rows.items():
             index_rows[table].extend((pk, p.res_type, *row) for row in rows)
         out[(p.res_type, p.res_id)] = Stored(p.res_type, p.res_id, 1, now, False, p.content, "POST")
     await s.tx.copy_rows("resource", ("pk", "res_type", "res_id", "version", "last_updated",
-                                      "deleted", "patient_id", "content"), resource_rows)
+                                      "deleted", "patient_id", "content", "org", "unit"),
+                         resource_rows)
     await s.tx.copy_rows("resource_version", ("res_pk", "res_type", "res_id", "version",
                                               "last_updated", "deleted", "method", "content"),
                          version_rows)

@@ -40,12 +40,13 @@ _TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 
 _INSERT_RESOURCE = (
     "r AS (INSERT INTO resource (res_type, res_id, version, last_updated, deleted, patient_id, "
-    "content) VALUES (%(t)s, %(id)s, %(v)s, %(now)s, false, %(pat)s, %(c)b) RETURNING pk)"
+    "content, org, unit) VALUES (%(t)s, %(id)s, %(v)s, %(now)s, false, %(pat)s, %(c)b, "
+    "%(org)s, %(unit)s) RETURNING pk)"
 )
 _UPDATE_RESOURCE = (
     "r AS (UPDATE resource SET version = %(v)s, last_updated = %(now)s, deleted = false, "
-    "patient_id = %(pat)s, content = %(c)b WHERE res_type = %(t)s AND res_id = %(id)s "
-    "RETURNING pk)"
+    "patient_id = %(pat)s, content = %(c)b, org = %(org)s, unit = %(unit)s "
+    "WHERE res_type = %(t)s AND res_id = %(id)s RETURNING pk)"
 )
 
 
@@ -78,7 +79,8 @@ def statement(update: bool, filled: tuple[int, ...]) -> str:
 
 def write(
     update: bool, res_type: str, res_id: str, version: int, now: int, patient_id: str | None,
-    content: bytes, method: str, rows: IndexRows, extra: ExtraRows | None = None,
+    content: bytes, method: str, rows: IndexRows, extra: ExtraRows | None = None, *,
+    writer: tuple[str | None, str | None] = (None, None),
 ) -> tuple[str, dict[str, Any]]:
     """The statement and its bind values; `idx` holds every index row, one list per table."""
     extra = extra or ExtraRows()
@@ -87,4 +89,5 @@ def write(
     filled = tuple(i for i, rows_of_table in enumerate(index) if rows_of_table)
     return statement(update, filled), {
         "t": res_type, "id": res_id, "v": version, "old": version - 1, "now": now,
-        "pat": patient_id, "c": content, "m": method, "idx": orjson.dumps(index).decode()}
+        "pat": patient_id, "c": content, "m": method, "idx": orjson.dumps(index).decode(),
+        "org": writer[0], "unit": writer[1]}

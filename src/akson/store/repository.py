@@ -125,6 +125,9 @@ class Session:
     def __init__(self, tx: Tx, registry: SearchParamRegistry) -> None:
         self.tx = tx
         self.registry = registry
+        #: The municipality (orgnr) and unit recorded on every version this session writes: the
+        #: data controller of that entry (ARCHITECTURE principle 2); set by the access gate.
+        self.writer: tuple[str | None, str | None] = (None, None)
         self.dialect = tx.dialect
 
     # ------------------------------------------------------------------ reads
@@ -202,9 +205,9 @@ class Session:
         version = current.version + 1
         await self._keep_superseded(res_type, res_id, current.version)
         row = await self.tx.fetchone(
-            "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = NULL "
-            "WHERE res_type = %s AND res_id = %s RETURNING pk",
-            (version, now, True, res_type, res_id),
+            "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = NULL, "
+            "org = %s, unit = %s WHERE res_type = %s AND res_id = %s RETURNING pk",
+            (version, now, True, *self.writer, res_type, res_id),
         )
         assert row is not None
         await self._clear_index(row[0])
@@ -223,20 +226,22 @@ class Session:
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
             await self.tx.execute(*pg_write.write(current is not None, res_type, res_id, version,
-                                                  now, patient_id, content, method, rows, extra))
+                                                  now, patient_id, content, method, rows, extra,
+                                                  writer=self.writer))
             return Stored(res_type, res_id, version, now, False, content, method)
         if current is None:
             row = await self.tx.fetchone(
                 "INSERT INTO resource (res_type, res_id, version, last_updated, deleted, "
-                "patient_id, content) VALUES (%s,%s,%s,%s,%s,%s,%s) RETURNING pk",
-                (res_type, res_id, version, now, False, patient_id, content),
+                "patient_id, content, org, unit) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING pk",
+                (res_type, res_id, version, now, False, patient_id, content, *self.writer),
             )
         else:
             await self._keep_superseded(res_type, res_id, current.version)
             row = await self.tx.fetchone(
                 "UPDATE resource SET version = %s, last_updated = %s, deleted = %s, "
-                "patient_id = %s, content = %s WHERE res_type = %s AND res_id = %s RETURNING pk",
-                (version, now, False, patient_id, content, res_type, res_id),
+                "patient_id = %s, content = %s, org = %s, unit = %s "
+                "WHERE res_type = %s AND res_id = %s RETURNING pk",
+                (version, now, False, patient_id, content, *self.writer, res_type, res_id),
             )
         assert row is not None
         pk = row[0]
