@@ -46,6 +46,7 @@ from akson.results.release import ReleasePolicy
 from akson.store import export as store_export
 from akson.store.audit_log import AuditLog
 from akson.store.database import connect
+from akson.store.replay_guard import DatabaseReplayCache
 from akson.store.repository import ResourceStore
 
 log = logging.getLogger("akson")
@@ -170,6 +171,8 @@ class Akson:
         if self.ctx is not None:
             await self.ctx.store.db.close()
             self.ctx = None
+        if isinstance(self.auth.dpop.replay, DatabaseReplayCache):
+            self.auth.dpop.replay.close()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -222,9 +225,13 @@ def authenticator(settings: Settings, idp: IdentityProvider | None) -> Authentic
     # process accepts every other's nonces.
     nonce_secret = hmac.new(keys(settings.database_url)[1], b"akson dpop nonce",
                             hashlib.sha256).digest()
+    # Accepted DPoP proofs are remembered in the database, so a proof replayed to another
+    # worker or server is refused too.
     return Authenticator(TrustedIssuers.from_settings(settings), builtin=builtin,
                          policy=TokenPolicy.from_settings(settings),
-                         dpop=dpop_policy_from_settings(settings, nonce_secret=nonce_secret))
+                         dpop=dpop_policy_from_settings(
+                             settings, nonce_secret=nonce_secret,
+                             replay=DatabaseReplayCache(settings.database_url)))
 
 
 async def _index(request: Request) -> Response:

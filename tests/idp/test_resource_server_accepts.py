@@ -77,3 +77,32 @@ def test_dpop_bound_system_token_needs_its_proof(env: Env, http: httpx.Client):
                                     dpop=DpopRequest("DPoP", proof, "GET", url, policy))
     assert principal.kind == "system" and principal.client_id == "sys-jwt"
     assert principal.dpop_jkt is not None
+
+
+def test_a_dpop_proof_used_at_one_server_process_is_refused_by_another(env: Env,
+                                                                        http: httpx.Client):
+    """RFC 9449 §11.1 across workers: the accepted proof's jti is kept in the database, so a
+    second worker process of the installation (its own authenticator, same database) refuses
+    the replay that an in-process cache would let through."""
+    import asyncio
+
+    from akson.api.fhir.messages import FhirRequest
+    from akson.app import authenticator
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    raw = client_credentials(http, assertion(env), scope="system/Patient.rs",
+                             headers={"DPoP": dpop_proof(key, f"{env.url}/auth/token")}
+                             ).json()["access_token"]
+    url = f"{env.url}/fhir/Patient"
+    proof = jwt.encode({"jti": "p-shared", "htm": "GET", "htu": url, "iat": int(time.time()),
+                        "ath": access_token_hash(raw)}, key, algorithm="ES256",
+                       headers={"typ": "dpop+jwt", "jwk": ECAlgorithm.to_jwk(
+                           key.public_key(), as_dict=True)})
+    headers = {"Authorization": f"DPoP {raw}", "DPoP": proof}
+    assert http.get(url, headers=headers).status_code == 200
+    other_worker = authenticator(env.server.akson.settings, env.server.akson.idp)
+    request = FhirRequest("GET", ["Patient"], headers={k.lower(): v for k, v in headers.items()},
+                          base_url=f"{env.url}/fhir", url=url)
+    with pytest.raises(TokenError) as refused:
+        asyncio.run(other_worker.authenticate(request))
+    assert refused.value.reason == "dpop_replay"

@@ -192,3 +192,14 @@ results_message = sa.Table(
     sa.Index("ix_results_message_state", "state", "received"),
     sa.Index("ix_results_message_patient", "patient_id"),
 )
+
+# One-time keys shared by every server process (akson.store.replay_guard): accepted DPoP proof
+# jtis, kept until the proof could no longer pass its time check. UNLOGGED on PostgreSQL.
+
+replay_guard = sa.Table(
+    "replay_guard",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),  # SHA-256 hex of thumbprint + jti
+    sa.Column("expires_at", sa.Float, nullable=False),  # Unix seconds
+    sa.Index("ix_replay_guard_expires", "expires_at"),
+)
