@@ -581,16 +581,12 @@ class GuardedSession:
                 self.plan.permits(t, "c") and self.plan.permits(t, "u")
                 and pol.may_write_type(self.principal, t) for t in types)):
             raise await self._deny("create", None)
-
-        async def new_version(res_type: str, res_id: str, resource: dict[str, Any]) -> None:
-            await self.update(res_type, res_id, resource)
-
         if items and isinstance(items[0], CopyReady):
             count = await bulk_create_copy_ready(
-                self._s, items, new_version=new_version)  # type: ignore[arg-type]
+                self._s, items, new_version=self.update)  # type: ignore[arg-type]
         else:
             count = len(await bulk_create_prepared(
-                self._s, items, new_version=new_version))  # type: ignore[arg-type]
+                self._s, items, new_version=self.update))  # type: ignore[arg-type]
         patients = sorted({i.patient_id for i in items if i.patient_id})
         await self._audit("create", "allowed", None, (), patients)
         return count

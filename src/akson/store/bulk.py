@@ -199,9 +199,9 @@ async def bulk_create_copy_ready(s: Session, items: Sequence[CopyReady], *,
 _Item = TypeVar("_Item", Prepared, CopyReady)
 
 #: Stores an id seen again (already stored, or earlier in the batch) as its next version:
-#: (type, id, the resource) → None. The default is `Session.update`; the access gate passes
-#: its own, so such updates get a write's checks and audit.
-NewVersion = Callable[[str, str, dict[str, Any]], Awaitable[object]]
+#: (type, id, the resource) → (stored version, created). The default is `Session.update`; the
+#: access gate passes its own, so such updates get a write's checks and audit.
+NewVersion = Callable[[str, str, dict[str, Any]], Awaitable[tuple[Stored, bool]]]
 
 
 async def _split(s: Session, items: Sequence[_Item], *, assume_new: bool = False
@@ -231,12 +231,7 @@ async def _new_version(s: Session, res_type: str, res_id: str, content: bytes,
     if current is not None and current.content is not None and not current.deleted \
             and _without_version(jsonio.loads(current.content)) == _without_version(resource):
         return current
-    if new_version is not None:
-        await new_version(res_type, res_id, resource)
-    else:
-        await s.update(res_type, res_id, resource)
-    stored = await s.read(res_type, res_id)
-    assert stored is not None
+    stored, _ = await (new_version or s.update)(res_type, res_id, resource)
     return stored
 
 
