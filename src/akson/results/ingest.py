@@ -297,12 +297,18 @@ async def _waiting(g: GuardedSession, pk: int) -> inbox.Message:
     """The delivery `pk`, locked, when it waits (unmatched or rejected) and is the caller's
     (operators, with `system/*` scopes, reach every client's)."""
     row = await inbox.get(g.bookkeeping, pk, for_update=True)
-    if row is None or not (g.reaches_all or row.client_id == g.principal.client_id):
+    if row is None or not handles(g, row):
         raise FhirError(404, f"No kept delivery {pk}", "not-found")
     if row.state not in (inbox.UNMATCHED, inbox.REJECTED):
         raise FhirError(409, f"Delivery {pk} is {row.state}: only unmatched or rejected "
                         "deliveries wait", "conflict")
     return row
+
+
+def handles(g: GuardedSession, row: inbox.Message) -> bool:
+    """May the caller see and handle this delivery: its own, or any when it is an operator
+    (`system/*` scopes reach every client's)?"""
+    return g.reaches_all or row.client_id == g.principal.client_id
 
 
 async def _matches(g: GuardedSession, reports: list[ParsedReport]) -> list[str | None]:

@@ -16,7 +16,7 @@ from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.fhir.router import principal_of
 from akson.fhir.outcome import FhirError
 from akson.results import hl7v2, receipt
-from akson.results.ingest import Delivery, Ingestor, check_producer, format_of
+from akson.results.ingest import Delivery, Ingestor, check_producer, format_of, handles
 from akson.store import results_inbox as inbox
 
 _STATUS = {inbox.STORED: 200, inbox.RESERVED: 200, inbox.RESOLVED: 200, inbox.UNMATCHED: 202,
@@ -88,7 +88,7 @@ async def _messages(ctx: FhirContext, req: FhirRequest, ingestor: Ingestor,
         async with ctx.gate.session(principal) as g:
             check_producer(g)
             row = await inbox.get(g.bookkeeping, pk)
-            if row is None or not (g.reaches_all or row.client_id == principal.client_id):
+            if row is None or not handles(g, row):
                 raise FhirError(404, f"No delivery {pk}", "not-found")
         return FhirResponse(200, {**_row(row), "receipt": orjson.loads(row.receipt)},
                             {"Content-Type": "application/json"})
