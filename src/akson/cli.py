@@ -37,6 +37,8 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
     """Serve FHIR R4 at /fhir (and /health, /openapi.json)."""
     import uvicorn
 
+    from akson.serving import Workers
+
     settings = Settings.from_env()
     if settings.environment != "production" and host not in ("127.0.0.1", "::1", "localhost"):
         # Outside production the built-in provider logs anyone in as anyone (a demo login).
@@ -58,9 +60,17 @@ def serve(host: str, port: int, workers: int | None, migrate: bool) -> None:
                    "(the built-in provider under /auth is off)")
     else:
         click.echo(login_help(f"http://{host}:{port}"))
-    uvicorn.run("akson.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=False,  # URLs carry national ids: never log them
-                log_level="warning", lifespan="on", server_header=False)
+    config = uvicorn.Config("akson.app:create_app", factory=True, host=host, port=port,
+                            access_log=False,  # URLs carry national ids: never log them
+                            log_level="warning", lifespan="on", server_header=False)
+    if workers > 1:
+        started = Workers(config, workers).run()
+    else:
+        server = uvicorn.Server(config)
+        server.run()
+        started = server.started
+    if not started:
+        raise click.ClickException("Akson failed to start (see the log above)")
 
 
 #: A fixed PKCE pair for the printed demo login link (RFC 7636 appendix B): the link is for a

@@ -205,3 +205,48 @@ def test_a_write_and_its_audit_record_commit_or_roll_back_together(audit_url: st
             assert (await audit_log.verify(db, log.key)).ok
 
     run(go())
+
+
+def test_two_processes_sharing_a_chain_lose_nothing_and_learn_that_it_moved(
+        audit_url: str) -> None:
+    """Each process's log remembers the head it last wrote (on PostgreSQL a batch is then one
+    compare-and-set statement); an append by another process in between must make the next
+    batch fall back to the chain lock, not fork the chain or overwrite a record."""
+    async def go() -> None:
+        async with opened(audit_url) as (db, first), opened(audit_url) as (_, second):
+            a, moved = await first.record_many([entry(1), entry(2, patients=())], route="r")
+            assert [r.seq for r in a] == [1, 2] and not moved
+            b, moved = await first.record_many([entry(3, patients=("p2", "p3"))], route="r")
+            assert [r.seq for r in b] == [3] and not moved  # its own head: no one else wrote
+            c, moved = await second.record_many([entry(4, purpose=None)], route="r")
+            assert [r.seq for r in c] == [4] and not moved  # a head it never knew
+            d, moved = await first.record_many([entry(5), entry(6)], route="r")
+            assert [r.seq for r in d] == [5, 6] and moved  # its known head (3) was stale
+            assert d[0].prev_hash == c[0].hash
+            async with db.transaction(write=False) as tx:
+                got = await audit_log.read(tx, b[0].chain, 3)
+                none = await audit_log.read(tx, b[0].chain, 4)
+            assert got is not None and got.entry == entry(3, patients=("p2", "p3"))
+            assert none is not None and none.entry == entry(4, purpose=None)
+            report = await audit_log.verify(db, first.key)
+            assert report.ok and report.events == 6, [p.describe() for p in report.problems]
+
+    run(go())
+
+
+def test_a_batch_too_big_for_one_statement_still_lands_whole(audit_url: str) -> None:
+    """A search page's record can name thousands of patients, and group commit joins records:
+    past PostgreSQL's bind-parameter limit the batch goes through the locking path."""
+    many = tuple(f"p{n:05d}" for n in range(16_500))  # 66,000+ parameters in one statement
+
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            await log.record(entry(1), route="r")
+            (big,), moved = await log.record_many([entry(2, patients=many)], route="r")
+            assert big.seq == 2 and not moved
+            async with db.transaction(write=False) as tx:
+                got = await audit_log.read(tx, big.chain, 2)
+            assert got is not None and got.entry.patients == many
+            assert (await audit_log.verify(db, log.key)).ok
+
+    run(go())

@@ -469,6 +469,9 @@ class GroupCommit:
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
+        # One chain per process while no other writer uses it: the log then knows the chain's
+        # head and appends a batch in one statement (AuditLog.record_many).
+        self._route = uuid.uuid4().hex
         self._pending: list[tuple[list[AuditEntry], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -484,9 +487,10 @@ class GroupCommit:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self.log.db.transaction(write=True) as tx:
-                    await self.log.append_many(tx, [e for entries, _ in batch for e in entries],
-                                               route=uuid.uuid4().hex)
+                _, moved = await self.log.record_many(
+                    [e for entries, _ in batch for e in entries], route=self._route)
+                if moved:
+                    self._route = uuid.uuid4().hex
             except Exception as exc:  # noqa: BLE001 - handed to every waiting session
                 for _, done in batch:
                     if not done.done():

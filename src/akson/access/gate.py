@@ -338,12 +338,15 @@ class GuardedSession:
         alike. `for_update` locks the row (a read before a write, such as PATCH)."""
         if not self.plan.permits(res_type, "r"):
             raise await self._deny("read", res_type, [res_id])
-        stored = await self._s.read(res_type, res_id, for_update=for_update)
-        if stored is None and self.reaches_all:
+        found = await acl.read_visible(self._s, self.restriction, res_type, res_id,
+                                       for_update=for_update)
+        if found is None and self.reaches_all:
             return None
-        if stored is None or not await self._visible(res_type, res_id):
+        if found is None or not found[1]:
             raise await self._deny("read", res_type, [res_id])
-        patient = await acl.patient_of(self._s, res_type, res_id)
+        stored, _, patient = found
+        if self.writes_results:
+            self._seen.add((res_type, res_id))
         await self._audit("read", "allowed", res_type, [res_id], [patient] if patient else [])
         return self._redact(stored)
 

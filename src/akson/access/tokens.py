@@ -108,6 +108,17 @@ class VerifiedSignatures:
 _VERIFIED = VerifiedSignatures()
 
 
+def claimed_issuer(raw: str) -> object:
+    """The `iss` claim of `raw`, unverified (from the verified tokens when seen before, so a
+    repeat is not parsed again); None when `raw` is not a readable JWS."""
+    seen = _VERIFIED.get(raw)
+    try:
+        jws = seen[0] if seen is not None else split_jws(raw)
+    except TokenError:
+        return None  # refused at once by verify_access_token, without any key lookup
+    return jws.payload.get("iss")
+
+
 def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
                         dpop: DpopRequest | None = None,
                         policy: TokenPolicy | None = None) -> Principal:

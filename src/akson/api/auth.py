@@ -30,10 +30,14 @@ from urllib.parse import urlsplit
 
 from akson.access.dpop import DpopPolicy, DpopRequest
 from akson.access.issuers import FileJwks, HttpJwks, KeySource, TrustedIssuer, TrustedIssuers
-from akson.access.jose import split_jws
 from akson.access.principal import Principal
 from akson.access.token_error import TokenError
-from akson.access.tokens import TokenPolicy, split_authorization, verify_access_token
+from akson.access.tokens import (
+    TokenPolicy,
+    claimed_issuer,
+    split_authorization,
+    verify_access_token,
+)
 from akson.api.fhir.messages import FhirRequest
 
 #: Distinct request origins whose built-in issuer entry is kept (the Host header is the client's
@@ -125,9 +129,6 @@ class Authenticator:
     @staticmethod
     def _may_fetch(raw: str, issuers: TrustedIssuers) -> bool:
         """Could verifying this token fetch keys over the network (an HTTPS JWKS issuer)?"""
-        try:
-            iss = split_jws(raw).payload.get("iss")
-        except TokenError:
-            return False  # refused at once, without any key lookup
+        iss = claimed_issuer(raw)
         issuer = issuers.get(iss) if isinstance(iss, str) else None
         return issuer is not None and isinstance(issuer.jwks, HttpJwks)

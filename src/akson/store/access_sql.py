@@ -335,6 +335,13 @@ async def visible(s: Session, r: Restriction, res_type: str, res_id: str) -> boo
     return row is not None
 
 
+async def read_visible(s: Session, r: Restriction, res_type: str, res_id: str, *,
+                       for_update: bool = False) -> tuple[Stored, bool, str | None] | None:
+    """`Session.read` with `visible` and `patient_of` of the same row, in one statement."""
+    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type),
+                                for_update=for_update)
+
+
 async def patient_of(s: Session, res_type: str, res_id: str) -> str | None:
     """The record (Patient id) a stored resource belongs to, or None."""
     row = await s.tx.fetchone(

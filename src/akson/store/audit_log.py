@@ -30,6 +30,7 @@ storage outside the database now and then and pass them to `verify(anchors=…)`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -46,12 +47,39 @@ _VERSION = b"akson-audit-v1"
 
 _EVENT_COLS = ("e.chain, e.seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose, "
                "e.user_selected, e.org, e.unit, e.agent, e.content, e.prev_hash, e.hash")
-_INSERT_EVENT = (
-    "INSERT INTO audit_event (chain, seq, recorded, action, subtype, outcome, purpose, "
-    "user_selected, org, unit, agent, content, prev_hash, hash) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-)
-_INSERT_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded) VALUES (%s,%s,%s,%s)"
+_INTO_EVENT = ("INSERT INTO audit_event (chain, seq, recorded, action, subtype, outcome, purpose, "
+               "user_selected, org, unit, agent, content, prev_hash, hash)")
+_INSERT_EVENT = _INTO_EVENT + " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+_MAX_PARAMS = 65_535  # PostgreSQL's limit is 65,535 bind parameters per statement
+_INTO_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded)"
+_INSERT_PATIENT = _INTO_PATIENT + " VALUES (%s,%s,%s,%s)"
+_EVENT_TYPES = ("int", "bigint", "bigint", "text", "text", "text", "text", "boolean", "text",
+                "text", "text", "bytea", "bytea", "bytea")  # the columns of _INTO_EVENT
+_PATIENT_TYPES = ("int", "bigint", "text", "bigint")
+
+
+def _values(rows: int, types: Sequence[str]) -> str:
+    """`VALUES` with `rows` rows of placeholders, the first typed (the others follow it)."""
+    first = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+    rest = "(" + ", ".join(["%s"] * len(types)) + ")"
+    return "VALUES " + ", ".join([first] + [rest] * (rows - 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _append_if_head_sql(events: int, patients: int) -> str:
+    """PostgreSQL: append `events` event rows and `patients` patient rows to a chain only if its
+    head is still (known seq, known hash), in one statement (`AuditLog.record_many`). The
+    inserts read the head update's RETURNING, so nothing is inserted when it matched no row.
+    Parameters: new seq, hash, mac, updated; chain, known seq, known hash; the rows."""
+    sql = ("WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
+           "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
+           f"ev AS ({_INTO_EVENT} SELECT * FROM ({_values(events, _EVENT_TYPES)}) "
+           "AS e WHERE EXISTS (SELECT FROM head) RETURNING 1)")
+    if patients:
+        sql += (f", pa AS ({_INTO_PATIENT} SELECT * FROM "
+                f"({_values(patients, _PATIENT_TYPES)}) AS p WHERE EXISTS (SELECT FROM head) "
+                "RETURNING 1)")
+    return sql + " SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +220,28 @@ def _mac(key: bytes, chain: int, seq: int, head_hash: bytes) -> bytes:
 # ---------------------------------------------------------------- appending
 
 
+def _chained(chain: int, seq: int, prev: bytes, entries: Sequence[AuditEntry]
+             ) -> tuple[list[AuditRecord], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """`entries` as records after (seq, prev) on `chain`, with their event and patient rows."""
+    out: list[AuditRecord] = []
+    events: list[tuple[Any, ...]] = []
+    patient_rows: list[tuple[Any, ...]] = []
+    for entry in entries:
+        seq += 1
+        patients = tuple(sorted(set(entry.patients)))
+        if patients != entry.patients:
+            entry = replace(entry, patients=patients)
+        digest = record_hash(chain, seq, prev, entry)
+        e = entry
+        events.append((chain, seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose,
+                       e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest))
+        patient_rows += [(chain, seq, p, e.recorded) for p in patients]
+        out.append(AuditRecord(chain, seq, entry, prev, digest))
+        prev = digest
+    return out, events, patient_rows
+
+
+
 class AuditLog:
     """Appends to N chains; `key` signs the chain heads (see `checkpoint_key`)."""
 
@@ -201,6 +251,7 @@ class AuditLog:
         self.db = db
         self.key = key
         self.chains = chains
+        self._heads: dict[int, tuple[int, bytes]] = {}  # chain → (seq, hash) last appended here
 
     async def append(self, tx: Tx, entry: AuditEntry, *, route: str) -> AuditRecord:
         """Append `entry` inside the caller's write transaction `tx`; it commits or rolls back
@@ -215,38 +266,72 @@ class AuditLog:
     async def append_many(self, tx: Tx, entries: Sequence[AuditEntry], *, route: str
                           ) -> list[AuditRecord]:
         """`append` for several entries, in order, on one chain: the head is locked, read and
-        written once and the rows go in as one batch (group commit hands its whole batch here)."""
+        written once and the rows go in as one batch."""
         if not entries:
             return []
-        chain = chain_for(route, self.chains)
+        return (await self._append_locked(tx, chain_for(route, self.chains), entries))[0]
+
+    async def _append_locked(self, tx: Tx, chain: int, entries: Sequence[AuditEntry]
+                             ) -> tuple[list[AuditRecord], tuple[int, bytes]]:
+        """Append under the chain's lock; also returns the head found."""
         seq, prev = await self._lock_head(tx, chain)
-        out: list[AuditRecord] = []
-        events: list[tuple[Any, ...]] = []
-        patient_rows: list[tuple[Any, ...]] = []
-        for entry in entries:
-            seq += 1
-            patients = tuple(sorted(set(entry.patients)))
-            if patients != entry.patients:
-                entry = replace(entry, patients=patients)
-            digest = record_hash(chain, seq, prev, entry)
-            e = entry
-            events.append((chain, seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose,
-                           e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest))
-            patient_rows += [(chain, seq, p, e.recorded) for p in patients]
-            out.append(AuditRecord(chain, seq, entry, prev, digest))
-            prev = digest
+        out, events, patient_rows = _chained(chain, seq, prev, entries)
         await tx.executemany(_INSERT_EVENT, events)
         await tx.executemany(_INSERT_PATIENT, patient_rows)
+        head = out[-1]
         await tx.execute(
             "UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s WHERE chain = %s",
-            (seq, prev, _mac(self.key, chain, seq, prev), now_us(), chain),
+            (head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(), chain),
         )
-        return out
+        self._heads[chain] = (head.seq, head.hash)  # a hint for record_many, checked on use
+        return out, (seq, prev)
 
     async def record(self, entry: AuditEntry, *, route: str) -> AuditRecord:
         """Append `entry` in a transaction of its own (reads, logins: nothing else to commit)."""
+        return (await self.record_many([entry], route=route))[0][0]
+
+    async def record_many(self, entries: Sequence[AuditEntry], *, route: str
+                          ) -> tuple[list[AuditRecord], bool]:
+        """Append `entries` in a transaction of their own; also says whether the chain had moved
+        since this process last appended to it (another writer uses it: pick another route).
+
+        On PostgreSQL, when this process knows the chain's head from its last append, the batch
+        is one statement that writes only if the head is still that one — a compare-and-set on
+        the head row, which also waits for and then sees any transaction holding the chain's
+        lock — instead of lock, read, insert, update and commit in two round trips. A stale head
+        writes nothing and falls back to the locking path.
+        """
+        if not entries:
+            return [], False
+        chain = chain_for(route, self.chains)
+        known = self._heads.get(chain)
+        if known is not None and self.db.dialect == "postgresql":
+            out = await self._append_if_head(chain, known, entries)
+            if out is not None:
+                return out, False
         async with self.db.transaction(write=True) as tx:
-            return await self.append(tx, entry, route=route)
+            out, found = await self._append_locked(tx, chain, entries)
+        return out, known is not None and known != found
+
+    async def _append_if_head(self, chain: int, known: tuple[int, bytes],
+                              entries: Sequence[AuditEntry]) -> list[AuditRecord] | None:
+        out, events, patient_rows = _chained(chain, known[0], known[1], entries)
+        head = out[-1]
+        params = [head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(),
+                  chain, known[0], known[1]]
+        params += [value for row in events for value in row]
+        params += [value for row in patient_rows for value in row]
+        if len(params) > _MAX_PARAMS:
+            return None  # a batch too big for one statement: the locking path takes it in parts
+        # Autocommit (a "read" connection): the statement is its own transaction, durable when
+        # it returns; a head that moved matches no row, so nothing at all is written.
+        async with self.db.transaction(write=False) as tx:
+            row = await tx.fetchone(_append_if_head_sql(len(events), len(patient_rows)), params)
+        if not row or not row[0]:
+            self._heads.pop(chain, None)
+            return None
+        self._heads[chain] = (head.seq, head.hash)
+        return out
 
     async def _lock_head(self, tx: Tx, chain: int) -> tuple[int, bytes]:
         lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""

@@ -141,6 +141,21 @@ class Session:
         )
         return _stored(row[1:]) if row else None
 
+    async def read_checked(self, res_type: str, res_id: str, check: Where, *,
+                           for_update: bool = False) -> tuple[Stored, bool, str | None] | None:
+        """`read` in the same statement as a check of the row (predicates on alias `r`) and its
+        record: (current version, whether `check` holds, Patient id), or None if it never
+        existed. One round trip for what a guarded read needs (akson.access.gate)."""
+        lock = " FOR UPDATE" if for_update and self.dialect == "postgresql" else ""
+        row = await self.tx.fetchone(
+            f"SELECT {_COLS}, r.patient_id, CASE WHEN {check.render()} THEN 1 ELSE 0 END "
+            f"FROM resource r WHERE r.res_type = %s AND r.res_id = %s{lock}",
+            (*check.params, res_type, res_id),
+        )
+        if row is None:
+            return None
+        return _stored(row[:6]), bool(row[7]), None if row[6] is None else str(row[6])
+
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
         """The current versions of these `(type, id)` keys that exist, in one statement per
         type."""
