@@ -1,5 +1,6 @@
 """Pages led by a `system|code` clause's index rows (search_sql.driver) on both databases:
-the same resources, in the same order, with the same links as any other search."""
+the same resources, in the same order, with the same links as any other search. Likewise
+pages sorted newest first (`_sort=-date`), read from the date index on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from tests.search.conftest import LOINC
 
 
 def _walk(client: httpx.Client, url: str, params: dict | None, relation: str) -> list[list[str]]:
-    pages = []
+    pages: list[list[str]] = []
     while url:
+        assert len(pages) < 50, "paging does not end"
         bundle = client.get(url, params=params).json()
         params = None
         pages.append([e["resource"]["id"] for e in bundle.get("entry", [])])
@@ -53,3 +55,69 @@ def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client) ->
     prev = next((lk["url"] for lk in last["link"] if lk["relation"] == "previous"), "")
     back += _walk(client, prev, None, "previous")
     assert [i for p in reversed(back) for i in p] == live
+
+
+def test_newest_first_pages_match_the_sort_with_ties_periods_undated_and_deleted(
+        client: httpx.Client) -> None:
+    """`_sort=-date` (read in index order on PostgreSQL, ix_sp_date_newest): a period sorts by
+    its end, ties by creation, undated matches come last, a deleted one never; every page and
+    both directions agree with the generic sort on SQLite."""
+    code = f"new-{uuid.uuid4().hex[:8]}"
+    dates: list[dict] = [
+        {"effectiveDateTime": "2020-01-01"},                                     # a
+        {"effectiveDateTime": "2021-06-01"},                                     # b
+        {"effectiveDateTime": "2021-06-01"},                                     # c: ties b
+        {},                                                                      # d: undated
+        {"effectiveDateTime": "2019-03-03T10:00:00+01:00"},                      # e
+        {"effectivePeriod": {"start": "2018-01-01", "end": "2022-01-01"}},       # f: newest end
+        {"effectiveDateTime": "2030-01-01"},                                     # g: deleted
+        {},                                                                      # h: undated
+    ]
+    ids = []
+    for extra in dates:
+        obs = {"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": LOINC, "code": code}]}, **extra}
+        ids.append(client.post("/Observation", json=obs).json()["id"])
+    a, b, c, d, e, f, g, h = ids
+    client.delete(f"/Observation/{g}")
+    expected = [f, b, c, a, e, d, h]
+    query = {"code": f"{LOINC}|{code}", "_sort": "-date"}
+    for count in ("1", "2", "3", "10"):
+        pages = _walk(client, "/Observation", {**query, "_count": count}, "next")
+        assert [i for p in pages for i in p] == expected, count
+
+    last = client.get("/Observation", params={**query, "_count": "2"}).json()
+    while (nxt := next((lk["url"] for lk in last["link"] if lk["relation"] == "next"), None)):
+        last = client.get(nxt).json()
+    back = [[e["resource"]["id"] for e in last["entry"]]]
+    prev = next((lk["url"] for lk in last["link"] if lk["relation"] == "previous"), "")
+    back += _walk(client, prev, None, "previous")
+    assert [i for p in reversed(back) for i in p] == expected
+
+
+def test_newest_first_takes_a_resource_once_at_its_newest_of_several_dates(
+        client: httpx.Client) -> None:
+    """A parameter with several values (Encounter.location.period) sorts descending by the
+    latest of them, and the resource appears once."""
+    tag = f"multi-{uuid.uuid4().hex[:8]}"
+
+    def encounter(*periods: tuple[str, str]) -> str:
+        enc = {"resourceType": "Encounter", "status": "finished",
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                         "code": "AMB"},
+               "meta": {"tag": [{"system": "https://akson.test/tag", "code": tag}]},
+               "location": [{"location": {"display": "Rom"}, "period": {"start": s, "end": e}}
+                            for s, e in periods]}
+        return str(client.post("/Encounter", json=enc).json()["id"])
+
+    one = encounter(("2023-04-01", "2023-05-02"), ("2019-01-01", "2019-01-02"),
+                    ("2023-05-01", "2023-05-02"))  # two values end together: still once
+    two = encounter(("2021-01-01", "2021-01-02"))
+    three = encounter(("2022-01-01", "2022-01-02"), ("2020-01-01", "2020-01-02"))
+    four = encounter(("2018-01-01", "2018-01-02"))
+    five = encounter(("2024-01-01", "2024-01-02"))
+    six = encounter(("2016-01-01", "2016-01-02"), ("2017-01-01", "2017-01-02"))
+    query = {"_tag": f"https://akson.test/tag|{tag}", "_sort": "-location-period"}
+    for count in ("1", "2", "3", "5", "10"):
+        pages = _walk(client, "/Encounter", {**query, "_count": count}, "next")
+        assert [i for p in pages for i in p] == [five, one, three, two, four, six], count

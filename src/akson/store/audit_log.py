@@ -241,7 +241,6 @@ def _chained(chain: int, seq: int, prev: bytes, entries: Sequence[AuditEntry]
     return out, events, patient_rows
 
 
-
 class AuditLog:
     """Appends to N chains; `key` signs the chain heads (see `checkpoint_key`)."""
 

@@ -28,6 +28,7 @@ from akson.store.search_sql import (
     Where,
     compile_where,
     driver,
+    narrowing,
     sort_expressions,
     valueset_urls,
 )
@@ -357,14 +358,19 @@ class Session:
                 rest.sql += extra.sql
                 rest.params += extra.params
             page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
+            walk = self._token_walk_sql(query, drv, rest, backwards)
         else:
             page_sql, page_params = self._page_sql(query, base_sql, params, backwards)
+            walk = self._newest_walk_sql(query, where, backwards)
         if query.explain:
-            return Page([], None, None, None, plan=await self._explain(page_sql, page_params))
+            plan_sql, plan_params = walk or (page_sql, page_params)
+            return Page([], None, None, None, plan=await self._explain(plan_sql, plan_params))
         total = await self._total(query, base_sql, params)
         if query.count == 0:
             return Page([], None, None, total)
-        rows = await self.tx.fetchall(page_sql, page_params, prepare=False)
+        rows = await self.tx.fetchall(*walk, prepare=False) if walk else []
+        if len(rows) <= query.count:  # no walk, or it did not fill the page: let the planner
+            rows = await self.tx.fetchall(page_sql, page_params, prepare=False)
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
@@ -398,6 +404,64 @@ class Session:
             params.append(abs(query.cursor))
         return (sql + f" ORDER BY d.res_pk {'DESC' if backwards else 'ASC'} LIMIT %s",
                 [*params, query.count + 1])
+
+    def _token_walk_sql(self, query: SearchQuery, drv: Driver, rest: Where,
+                        backwards: bool) -> tuple[str, list[Any]] | None:
+        """`_driven_page_sql` as a bounded walk, on PostgreSQL, when no other clause narrows
+        the search: the first WALK index rows after the cursor, each probing its resource (a
+        fenced LATERAL subquery). Left to itself the planner merge-joins with `resource` in pk
+        order and reads every resource up to the page's last match — 44 ms instead of 2 ms for
+        a page of a common code at a million resources. A walk that does not fill the page
+        (rare matches) is answered by `_driven_page_sql` instead."""
+        if self.dialect != "postgresql" or narrowing(query.clauses, drv.clause):
+            return None
+        order = "DESC" if backwards else "ASC"
+        after = ""
+        params: list[Any] = [query.resource_type, drv.clause.name, drv.code, drv.system]
+        if query.cursor is not None:
+            after = " AND d.res_pk < %s" if backwards else " AND d.res_pk > %s"
+            params.append(abs(query.cursor))
+        cols = "r.pk, r." + _COLS.replace(", ", ", r.") + ", r.patient_id"
+        sql = (f"SELECT {cols} FROM (SELECT d.res_pk FROM sp_token d WHERE d.res_type = %s "
+               f"AND d.param = %s AND d.code = %s AND d.system = %s{after} "
+               f"ORDER BY d.res_pk {order} LIMIT %s) d "
+               "CROSS JOIN LATERAL (SELECT r.* FROM resource r WHERE r.pk = d.res_pk "
+               f"AND NOT r.deleted AND r.res_type = %s AND {rest.render()} OFFSET 0) r "
+               f"ORDER BY d.res_pk {order} LIMIT %s")
+        return sql, [*params, WALK, query.resource_type, *rest.params, query.count + 1]
+
+    def _newest_walk_sql(self, query: SearchQuery, where: Where, backwards: bool
+                         ) -> tuple[str, list[Any]] | None:
+        """`_sort=-<date>` forward on PostgreSQL, when no clause narrows the search: a bounded
+        walk of `ix_sp_date_newest` after the cursor in (newest value, pk) order, each index
+        row probing its resource — instead of computing the sort key of every match and
+        sorting them all (1.5–2.7 s for a common code at a million resources). A resource is
+        taken at its index row holding its newest value (the generic sort key, `MAX(high)`),
+        once. Rows and cursors are those of `_page_sql`, which answers a walk that did not
+        fill the page, other sorts, paging back and the undated matches (NULLs last)."""
+        key = query.sort[0] if len(query.sort) == 1 else None
+        if (self.dialect != "postgresql" or key is None or key.type != "date"
+                or not key.descending or backwards or not query.resource_type
+                or narrowing(query.clauses)):
+            return None
+        after, params = "", list[Any]([query.resource_type, key.name])
+        if query.cursor is not None:
+            if query.cursor_key is None or len(query.cursor_key) != 1:
+                raise FhirError(400, "The page cursor does not belong to this sort")
+            if query.cursor_key[0] is None:
+                return None
+            after = " AND (d.high < %s OR (d.high = %s AND d.res_pk > %s))"
+            params += [query.cursor_key[0], query.cursor_key[0], query.cursor]
+        cols = "r.pk, r." + _COLS.replace(", ", ", r.")
+        sql = (f"SELECT DISTINCT ON (d.high, d.res_pk) {cols}, d.high, r.patient_id "
+               "FROM (SELECT d.high, d.res_pk FROM sp_date d WHERE d.res_type = %s "
+               f"AND d.param = %s{after} ORDER BY d.high DESC, d.res_pk ASC LIMIT %s) d "
+               "CROSS JOIN LATERAL (SELECT r.* FROM resource r WHERE r.pk = d.res_pk "
+               f"AND NOT r.deleted AND r.res_type = %s AND {where.render()} AND d.high = "
+               "(SELECT MAX(m.high) FROM sp_date m WHERE m.res_pk = r.pk AND m.param = %s) "
+               "OFFSET 0) r ORDER BY d.high DESC, d.res_pk ASC LIMIT %s")
+        return sql, [*params, WALK, query.resource_type, *where.params, key.name,
+                     query.count + 1]
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:
@@ -540,6 +604,10 @@ class Session:
         next_cursor = rows[-1][0] if more and rows else None
         return Page([_stored(r[1:]) for r in rows], next_cursor, None, total)
 
+
+#: Index rows a walk in index order probes before it leaves the page to the planner
+#: (`Session._token_walk_sql`, `_newest_walk_sql`): a few milliseconds at most.
+WALK = 2000
 
 #: Parameters that shape a result page, not the match: they do not change a condition.
 _NOT_CONDITION = frozenset({"_count", "_total", "_format", "_pretty", "_cursor"})

@@ -10,7 +10,7 @@ resource a chain or `_has` passes through.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
 from typing import Any
@@ -236,6 +236,17 @@ def driver(query: SearchQuery) -> Driver | None:
         if len(parts) == 2 and parts[0] and parts[1]:
             return Driver(clause, _unpipe(parts[0]), _unpipe(parts[1]))
     return None
+
+
+#: Clause kinds that usually match few resources (one patient's, one id, one name): the
+#: planner, not a walk in index order, should lead when one of them is in a search.
+_NARROWING = frozenset({"reference", "chain", "has", "compartment", "string", "uri"})
+
+
+def narrowing(clauses: Sequence[Clause], leader: Clause | None = None) -> bool:
+    """Does a clause other than `leader` likely match few resources (see `_NARROWING`)?"""
+    return any(c is not leader and (c.type in _NARROWING or c.name in ("_id", "identifier"))
+               for c in clauses)
 
 
 def _unpipe(raw: str) -> str:
