@@ -24,6 +24,17 @@ def _walk(client: httpx.Client, url: str, params: dict | None, relation: str) ->
     return pages
 
 
+def _backwards(client: httpx.Client, params: dict) -> list[str]:
+    """Follow `next` to the last Observation page, then `previous` back: every id, in order."""
+    last = client.get("/Observation", params=params).json()
+    while (nxt := next((lk["url"] for lk in last["link"] if lk["relation"] == "next"), None)):
+        last = client.get(nxt).json()
+    back = [[e["resource"]["id"] for e in last["entry"]]]
+    prev = next((lk["url"] for lk in last["link"] if lk["relation"] == "previous"), "")
+    back += _walk(client, prev, None, "previous")
+    return [i for p in reversed(back) for i in p]
+
+
 def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client) -> None:
     code = f"drv-{uuid.uuid4().hex[:8]}"
     ids = []
@@ -48,13 +59,7 @@ def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client) ->
     assert [i for p in pages for i in p] == final
 
     # From the last page back to the first with `previous`.
-    last = client.get("/Observation", params={"code": f"{LOINC}|{code}", "_count": "2"}).json()
-    while (nxt := next((lk["url"] for lk in last["link"] if lk["relation"] == "next"), None)):
-        last = client.get(nxt).json()
-    back = [[e["resource"]["id"] for e in last["entry"]]]
-    prev = next((lk["url"] for lk in last["link"] if lk["relation"] == "previous"), "")
-    back += _walk(client, prev, None, "previous")
-    assert [i for p in reversed(back) for i in p] == live
+    assert _backwards(client, {"code": f"{LOINC}|{code}", "_count": "2"}) == live
 
 
 def test_newest_first_pages_match_the_sort_with_ties_periods_undated_and_deleted(
@@ -86,13 +91,7 @@ def test_newest_first_pages_match_the_sort_with_ties_periods_undated_and_deleted
         pages = _walk(client, "/Observation", {**query, "_count": count}, "next")
         assert [i for p in pages for i in p] == expected, count
 
-    last = client.get("/Observation", params={**query, "_count": "2"}).json()
-    while (nxt := next((lk["url"] for lk in last["link"] if lk["relation"] == "next"), None)):
-        last = client.get(nxt).json()
-    back = [[e["resource"]["id"] for e in last["entry"]]]
-    prev = next((lk["url"] for lk in last["link"] if lk["relation"] == "previous"), "")
-    back += _walk(client, prev, None, "previous")
-    assert [i for p in reversed(back) for i in p] == expected
+    assert _backwards(client, {**query, "_count": "2"}) == expected
 
 
 def test_newest_first_takes_a_resource_once_at_its_newest_of_several_dates(
