@@ -95,6 +95,8 @@ _ROWS_FIELD = {
     "sp_composite": "composites",
 }
 _COLS = "res_type, res_id, version, last_updated, deleted, content"
+#: A search page's leading columns on `resource r`: its pk (the keyset), then `_COLS`.
+_PAGE_COLS = "r.pk, r." + _COLS.replace(", ", ", r.")
 
 #: The same columns read from `resource_version v`. The current version's row holds no content
 #: (it is stored once, in `resource`); every superseded live version's row holds its own, and a
@@ -393,8 +395,7 @@ class Session:
                          backwards: bool) -> tuple[str, list[Any]]:
         """A page led by the driver clause's index rows in pk order (search_sql.driver): the
         database reads matches until the page is full instead of sorting all of them."""
-        cols = "r.pk, r." + _COLS.replace(", ", ", r.") + ", r.patient_id"
-        sql = (f"SELECT {cols} FROM sp_token d JOIN resource r ON r.pk = d.res_pk "
+        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM sp_token d JOIN resource r ON r.pk = d.res_pk "
                "WHERE d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s "
                "AND NOT r.deleted AND r.res_type = %s AND " + rest.render())
         params: list[Any] = [query.resource_type, drv.clause.name, drv.code, drv.system,
@@ -421,12 +422,9 @@ class Session:
         if query.cursor is not None:
             after = " AND d.res_pk < %s" if backwards else " AND d.res_pk > %s"
             params.append(abs(query.cursor))
-        cols = "r.pk, r." + _COLS.replace(", ", ", r.") + ", r.patient_id"
-        sql = (f"SELECT {cols} FROM (SELECT d.res_pk FROM sp_token d WHERE d.res_type = %s "
-               f"AND d.param = %s AND d.code = %s AND d.system = %s{after} "
-               f"ORDER BY d.res_pk {order} LIMIT %s) d "
-               "CROSS JOIN LATERAL (SELECT r.* FROM resource r WHERE r.pk = d.res_pk "
-               f"AND NOT r.deleted AND r.res_type = %s AND {rest.render()} OFFSET 0) r "
+        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT d.res_pk FROM sp_token d "
+               "WHERE d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s"
+               f"{after} ORDER BY d.res_pk {order} LIMIT %s) d {_probe(rest.render())} "
                f"ORDER BY d.res_pk {order} LIMIT %s")
         return sql, [*params, WALK, query.resource_type, *rest.params, query.count + 1]
 
@@ -446,38 +444,35 @@ class Session:
             return None
         after, params = "", list[Any]([query.resource_type, key.name])
         if query.cursor is not None:
-            if query.cursor_key is None or len(query.cursor_key) != 1:
-                raise FhirError(400, "The page cursor does not belong to this sort")
+            assert query.cursor_key is not None  # `_page_sql` checked it belongs to this sort
             if query.cursor_key[0] is None:
                 return None
             after = " AND (d.high < %s OR (d.high = %s AND d.res_pk > %s))"
             params += [query.cursor_key[0], query.cursor_key[0], query.cursor]
-        cols = "r.pk, r." + _COLS.replace(", ", ", r.")
-        sql = (f"SELECT DISTINCT ON (d.high, d.res_pk) {cols}, d.high, r.patient_id "
+        newest = ("d.high = (SELECT MAX(m.high) FROM sp_date m WHERE m.res_pk = r.pk "
+                  "AND m.param = %s)")
+        sql = (f"SELECT DISTINCT ON (d.high, d.res_pk) {_PAGE_COLS}, d.high, r.patient_id "
                "FROM (SELECT d.high, d.res_pk FROM sp_date d WHERE d.res_type = %s "
                f"AND d.param = %s{after} ORDER BY d.high DESC, d.res_pk ASC LIMIT %s) d "
-               "CROSS JOIN LATERAL (SELECT r.* FROM resource r WHERE r.pk = d.res_pk "
-               f"AND NOT r.deleted AND r.res_type = %s AND {where.render()} AND d.high = "
-               "(SELECT MAX(m.high) FROM sp_date m WHERE m.res_pk = r.pk AND m.param = %s) "
-               "OFFSET 0) r ORDER BY d.high DESC, d.res_pk ASC LIMIT %s")
+               f"{_probe(f'{where.render()} AND {newest}')} "
+               "ORDER BY d.high DESC, d.res_pk ASC LIMIT %s")
         return sql, [*params, WALK, query.resource_type, *where.params, key.name,
                      query.count + 1]
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:
         """The statement for one page: rows after (or before) the cursor, count + 1 of them."""
-        cols = "r.pk, r." + _COLS.replace(", ", ", r.")
         limit = query.count + 1
         if not query.sort:  # the fast path: order and keyset on the primary key alone
             sql, out = base_sql, list(params)
             if query.cursor is not None:
                 sql += " AND r.pk < %s" if backwards else " AND r.pk > %s"
                 out.append(abs(query.cursor))
-            return (f"SELECT {cols}, r.patient_id {sql} "
+            return (f"SELECT {_PAGE_COLS}, r.patient_id {sql} "
                     f"ORDER BY r.pk {'DESC' if backwards else 'ASC'} LIMIT %s", [*out, limit])
         keys = sort_expressions(query)
         key_cols = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(keys))
-        inner = f"SELECT {cols}, {key_cols}, r.patient_id AS patient {base_sql}"
+        inner = f"SELECT {_PAGE_COLS}, {key_cols}, r.patient_id AS patient {base_sql}"
         out = [p for _, ps in keys for p in ps] + list(params)
         cond, cond_params = "1=1", list[Any]()
         if query.cursor is not None:
@@ -603,6 +598,14 @@ class Session:
             total = len(rows)
         next_cursor = rows[-1][0] if more and rows else None
         return Page([_stored(r[1:]) for r in rows], next_cursor, None, total)
+
+
+def _probe(predicates: str) -> str:
+    """The walk's join: each index row `d` probes its live resource `r` of the searched type
+    with `predicates` (parameters: the type, then theirs), fenced by `OFFSET 0` so the planner
+    cannot turn the probes into a join through `resource` in pk order."""
+    return ("CROSS JOIN LATERAL (SELECT r.* FROM resource r WHERE r.pk = d.res_pk "
+            f"AND NOT r.deleted AND r.res_type = %s AND {predicates} OFFSET 0) r")
 
 
 #: Index rows a walk in index order probes before it leaves the page to the planner
