@@ -224,6 +224,8 @@ def later_versions() -> list[dict[str, Any]]:
 
 
 ALL_OBS = {r["id"] for r in dataset() if r["resourceType"] == "Observation"}
+OBS_CODE = {r["id"]: r["code"]["coding"][0]["code"] for r in dataset()
+            if r["resourceType"] == "Observation"}
 
 
 # ------------------------------------------------------------------ principals
@@ -386,6 +388,12 @@ def test_search_finds_exactly_the_allowed_observations_and_counts_only_them(env:
     # a page of one: the total still counts only what the caller may see
     found, total, _ = env.search(who, "Observation", [("_total", "accurate"), ("_count", "1")])
     assert total == len(expected) and len(found) == min(1, len(expected))
+    # led by a `system|code` clause, counted from its index rows: still only what they may see
+    coded = {i for i in expected if OBS_CODE[i] == "8480-6"}
+    for more in ([], [("_sort", "-date")], [("status", "final")]):
+        found, total, _ = env.search(who, "Observation", [
+            ("code", f"{LOINC}|8480-6"), ("_total", "accurate"), ("_count", "1"), *more])
+        assert total == len(coded) and found <= coded
 
 
 @pytest.mark.parametrize("who", sorted(k for k, v in EXPECTED_OBS.items() if v is not None))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
+from akson.store import repository
 from tests.search.conftest import LOINC
 
 
@@ -35,7 +37,13 @@ def _backwards(client: httpx.Client, params: dict) -> list[str]:
     return [i for p in reversed(back) for i in p]
 
 
-def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client) -> None:
+@pytest.mark.parametrize("walk", [repository.WALK, 2])
+def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client, walk: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same pages whether the bounded walk fills them or, with `walk` = 2 index rows (the
+    server runs in this process), the usual statement does: from index rows alone when the
+    other clauses read only the pk (`status`), through `resource` when not (`_lastUpdated`)."""
+    monkeypatch.setattr(repository, "WALK", walk)
     code = f"drv-{uuid.uuid4().hex[:8]}"
     ids = []
     for i in range(7):
@@ -57,6 +65,9 @@ def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client) ->
     pages = _walk(client, "/Observation", {"code": f"{LOINC}|{code}", "status": "final",
                                            "_count": "2"}, "next")
     assert [i for p in pages for i in p] == final
+    pages = _walk(client, "/Observation", {"code": f"{LOINC}|{code}", "_lastUpdated": "gt2000",
+                                           "_count": "2"}, "next")
+    assert [i for p in pages for i in p] == live
 
     # From the last page back to the first with `previous`.
     assert _backwards(client, {"code": f"{LOINC}|{code}", "_count": "2"}) == live
@@ -120,3 +131,89 @@ def test_newest_first_takes_a_resource_once_at_its_newest_of_several_dates(
     for count in ("1", "2", "3", "5", "10"):
         pages = _walk(client, "/Encounter", {**query, "_count": count}, "next")
         assert [i for p in pages for i in p] == [five, one, three, two, four, six], count
+
+
+def test_driven_totals_count_each_live_visible_match_once(client: httpx.Client) -> None:
+    """`_total=accurate` of a search led by `system|code` counts from the index rows
+    (Session._driven_count_sql): a deleted match, one updated to another code, and one the
+    caller may not see (NORS, hidden from system clients) are not counted; one updated
+    keeping its code, or carrying the code twice, is counted once — as the pages show."""
+    code = f"cnt-{uuid.uuid4().hex[:8]}"
+
+    def obs(status: str = "final", twice: bool = False, **more: object) -> dict:
+        coding = [{"system": LOINC, "code": code}] * (2 if twice else 1)
+        return {"resourceType": "Observation", "status": status, "code": {"coding": coding},
+                "effectiveDateTime": "2024-05-01", **more}
+
+    ids = [client.post("/Observation", json=obs(status=s)).json()["id"]
+           for s in ("final", "final", "preliminary", "final", "final")]
+    ids.append(client.post("/Observation", json=obs(twice=True)).json()["id"])
+    client.post("/Observation", json=obs(meta={"security": [
+        {"system": "http://helsedir.no/fhir/CodeSystem/no-kodeverk-9603", "code": "NORS"}]}))
+    client.delete(f"/Observation/{ids[0]}")
+    moved = obs()
+    moved["code"]["coding"][0]["code"] = code + "-other"
+    client.put(f"/Observation/{ids[1]}", json={**moved, "id": ids[1]})
+    client.put(f"/Observation/{ids[3]}", json={**obs(), "id": ids[3]})  # a second version
+    live = [ids[2], ids[3], ids[4], ids[5]]
+
+    for more, expected in (({}, live), ({"status": "final"}, [ids[3], ids[4], ids[5]]),
+                           ({"_sort": "-date"}, live),
+                           # a clause on another column of the row: counted from `resource`
+                           ({"_id": f"{ids[0]},{ids[2]},{ids[4]}"}, [ids[2], ids[4]]),
+                           ({"_lastUpdated": "gt2000"}, live)):
+        params = {"code": f"{LOINC}|{code}", "_total": "accurate", "_count": "1", **more}
+        bundle = client.get("/Observation", params=params).json()
+        assert bundle["total"] == len(expected), more
+        pages = _walk(client, "/Observation", {**params, "_total": "none"}, "next")
+        assert sorted(i for p in pages for i in p) == sorted(expected), more
+
+
+@pytest.mark.parametrize("walk", [repository.HAS_WALK, 2])
+def test_has_pages_probe_only_live_visible_referrers(client: httpx.Client, walk: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Patient?_has:Observation:patient:code=` (a bounded walk of Patients probing a hashed
+    set of matches on PostgreSQL, Session._has_walk_sql): a patient is found through a live
+    Observation the caller may see, once however many match, in pk order on every page and
+    backwards; a deleted, recoded or NORS-labelled Observation finds nobody. A walk too short
+    to fill a page (`walk` = 2, with the server in this process) leaves it to the planner."""
+    monkeypatch.setattr(repository, "HAS_WALK", walk)
+    code = f"has-{uuid.uuid4().hex[:8]}"
+    nors = {"security": [{"system": "http://helsedir.no/fhir/CodeSystem/no-kodeverk-9603",
+                          "code": "NORS"}]}
+
+    def obs(pid: str, meta: dict | None = None) -> str:
+        body = {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": code}]},
+                "subject": {"reference": f"Patient/{pid}"}, **({"meta": meta} if meta else {})}
+        return str(client.post("/Observation", json=body).json()["id"])
+
+    pids = [client.post("/Patient", json={"resourceType": "Patient", "gender": g}).json()["id"]
+            for g in ("female", "male", "female", "male", "female", "female", "male")]
+    obs(pids[0]), obs(pids[0])                      # twice: found once
+    obs(pids[2]), obs(pids[3]), obs(pids[5]), obs(pids[6])
+    client.delete(f"/Observation/{obs(pids[1])}")   # deleted: finds nobody
+    obs(pids[4], meta=nors)                         # hidden from this client
+    recoded = obs(pids[3])
+    client.put(f"/Observation/{recoded}", json={
+        "resourceType": "Observation", "id": recoded, "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "other"}]},
+        "subject": {"reference": f"Patient/{pids[4]}"}})  # moved to pids[4], other code
+    found = [pids[0], pids[2], pids[3], pids[5], pids[6]]
+
+    params = {"_has:Observation:patient:code": f"{LOINC}|{code}", "_count": "2"}
+    pages = _walk(client, "/Patient", params, "next")
+    assert [i for p in pages for i in p] == found
+    assert [len(p) for p in pages] == [2, 2, 1]
+    last = client.get("/Patient", params=params).json()
+    while (nxt := next((lk["url"] for lk in last["link"] if lk["relation"] == "next"), None)):
+        last = client.get(nxt).json()
+    prev = next(lk["url"] for lk in last["link"] if lk["relation"] == "previous")
+    back = _walk(client, prev, None, "previous")
+    assert [i for p in reversed(back) for i in p] + [e["resource"]["id"] for e in
+                                                     last["entry"]] == found
+    # with another clause, and with one on the Observation's own row (`_id`): the same rules
+    females = client.get("/Patient", params={**params, "gender": "female", "_count": "10"}).json()
+    assert [e["resource"]["id"] for e in females["entry"]] == [pids[0], pids[2], pids[5]]
+    by_id = client.get("/Patient", params={"_has:Observation:patient:_id": recoded}).json()
+    assert [e["resource"]["id"] for e in by_id.get("entry", [])] == [pids[4]]

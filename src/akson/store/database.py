@@ -291,9 +291,11 @@ class PostgresDatabase:
         from psycopg_pool import AsyncConnectionPool
 
         # Autocommit: a read is one round trip (no BEGIN/COMMIT); writes open explicit transactions.
+        # No JIT: it compiled for 50-70 ms on searches that run in 20-300 ms at a million
+        # resources, a loss on every such request (docs/adr/0011).
         self._pool = AsyncConnectionPool(
             conninfo, min_size=min(2, pool_size), max_size=pool_size, open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "options": "-c jit=off"},
         )
 
     async def open(self) -> None:

@@ -10,6 +10,7 @@ resource a chain or `_has` passes through.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
@@ -64,6 +65,7 @@ class _Ctx:
     base_url: str
     valuesets: ValueSets
     scope: Scope | None
+    probe_has: bool = False
     n: int = 0
 
     def alias(self, prefix: str) -> str:
@@ -72,10 +74,11 @@ class _Ctx:
 
 
 def compile_where(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets | None = None,
-                  scope: Scope | None = None) -> Where:
-    """Predicates for every clause of `query` (resource type and deletion not included)."""
+                  scope: Scope | None = None, probe_has: bool = False) -> Where:
+    """Predicates for every clause of `query` (resource type and deletion not included).
+    `probe_has`: `_has` as a per-row probe of a hashed set (see `_has`), for a bounded walk."""
     where = Where()
-    ctx = _Ctx(base_url, valuesets or {}, scope)
+    ctx = _Ctx(base_url, valuesets or {}, scope, probe_has)
     for clause in query.clauses:
         _clause(where, ctx, "r", query.resource_type or "", clause)
     return where
@@ -169,16 +172,29 @@ def _chain(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> No
 
 
 def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None:
-    """`_has:T:ref:param=x`: some live T whose `ref` points here matches `param=x`."""
+    """`_has:T:ref:param=x`: some live T whose `ref` points here matches `param=x`.
+
+    With `ctx.probe_has`, and when the inner predicates read no column of T's row but its pk
+    (so its index rows stand for it: they exist only for live resources), the clause is a
+    fenced probe of this row's references into one hashed set of matching T, built once per
+    statement: 0.06 ms a row, against 0.35 ms joining T's rows for each (docs/adr/0011)."""
     assert clause.has is not None
     h, hr = ctx.alias("h"), ctx.alias("hr")
     sub = Where()
     _clause(sub, ctx, h, clause.has.res_type, clause.has.inner)
     _scoped(sub, ctx, h, clause.has.res_type)
+    inner = sub.render()
+    params = [clause.has.res_type, clause.has.param.code, res_type, *sub.params]
+    if ctx.probe_has and set(re.findall(rf"(?<![\w.]){h}\.(\w+)", inner)) <= {"pk"}:
+        inner = re.sub(rf"(?<![\w.]){h}\.pk\b", f"{hr}.res_pk", inner)
+        # `IS TRUE` and `OFFSET 0` keep both sublinks from being flattened into joins.
+        where.add(f"EXISTS (SELECT 1 FROM sp_reference {hr} WHERE {hr}.target_id = {a}.res_id "
+                  f"AND {hr}.res_type = %s AND {hr}.param = %s AND {hr}.target_type = %s "
+                  f"AND ({inner}) IS TRUE OFFSET 0)", *params)
+        return
     where.add(f"{a}.res_id IN (SELECT {hr}.target_id FROM sp_reference {hr} JOIN resource {h} "
               f"ON {h}.pk = {hr}.res_pk WHERE {hr}.res_type = %s AND {hr}.param = %s AND "
-              f"{hr}.target_type = %s AND NOT {h}.deleted AND {sub.render()})",
-              clause.has.res_type, clause.has.param.code, res_type, *sub.params)
+              f"{hr}.target_type = %s AND NOT {h}.deleted AND {inner})", *params)
 
 
 def _value_predicate(ctx: _Ctx, clause: Clause, value: Value) -> tuple[str, list[Any]]:
