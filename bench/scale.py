@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pg-port", type=int, default=5432)
     ap.add_argument("--pg-user", default="postgres")
     ap.add_argument("--keep", action="store_true", help="keep the last database")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure a kept database again, without loading, when it holds the size "
+                         "asked for (within 10%%)")
     ap.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     return ap.parse_args(argv)
 
@@ -64,10 +67,20 @@ def _admin(pg: PgTarget, sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-def _sql(pg: PgTarget, sql: str) -> Any:
+def _kept_resources(pg: PgTarget) -> int | None:
+    """How many live resources the kept database holds (None: there is none)."""
+    if not _sql(pg, f"SELECT 1 FROM pg_database WHERE datname = '{DB}'", db="postgres"):
+        return None
+    try:
+        return int(_sql(pg, "SELECT count(*) FROM resource WHERE NOT deleted")[0][0])
+    except Exception:  # no schema yet: nothing to reuse
+        return None
+
+
+def _sql(pg: PgTarget, sql: str, db: str = DB) -> Any:
     import psycopg
 
-    with psycopg.connect(pg.conninfo(DB), autocommit=True) as conn:
+    with psycopg.connect(pg.conninfo(db), autocommit=True) as conn:
         cur = conn.execute(sql)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description else []
 
@@ -265,13 +278,19 @@ def export(base: str, sampler: RssSampler) -> dict[str, Any]:
 
 def run_size(size: int, args: argparse.Namespace, pg: PgTarget, cmd: list[str]) -> dict[str, Any]:
     print(f"\n== {size:,} resources", flush=True)
-    _admin(pg, f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    _admin(pg, f'CREATE DATABASE "{DB}"')
+    kept = _kept_resources(pg) if args.reuse else None
+    reuse = kept is not None and abs(kept - size) <= size // 10
+    if not reuse:
+        _admin(pg, f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        _admin(pg, f'CREATE DATABASE "{DB}"')
     key_dir = tempfile.mkdtemp(prefix="akson-scale-keys-")
     env = {**os.environ, "AKSON_DATABASE_URL": pg.url(DB), "AKSON_IDP_KEY_DIR": key_dir,
            "AKSON_IDP_ACCESS_TOKEN_SECONDS": "86400"}
     run_upgrade(cmd, env)
-    result: dict[str, Any] = {"size": size, "load": load(size, args, cmd, env)}
+    if reuse:
+        print(f"  reusing the kept database ({kept:,} resources)", flush=True)
+    result: dict[str, Any] = {"size": size,
+                              "load": {"reused": True} if reuse else load(size, args, cmd, env)}
     # The steady state autovacuum reaches on its own: statistics, and a visibility map that lets
     # index-only scans skip the heap. Measuring while autovacuum still works through a fresh
     # load measured autovacuum (a read p95 of 153 ms against a p50 of 11 ms).
@@ -334,18 +353,27 @@ def markdown(results: list[dict[str, Any]]) -> str:
     lines += ["", "| size | resources | Synthea import | demo load | $export | export lines/s | "
               "server peak RSS during export |", "|---|---|---|---|---|---|---|"]
     for r in results:
+        if r["load"].get("reused"):
+            lines.append(f"| {r['size']:,} | {r['resources']:,} | (reused) | (reused) | "
+                         + _export_cells(r["export"]))
+            continue
         syn, demo, exp = r["load"].get("synthea", {}), r["load"]["demo"], r["export"]
         lines.append(
             f"| {r['size']:,} | {r['resources']:,} | "
             + (f"{syn['resources']:,} in {syn['seconds']} s ({syn['resources_per_s']}/s)" if syn else "—")
             + f" | {demo['resources']:,} in {demo['seconds']} s ({demo['resources_per_s']}/s) | "
-            + (f"{exp.get('resources', 0):,} in {exp.get('total_seconds')} s | "
-               f"{exp.get('lines_per_s')} | {exp.get('peak_rss_mb')} MB |" if "error" not in exp
-               else f"{exp['error']} | | |"))
+            + _export_cells(exp))
     for r in results:
         for key, why in r["skipped"].items():
             lines.append(f"\nskipped at {r['size']:,}: {key}: {why}")
     return "\n".join(lines)
+
+
+def _export_cells(exp: dict[str, Any]) -> str:
+    if "error" in exp:
+        return f"{exp['error']} | | |"
+    return (f"{exp.get('resources', 0):,} in {exp.get('total_seconds')} s | "
+            f"{exp.get('lines_per_s')} | {exp.get('peak_rss_mb')} MB |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,6 +177,10 @@ def test_date_shapes_timing_period_and_bad_values() -> None:
     enc = {"resourceType": "Encounter", "period": {"end": "2024-01-05"}}
     assert param_rows(extract(enc).dates, "date") == [period_range(None, "2024-01-05")]
     assert param_rows(extract(enc).dates, "date")[0][0] == MIN_US
+    # A reversed period (invalid, per-1) is indexed as its span: low ≤ high in every row, which
+    # the search compiler's bounds for `eq` and `eb` rely on.
+    back = {"resourceType": "Encounter", "period": {"start": "2024-05-01", "end": "2024-01-01"}}
+    assert param_rows(extract(back).dates, "date") == [period_range("2024-01-01", "2024-05-01")]
     # A malformed date is skipped (validation refuses it earlier), never raised here.
     assert extract({"resourceType": "Patient", "birthDate": "1980-13-45"}).dates == []
 

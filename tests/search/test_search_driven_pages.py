@@ -217,3 +217,74 @@ def test_has_pages_probe_only_live_visible_referrers(client: httpx.Client, walk:
     assert [e["resource"]["id"] for e in females["entry"]] == [pids[0], pids[2], pids[5]]
     by_id = client.get("/Patient", params={"_has:Observation:patient:_id": recoded}).json()
     assert [e["resource"]["id"] for e in by_id.get("entry", [])] == [pids[4]]
+
+
+@pytest.mark.parametrize("few", [repository.FEW_IN_RANGE, 0])
+def test_index_pages_keep_only_live_visible_matches_in_pk_order(
+        client: httpx.Client, few: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsorted page whose clauses read only index rows (Session._index_page_sql: its pks
+    come from `ix_resource_type_pk` and the index tables) shows what the usual statement
+    would: a date range over periods (one row per Encounter, so tested on that row), without
+    deleted or NORS-labelled matches, in pk order both ways, whether all matches are found
+    first (few) or read in pk order (`few` = 0); a clause that needs no index row
+    (`:missing=true`) still finds the undated."""
+    monkeypatch.setattr(repository, "FEW_IN_RANGE", few)
+    tag = f"idx-{uuid.uuid4().hex[:8]}"
+
+    def enc(start: str | None, end: str | None = None, **more: object) -> str:
+        body: dict = {"resourceType": "Encounter", "status": "finished",
+                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                "code": "AMB"}, "meta": {"tag": [{"system": LOINC, "code": tag}]}}
+        if start:
+            body["period"] = {"start": start, **({"end": end} if end else {})}
+        body["meta"] = {**body["meta"], **more.pop("meta", {})}  # type: ignore[dict-item]
+        return str(client.post("/Encounter", json={**body, **more}).json()["id"])
+
+    ids = [enc("1961-01-10", "1961-01-11"), enc("1960-12-30", "1961-01-02"),  # overlaps
+           enc("1961-02-01"), enc("1960-06-01", "1960-06-02"),                 # outside
+           enc("1961-01-20"), enc(None)]                                       # undated
+    gone = enc("1961-01-15")
+    client.delete(f"/Encounter/{gone}")
+    enc("1961-01-16", meta={"security": [
+        {"system": "http://helsedir.no/fhir/CodeSystem/no-kodeverk-9603", "code": "NORS"}]})
+    params = {"_tag": tag, "date": ["ge1961-01-01", "lt1961-02-01"],  # `_tag` leads no walk
+              "_count": "2"}
+    pages = _walk(client, "/Encounter", params, "next")
+    assert [i for p in pages for i in p] == [ids[0], ids[1], ids[4]]
+    last = client.get("/Encounter", params=params).json()
+    nxt = next(lk["url"] for lk in last["link"] if lk["relation"] == "next")
+    last = client.get(nxt).json()
+    prev = next(lk["url"] for lk in last["link"] if lk["relation"] == "previous")
+    assert [i for p in _walk(client, prev, None, "previous") for i in p] == [ids[0], ids[1]]
+    undated = client.get("/Encounter", params={"_tag": tag,
+                                               "date:missing": "true"}).json()
+    assert [e["resource"]["id"] for e in undated["entry"]] == [ids[5]]
+    # only clauses that hold without an index row: a deleted resource (it has none) must
+    # not pass them
+    gone_undated = enc(None)
+    client.delete(f"/Encounter/{gone_undated}")
+    found = {i for p in _walk(client, "/Encounter", {"date:missing": "true",
+                                                     "status:not": "cancelled",
+                                                     "_count": "500"}, "next") for i in p}
+    assert ids[5] in found and gone_undated not in found
+
+
+def test_a_date_range_over_several_values_is_met_by_any_of_them(client: httpx.Client) -> None:
+    """`date=geX&date=ltY` holds when some value is ≥ X and some value is < Y
+    (search.html#combining). Observation.date can be a Timing with several events, so its two
+    clauses are not tested on one index row (search_sql.same_row_ranges); an Encounter's one
+    period must meet both."""
+    tag = f"rng-{uuid.uuid4().hex[:8]}"
+    meta = {"tag": [{"system": LOINC, "code": tag}]}
+    events = client.post("/Observation", json={
+        "resourceType": "Observation", "status": "final", "meta": meta,
+        "code": {"coding": [{"system": LOINC, "code": "x"}]},
+        "effectiveTiming": {"event": ["2019-06-01", "2021-06-01"]}}).json()["id"]
+    params = {"_tag": tag, "date": ["ge2021-01-01", "lt2020-01-01"]}
+    found = client.get("/Observation", params=params).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [events]
+    client.post("/Encounter", json={
+        "resourceType": "Encounter", "status": "finished", "meta": meta,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "period": {"start": "2019-06-01", "end": "2019-06-02"}})
+    assert "entry" not in client.get("/Encounter", params=params).json()

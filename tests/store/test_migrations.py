@@ -44,3 +44,12 @@ def test_0012_keeps_superseded_content_and_drops_the_current_copy(backend: str,
                          "ORDER BY res_id, version")
         assert [(i, v, bytes(c) if c is not None else None) for i, v, c in rows] == [
             ("gone", 1, b'{"g":1}'), ("gone", 2, None), ("p", 1, b'{"v":1}'), ("p", 2, None)]
+
+
+def test_a_sqlite_file_is_left_in_wal_mode(tmp_path: Path) -> None:
+    """Processes that open the file after `akson db upgrade` need not switch its journal mode
+    (a switch waits for every other connection: two registry consumers started at once once
+    failed with "database is locked")."""
+    url = f"sqlite:///{tmp_path / 'akson.db'}"
+    upgrade(url)
+    assert _run(url, "PRAGMA journal_mode") == [("wal",)]

@@ -226,6 +226,8 @@ def _period(code: str, p: dict, out: list[DateRow]) -> None:
     start, end = _date(p.get("start")), _date(p.get("end"))
     if start is None and end is None:
         return
+    if start and end and start[0] > end[0]:  # reversed (invalid, per-1): its span, so low ≤ high
+        start, end = end, start
     out.append((code, start[0] if start else MIN_US, end[1] if end else MAX_US))
 
 

@@ -177,10 +177,12 @@ class SqliteDatabase:
         self._lock = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A 30 s busy timeout from the start: switching to WAL waits for locks too, and did so
+        # for sqlite3's default 5 s only, before `PRAGMA busy_timeout` raised it.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 

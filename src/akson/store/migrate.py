@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
@@ -11,7 +12,11 @@ from akson.store.database import sqlalchemy_url
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the database at `database_url` up to `revision`, creating a SQLite file's folder."""
+    """Bring the database at `database_url` up to `revision`, creating a SQLite file's folder.
+
+    A SQLite file is left in WAL mode, which the file keeps: processes that open it later need
+    not switch it, a switch that waits for every other connection's lock."""
+    path = ""
     if database_url.startswith("sqlite:///"):
         path = database_url.split(":///", 1)[1]
         if path and path != ":memory:":
@@ -21,3 +26,9 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(here / "migrations"))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
     command.upgrade(cfg, revision)
+    if path and path != ":memory:":
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()

@@ -30,6 +30,9 @@ from akson.store.search_sql import (
     compile_where,
     driver,
     narrowing,
+    needs_index_row,
+    same_row_ranges,
+    same_row_sql,
     sort_expressions,
     valueset_urls,
 )
@@ -378,7 +381,9 @@ class Session:
             page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
             walk = self._token_walk_sql(query, drv, rest, backwards)
         else:
-            page_sql, page_params = self._page_sql(query, base_sql, params, backwards)
+            page_sql, page_params = (
+                self._index_page_sql(query, where, backwards, await self._few_in_range(query))
+                or self._page_sql(query, base_sql, params, backwards))
             walk = self._newest_walk_sql(query, where, backwards)
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
@@ -510,6 +515,45 @@ class Session:
                f"WHERE w.res_type = %s{after} ORDER BY w.pk {order} LIMIT %s) d "
                f"{_probe(probe.render())} ORDER BY d.res_pk {order} LIMIT %s")
         return sql, [*params, HAS_WALK, query.resource_type, *probe.params, query.count + 1]
+
+    async def _few_in_range(self, query: SearchQuery) -> bool:
+        """Does a date range searched on one index row (`same_row_ranges`) hold fewer than
+        FEW_IN_RANGE rows? Counted, up to that bound, from the index alone. PostgreSQL only:
+        SQLite's planner probes row by row already."""
+        ranges = same_row_ranges(query) if query.resource_type and not query.sort else []
+        if not ranges or self.dialect != "postgresql":
+            return False
+        sql, params = same_row_sql(query.resource_type or "", ranges[0])
+        row = await self.tx.fetchone(f"SELECT COUNT(*) FROM ({sql} LIMIT %s) c",
+                                     [*params, FEW_IN_RANGE], prepare=False)
+        return row is not None and int(row[0]) < FEW_IN_RANGE
+
+    def _index_page_sql(self, query: SearchQuery, where: Where, backwards: bool,
+                        few: bool = False) -> tuple[str, list[Any]] | None:
+        """An unsorted page whose predicates read only `r.pk`, one of them requiring a
+        matching index row (`needs_index_row`, so only live resources pass): its pks are found
+        from `ix_resource_type_pk` and index rows alone, and only they read `resource` (ADR
+        0011). Walking `resource` itself read every type's rows on the way: an Encounter date
+        range took 130–1,900 ms at a million resources.
+
+        `few` (`_few_in_range`): the matches are few, so all are found and the first taken,
+        fenced by `OFFSET 0`; else the planner reads in pk order hoping to stop early, and
+        for a month of 1990 read every date row of the database to find 9 (180 ms → 20 ms)."""
+        if not (query.resource_type and not query.sort and _reads_pk_only(where)
+                and needs_index_row(query.clauses)):
+            return None
+        order = "DESC" if backwards else "ASC"
+        params: list[Any] = [query.resource_type, *where.params]
+        after = ""
+        if query.cursor is not None:
+            after = " AND r.pk < %s" if backwards else " AND r.pk > %s"
+            params.append(abs(query.cursor))
+        inner = f"SELECT r.pk FROM resource r WHERE r.res_type = %s AND {where.render()}{after}"
+        if few:
+            inner = f"SELECT f.pk FROM ({inner} OFFSET 0) f"
+        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM ({inner} ORDER BY 1 {order} "
+               f"LIMIT %s) m JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
+        return sql, [*params, query.count + 1]
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:
@@ -682,6 +726,8 @@ def _probe(predicates: str) -> str:
 #: Index rows a walk in index order probes before it leaves the page to the planner
 #: (`Session._token_walk_sql`, `_newest_walk_sql`): a few milliseconds at most.
 WALK = 2000
+#: Index rows of a date range below which a page finds all its matches first (`_few_in_range`).
+FEW_IN_RANGE = 5000
 #: Resources a `_has` walk probes (`Session._has_walk_sql`): about 0.06 ms each.
 HAS_WALK = 1000
 

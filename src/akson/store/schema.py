@@ -94,7 +94,7 @@ sp_date = _index_table(
     "sp_date",
     sa.Column("low", sa.BigInteger, nullable=False),
     sa.Column("high", sa.BigInteger, nullable=False),
-    lookup=("low", "high"),
+    lookup=("low", "high", "res_pk"),  # res_pk last: a range from the index alone (0015)
 )
 sp_reference = sa.Table(
     "sp_reference",

@@ -17,20 +17,24 @@ from decimal import Decimal, DecimalException
 from typing import Any
 
 from akson.fhir import dates, text, ucum
+from akson.fhir.cardinality import single_date
 from akson.fhir.indexing import CANONICAL_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, SearchQuery, SortKey, Value, split_or
 
 _DATE_SQL = {
     # Resource range [low, high] against the search range [plo, phi] (search.html#prefix).
-    "eq": ("{low} >= %s AND {high} <= %s", "lohi"),
+    # `eq` and `eb` repeat a bound on `low` that low ≤ high implies (indexing keeps it so): it
+    # bounds the scan of `ix_sp_date_lookup (…, low, high)` at both ends, and the planner's
+    # estimate with it — a birth year is 1 % of the Patients, not "every low after 1985".
+    "eq": ("{low} >= %s AND {low} <= %s AND {high} <= %s", "lohihi"),
     "ne": ("NOT ({low} >= %s AND {high} <= %s)", "lohi"),
     "gt": ("{high} > %s", "hi"),
     "lt": ("{low} < %s", "lo"),
     "ge": ("{high} >= %s", "lo"),
     "le": ("{low} <= %s", "hi"),
     "sa": ("{low} > %s", "hi"),
-    "eb": ("{high} < %s", "lo"),
+    "eb": ("{high} < %s AND {low} < %s", "lolo"),
     "ap": ("{low} <= %s AND {high} >= %s", "ap"),
 }
 TABLES = {"token": "sp_token", "string": "sp_string", "date": "sp_date",
@@ -79,9 +83,48 @@ def compile_where(query: SearchQuery, *, base_url: str = "", valuesets: ValueSet
     `probe_has`: `_has` as a per-row probe of a hashed set (see `_has`), for a bounded walk."""
     where = Where()
     ctx = _Ctx(base_url, valuesets or {}, scope, probe_has)
+    res_type = query.resource_type or ""
+    ranges = same_row_ranges(query)
+    together = {id(c) for group in ranges for c in group}
     for clause in query.clauses:
-        _clause(where, ctx, "r", query.resource_type or "", clause)
+        if id(clause) not in together:
+            _clause(where, ctx, "r", res_type, clause)
+    for sql, params in (same_row_sql(res_type, group) for group in ranges):
+        where.add(f"r.pk IN ({sql})", *params)
     return where
+
+
+def same_row_ranges(query: SearchQuery) -> list[list[Clause]]:
+    """Date clauses that one index row must meet together: two or more on a parameter that
+    gives a resource at most one row (akson.fhir.cardinality). `date=ge2020&date=lt2021` on
+    Encounter is then one range scan of `ix_sp_date_lookup`, not two sets of rows each
+    reaching to one end of time (docs/adr/0011)."""
+    groups: dict[str, list[Clause]] = {}
+    for c in query.clauses:
+        if (c.type == "date" and not c.modifier and c.param is not None and query.resource_type
+                and single_date(c.param.expression, query.resource_type)):
+            groups.setdefault(c.name, []).append(c)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]]:
+    """`SELECT res_pk` of the date index rows meeting every clause of a `same_row_ranges`
+    group."""
+    ors = [_ors(_Ctx("", {}, None), c) for c in group]
+    sql = ("SELECT res_pk FROM sp_date WHERE res_type = %s AND param = %s AND "
+           + " AND ".join(f"({' OR '.join(frags)})" for frags, _ in ors))
+    return sql, [res_type, group[0].name, *(p for _, params in ors for p in params)]
+
+
+def _ors(ctx: _Ctx, clause: Clause) -> tuple[list[str], list[Any]]:
+    """The predicates of each of a clause's values (ORed), on its index table's columns."""
+    frags: list[str] = []
+    params: list[Any] = []
+    for value in clause.values:
+        frag, frag_params = _value_predicate(ctx, clause, value)
+        frags.append(frag)
+        params.extend(frag_params)
+    return frags, params
 
 
 def valueset_urls(clauses: list[Clause]) -> set[str]:
@@ -137,11 +180,8 @@ def _clause(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> N
         sql = f"{a}.pk {'NOT IN' if clause.values[0].raw == 'true' else 'IN'} ({head})"
         where.add(sql, *sub_params)
         return
-    ors: list[str] = []
-    for value in clause.values:
-        frag, frag_params = _value_predicate(ctx, clause, value)
-        ors.append(frag)
-        sub_params.extend(frag_params)
+    ors, frag_params = _ors(ctx, clause)
+    sub_params.extend(frag_params)
     negate = clause.type == "token" and clause.modifier in ("not", "not-in")
     sql = f"{a}.pk {'NOT IN' if negate else 'IN'} ({head} AND ({' OR '.join(ors)}))"
     where.add(sql, *sub_params)
@@ -265,6 +305,17 @@ def narrowing(clauses: Sequence[Clause], leader: Clause | None = None) -> bool:
                for c in clauses)
 
 
+def needs_index_row(clauses: Sequence[Clause]) -> bool:
+    """Does some clause hold only for a resource with a matching index row (`r.pk IN` an index
+    table)? Then the resource is live: index rows exist only for live current versions."""
+    return any(c.name not in ("_id", "_lastUpdated") and c.modifier not in _NEGATING
+               and (c.type in TABLES or c.type in ("chain", "compartment")) for c in clauses)
+
+
+#: Modifiers that make a clause hold for resources without a matching index row.
+_NEGATING = frozenset({"not", "not-in", "missing"})
+
+
 def _unpipe(raw: str) -> str:
     return raw.replace("\\|", "|").replace("\\$", "$") if "\\" in raw else raw
 
@@ -355,6 +406,10 @@ def _date_value(value: Value, low: str, high: str) -> tuple[str, list[Any]]:
     frag = "(" + template.format(low=low, high=high) + ")"
     if kind == "lohi":
         return frag, [plo, phi]
+    if kind == "lohihi":
+        return frag, [plo, phi, phi]
+    if kind == "lolo":
+        return frag, [plo, plo]
     if kind == "lo":
         return frag, [plo]
     if kind == "hi":
