@@ -45,6 +45,10 @@ AccessHook = Callable[[store_export.Job], Awaitable[store_export.ExportAccess | 
 AuditHook = Callable[[store_export.Job, str, Sequence[str]], Awaitable[None]]
 #: At most this many OperationOutcomes about missing Group members (one Group can name many).
 MAX_MEMBER_ISSUES = 1000
+#: Patients a job remembers having named in its audit records, so each is named once per job.
+#: Past this many (~100 bytes each) the memory starts over: a patient may then be named again,
+#: never not at all.
+AUDITED_PATIENTS = 200_000
 
 
 #: A row of `store_export.type_chunk`: (pk, id, JSON, patient id).
@@ -177,12 +181,14 @@ class ExportWorker(PollingWorker):
         errors = _Files(folder, "errors", self.file_lines)
         outputs: list[dict[str, Any]] = []
         total = 0
+        audited: set[str] = set()
         try:
             await asyncio.to_thread(errors.write, [_outcome(i) for i in issues])
             for res_type in params.get("types") or sorted(RESOURCE_TYPES):
                 files = await self._export_type(
                     job, folder, res_type, scope, filters.get(res_type, ()), total,
-                    _Shape(elements_for(params.get("elements"), res_type), errors), access)
+                    _Shape(elements_for(params.get("elements"), res_type), errors), access,
+                    audited)
                 for name, count in files:
                     outputs.append({"type": res_type, "url": file_url(base_url, job.id, name),
                                     "count": count})
@@ -207,23 +213,38 @@ class ExportWorker(PollingWorker):
 
     async def _export_type(self, job: store_export.Job, folder: Path, res_type: str,
                            scope: store_export.ExportScope, filters: Sequence[SearchQuery],
-                           before: int, shape: _Shape, access: store_export.ExportAccess | None
-                           ) -> list[tuple[str, int]]:
-        """Stream one type into `{Type}-{n}.ndjson` files; returns (file name, lines) per file."""
+                           before: int, shape: _Shape, access: store_export.ExportAccess | None,
+                           audited: set[str]) -> list[tuple[str, int]]:
+        """Stream one type into `{Type}-{n}.ndjson` files; returns (file name, lines) per file.
+
+        Before a chunk is written, the patients whose data it holds and whom the job has not
+        named yet (`audited`) are named in an audit record: once per job, as one access to
+        their record. Recording each patient in every type's chunks spent 70 % of an export's
+        time in the audit log (1,700 patients a chunk; docs/performance.md).
+
+        The next chunk is read while this one is audited and written, so the database and
+        this process work at the same time; at most two chunks are held."""
         writer = _Files(folder, res_type, self.file_lines)
-        after = 0
+
+        async def chunk(after: int) -> list[Row]:
+            async with self.store.session(write=False) as s:
+                return await store_export.type_chunk(s, res_type, scope, after_pk=after,
+                                                     limit=self.chunk_rows, filters=filters,
+                                                     access=access)
+
+        ahead = asyncio.create_task(chunk(0))
         try:
             while True:
-                async with self.store.session(write=False) as s:
-                    rows = await store_export.type_chunk(s, res_type, scope, after_pk=after,
-                                                         limit=self.chunk_rows, filters=filters,
-                                                         access=access)
+                rows = await ahead
                 if not rows:
                     break
-                after = rows[-1][0]
-                patients = {row[3] for row in rows if row[3] is not None}
+                ahead = asyncio.create_task(chunk(rows[-1][0]))
+                patients = {row[3] for row in rows if row[3] is not None} - audited
                 if self.audit is not None and patients:
                     await self.audit(job, res_type, sorted(patients))
+                    if len(audited) + len(patients) > AUDITED_PATIENTS:
+                        audited.clear()
+                    audited |= patients
                 await asyncio.to_thread(_write_chunk, writer, shape, rows)
                 del rows
                 progress = f"{res_type}: {writer.total} resources; {before + writer.total} in all"
@@ -232,6 +253,8 @@ class ExportWorker(PollingWorker):
                                                    dates.now_us()):
                         raise _Lost()
         finally:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
             await asyncio.to_thread(writer.close)
         return writer.files
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -185,17 +186,37 @@ def test_patient_export_has_patient_data_only(client, people):
         assert orjson.loads(line)["subject"]["reference"].startswith("Patient/")
 
 
-def _exported_patients_in_audit(db_url: str) -> set[str]:
-    """Patients named by the audit log's `export` records."""
+def _export_audit_names(db_url: str) -> Counter[str]:
+    """How often each patient is named by the audit log's `export` records."""
     sql = ("SELECT p.patient_id FROM audit_event e JOIN audit_patient p "
            "ON p.chain = e.chain AND p.seq = e.seq WHERE e.subtype = 'export'")
     if db_url.startswith("sqlite"):
         with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            return {str(r[0]) for r in conn.execute(sql)}
+            return Counter(str(r[0]) for r in conn.execute(sql))
     import psycopg
 
     with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
-        return {str(r[0]) for r in conn.execute(sql)}
+        return Counter(str(r[0]) for r in conn.execute(sql))
+
+
+def _exported_patients_in_audit(db_url: str) -> set[str]:
+    """Patients named by the audit log's `export` records."""
+    return set(_export_audit_names(db_url))
+
+
+def test_an_export_names_each_patient_once(client, server, people):
+    """One export job is one access to each record it reads: a patient whose Patient and
+    Observations both left is named in one audit record of the job, not in one per type."""
+    url = server.app.settings.database_url
+    before = _export_audit_names(url)
+    _, by_type = _export(client, "/Patient/$export", {"_type": "Patient,Observation"})
+    added = _export_audit_names(url) - before
+    exported = {orjson.loads(line)["id"] for line in by_type["Patient"]} | {
+        orjson.loads(line)["subject"]["reference"].removeprefix("Patient/")
+        for line in by_type["Observation"]}
+    assert {people[p]["id"] for p in "abc"} <= exported
+    assert set(added) == exported
+    assert set(added.values()) == {1}
 
 
 def test_every_exported_patient_is_in_the_audit_log(client, server, people):
