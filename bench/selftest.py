@@ -114,12 +114,19 @@ def transaction(bundle: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, 
     return 200, {"resourceType": "Bundle", "type": "transaction-response", "entry": out}, {}
 
 
-def route(method: str, target: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+def route(method: str, target: str, body: bytes, host: str = "127.0.0.1"
+          ) -> tuple[int, dict[str, Any], dict[str, str]]:
     url = urlsplit(target)
     parts = [p for p in url.path.split("/") if p]
     fail = os.environ.get("AKSON_STANDIN_FAIL", "")
     if parts == ["health"]:
         return 200, {"status": "ok"}, {}
+    # The benchmark asks for a token as from Akson's built-in provider; the stand-in hands out
+    # one it never checks: the harness is under test here, not authentication.
+    if parts == ["auth", ".well-known", "openid-configuration"]:
+        return 200, {"token_endpoint": f"http://{host}/auth/token"}, {}
+    if method == "POST" and parts == ["auth", "token"]:
+        return 200, {"access_token": "stand-in", "token_type": "Bearer", "expires_in": 3600}, {}
     if parts[:1] != ["fhir"]:
         return outcome(404, "not found")
     if method == "POST" and parts == ["fhir"]:
@@ -158,7 +165,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)
             }
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            status, payload, extra = route(method, target, body)
+            status, payload, extra = route(method, target, body, headers.get("host", ""))
             data = orjson.dumps(payload)
             n = next(COUNTER)
             lines = [f"HTTP/1.1 {status} X", f"Content-Type: {JSON}"]
