@@ -16,17 +16,17 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
     A SQLite file is left in WAL mode, which the file keeps: processes that open it later need
     not switch it, a switch that waits for every other connection's lock."""
-    path = ""
-    if database_url.startswith("sqlite:///"):
-        path = database_url.split(":///", 1)[1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = database_url.split(":///", 1)[1] if database_url.startswith("sqlite:///") else ""
+    if path == ":memory:":
+        path = ""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).parent
     cfg = Config(str(here / "alembic.ini"))
     cfg.set_main_option("script_location", str(here / "migrations"))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
     command.upgrade(cfg, revision)
-    if path and path != ":memory:":
+    if path:
         conn = sqlite3.connect(path, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

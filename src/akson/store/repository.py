@@ -381,9 +381,8 @@ class Session:
             page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
             walk = self._token_walk_sql(query, drv, rest, backwards)
         else:
-            page_sql, page_params = (
-                self._index_page_sql(query, where, backwards, await self._few_in_range(query))
-                or self._page_sql(query, base_sql, params, backwards))
+            page_sql, page_params = (await self._index_page_sql(query, where, backwards)
+                                     or self._page_sql(query, base_sql, params, backwards))
             walk = self._newest_walk_sql(query, where, backwards)
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
@@ -520,28 +519,29 @@ class Session:
         """Does a date range searched on one index row (`same_row_ranges`) hold fewer than
         FEW_IN_RANGE rows? Counted, up to that bound, from the index alone. PostgreSQL only:
         SQLite's planner probes row by row already."""
-        ranges = same_row_ranges(query) if query.resource_type and not query.sort else []
-        if not ranges or self.dialect != "postgresql":
+        ranges = same_row_ranges(query) if self.dialect == "postgresql" else []
+        if not ranges:
             return False
         sql, params = same_row_sql(query.resource_type or "", ranges[0])
         row = await self.tx.fetchone(f"SELECT COUNT(*) FROM ({sql} LIMIT %s) c",
                                      [*params, FEW_IN_RANGE], prepare=False)
         return row is not None and int(row[0]) < FEW_IN_RANGE
 
-    def _index_page_sql(self, query: SearchQuery, where: Where, backwards: bool,
-                        few: bool = False) -> tuple[str, list[Any]] | None:
+    async def _index_page_sql(self, query: SearchQuery, where: Where, backwards: bool
+                              ) -> tuple[str, list[Any]] | None:
         """An unsorted page whose predicates read only `r.pk`, one of them requiring a
         matching index row (`needs_index_row`, so only live resources pass): its pks are found
         from `ix_resource_type_pk` and index rows alone, and only they read `resource` (ADR
         0011). Walking `resource` itself read every type's rows on the way: an Encounter date
         range took 130–1,900 ms at a million resources.
 
-        `few` (`_few_in_range`): the matches are few, so all are found and the first taken,
+        When `_few_in_range`, the matches are few, so all are found and the first taken,
         fenced by `OFFSET 0`; else the planner reads in pk order hoping to stop early, and
         for a month of 1990 read every date row of the database to find 9 (180 ms → 20 ms)."""
         if not (query.resource_type and not query.sort and _reads_pk_only(where)
                 and needs_index_row(query.clauses)):
             return None
+        few = await self._few_in_range(query)
         order = "DESC" if backwards else "ASC"
         params: list[Any] = [query.resource_type, *where.params]
         after = ""

@@ -1,5 +1,5 @@
 """`sp_date (res_type, param, high DESC, res_pk)`: pages sorted by a date, newest first, read
-in index order (PostgreSQL only; `Session._date_sorted_page_sql`).
+in index order (PostgreSQL only; `Session._newest_walk_sql`).
 
 Revision ID: 0014
 Revises: 0013
