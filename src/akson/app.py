@@ -67,6 +67,7 @@ class Akson:
         self.exports: ExportWorker | None = None
         self.reindexer: ReindexWorker | None = None
         self.audit_log: AuditLog | None = None
+        self.audit_sink: ChainedAuditSink | None = None
         self.ingestor: Ingestor | None = None
         self.releaser: ReleaseWorker | None = None
         #: Fails at once on a malformed AKSON_RESULTS_RELEASE_DELAY, before anything starts.
@@ -103,7 +104,9 @@ class Akson:
         store = ResourceStore(db, registry)
         self.audit_log = AuditLog(db, key=audit_key(self.settings.database_url),
                                   chains=self.settings.audit_chains)
-        gate = Gate(store, ChainedAuditSink(self.audit_log, self.source))
+        self.audit_sink = ChainedAuditSink(
+            self.audit_log, self.source, behind=self.settings.audit_reads_behind_ms / 1000)
+        gate = Gate(store, self.audit_sink)
         self.ctx = FhirContext(store, registry, self.settings, gate, self.auth)
         self.ingestor = Ingestor(gate, self.release_policy)
         self.releaser = ReleaseWorker(gate)
@@ -168,6 +171,9 @@ class Akson:
         if self.exports is not None:  # before the database closes: it requeues a running job
             await self.exports.stop()
             self.exports = None
+        if self.audit_sink is not None:  # before the database closes: routine read records
+            await self.audit_sink.close()
+            self.audit_sink = None
         if self.ctx is not None:
             await self.ctx.store.db.close()
             self.ctx = None

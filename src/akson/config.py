@@ -54,6 +54,10 @@ class Settings:
     export_retention_seconds: int = 24 * 60 * 60
     #: Hash chains of the audit log: more chains, fewer writers waiting on one chain lock.
     audit_chains: int = 16
+    #: Milliseconds a routine read's audit record may be written after its response, gathered
+    #: with others into one statement; 0: every response waits until its record is durable
+    #: (ADR 0007). Denials, break-the-glass, self-declared access, writes and exports always wait.
+    audit_reads_behind_ms: int = 10
     #: An extra `aud` value the built-in provider's tokens may carry (besides this server's own
     #: FHIR base `<base>/fhir`, which is always accepted); e.g. the public base behind a proxy.
     audience: str | None = None
@@ -84,6 +88,7 @@ class Settings:
                                                  cls.practitioner_min_security_level),
             export_dir=os.environ.get("AKSON_EXPORT_DIR", cls.export_dir),
             audit_chains=_int("AKSON_AUDIT_CHAINS", cls.audit_chains),
+            audit_reads_behind_ms=_int("AKSON_AUDIT_READS_BEHIND_MS", cls.audit_reads_behind_ms),
             export_retention_seconds=_int("AKSON_EXPORT_RETENTION_SECONDS",
                                           cls.export_retention_seconds),
             audience=os.environ.get("AKSON_AUDIENCE") or None,

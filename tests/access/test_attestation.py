@@ -131,6 +131,28 @@ def test_attestation_older_than_60_minutes_has_expired() -> None:
     assert 'error_description="attestation_has_expired"' in err.www_authenticate()
 
 
+def test_a_token_used_again_is_refused_once_its_attestation_is_60_minutes_old() -> None:
+    """A repeated token reuses its verified signature, never the time-bound attestation check."""
+    token = mint(practitioner_claims(authorization_details=[attestation(toa=NOW - 60)],
+                                     exp=NOW + 7200))
+    trusted = issuers()
+    assert verify_access_token(token, issuers=trusted, now=NOW).care_relationship is not None
+    assert verify_access_token(token, issuers=trusted, now=NOW + 3540).care_relationship
+    with pytest.raises(TokenError) as info:
+        verify_access_token(token, issuers=trusted, now=NOW + 3541)
+    assert info.value.reason == "attestation_has_expired"
+
+
+def test_a_token_used_again_maps_to_the_same_caller_and_still_expires() -> None:
+    token = mint(practitioner_claims(exp=NOW + 600))
+    trusted = issuers()
+    first = verify_access_token(token, issuers=trusted, now=NOW)
+    assert verify_access_token(token, issuers=trusted, now=NOW + 1) == first
+    with pytest.raises(TokenError) as info:
+        verify_access_token(token, issuers=trusted, now=NOW + 600 + 31)  # past exp and leeway
+    assert info.value.reason == "expired"
+
+
 @pytest.mark.parametrize("toa", [None, "2024-01-01T00:00:00Z", True, NOW + 3600])
 def test_attestation_without_a_usable_toa_is_refused(toa: Any) -> None:
     element = attestation(toa=toa)

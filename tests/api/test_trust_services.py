@@ -9,6 +9,7 @@ server's own provider (`tests.conftest.mint_token`), as its token endpoint issue
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -27,6 +28,8 @@ from akson.fhir.identifiers import make_fnr, make_orgnr
 from akson.fhir.naming import FNR_SYSTEM, HPR_SYSTEM, ORGNR_SYSTEM
 from akson.idp import attestation
 from akson.idp.identity import Identity, Workplace
+from akson.store import audit_log
+from akson.store.database import connect
 
 _rng = random.Random(20261126)  # noqa: S311 - synthetic test data
 LEGAL, UNIT = make_orgnr(_rng), make_orgnr(_rng)
@@ -86,7 +89,10 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory
     """A server of this module's own with the small municipality, and a system client."""
     folder = tmp_path_factory.mktemp(f"trust-{backend}")
     with fresh_database(backend, folder, "akson_trust", migrate=True) as url:
-        settings = Settings(database_url=url, export_dir=str(folder / "export"))
+        # Routine reads' records are written only when something asks for them (an AuditEvent
+        # read, a durable record, shutdown), never by the clock: the log tests then prove that.
+        settings = Settings(database_url=url, export_dir=str(folder / "export"),
+                            audit_reads_behind_ms=3_600_000)
         with ThreadServer(settings) as srv, httpx.Client(
                 base_url=srv.url + "/fhir", timeout=30, auth=srv.auth()) as system:
             for resource in _data():
@@ -269,6 +275,31 @@ def test_citizen_reads_own_record_and_who_read_it(world):
         # Her log is hers: Bjørn's is not, and the log cannot be written.
         assert anna.get("/AuditEvent", params={"patient": "bjorn"}).status_code == 403
         assert anna.post("/AuditEvent", json={"resourceType": "AuditEvent"}).status_code == 405
+
+
+def test_routine_read_records_pending_at_shutdown_are_written(backend, tmp_path):
+    """A server stopping writes the routine records it had not written yet (ADR 0007)."""
+    with fresh_database(backend, tmp_path, "akson_trust_stop", migrate=True) as url:
+        settings = Settings(database_url=url, export_dir=str(tmp_path / "export"),
+                            audit_reads_behind_ms=3_600_000)
+        with ThreadServer(settings) as srv, httpx.Client(
+                base_url=srv.url + "/fhir", timeout=30, auth=srv.auth()) as system:
+            anna = next(r for r in _data() if r["id"] == "anna")
+            assert system.put("/Patient/anna", json=anna).status_code in (200, 201)
+            assert system.get("/Patient/anna").status_code == 200
+        assert asyncio.run(_logged_reads(url, "anna")) == 1
+        result = CliRunner().invoke(audit, ["verify"], env={"AKSON_DATABASE_URL": url})
+        assert result.exit_code == 0 and "intact" in result.output, result.output
+
+
+async def _logged_reads(url: str, patient: str) -> int:
+    db = connect(url)
+    await db.open()
+    try:
+        async with db.transaction(write=False) as tx:
+            return sum(r.entry.subtype == "read" for r in await audit_log.patient_log(tx, patient))
+    finally:
+        await db.close()
 
 
 def test_break_the_glass_is_plain_in_the_citizens_log(world):

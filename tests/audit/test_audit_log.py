@@ -12,7 +12,7 @@ import pytest
 
 from akson.store import audit_log
 from akson.store.audit_log import AuditEntry, chain_for
-from akson.store.database import pg_conninfo
+from akson.store.database import Database, pg_conninfo
 from tests.audit.conftest import opened, run
 
 T0 = 1_760_000_000_000_000  # µs: 2025-10-09
@@ -234,9 +234,49 @@ def test_two_processes_sharing_a_chain_lose_nothing_and_learn_that_it_moved(
     run(go())
 
 
-def test_a_batch_too_big_for_one_statement_still_lands_whole(audit_url: str) -> None:
+def test_writes_of_two_processes_in_their_transactions_keep_a_shared_chain_whole(
+        audit_url: str) -> None:
+    """A write's records go in its own transaction; once a process knows its chain's head, on
+    PostgreSQL that is one compare-and-set statement. Another process moving the head in
+    between — committed, or still holding the chain while this one waits — makes it take the
+    lock instead: nothing forks, nothing is lost, sequence numbers stay gap-free."""
+    async def write(log: audit_log.AuditLog, db: Database, n: int) -> audit_log.AuditRecord:
+        async with db.transaction(write=True) as tx:
+            return (await log.append_many(tx, [entry(n)]))[0]
+
+    async def go() -> None:
+        async with opened(audit_url, chains=1) as (db, first), \
+                opened(audit_url, chains=1) as (db2, second):
+            assert [(await write(first, db, n)).seq for n in (1, 2)] == [1, 2]
+            assert (await write(second, db2, 3)).seq == 3  # first's known head is now stale
+            fourth = await write(first, db, 4)
+            assert fourth.seq == 4
+            if db.dialect == "postgresql":
+                async with db2.transaction(write=True) as tx:
+                    fifth = (await second.append_many(tx, [entry(5)]))[0]
+                    waiting = asyncio.create_task(write(first, db, 6))
+                    while not await _blocked(db):  # first waits for the chain's row
+                        await asyncio.sleep(0.01)
+                sixth = await waiting
+                assert (fifth.seq, sixth.seq, sixth.prev_hash) == (5, 6, fifth.hash)
+            report = await audit_log.verify(db, first.key)
+            assert report.ok, [p.describe() for p in report.problems]
+            assert report.events == (6 if db.dialect == "postgresql" else 4)
+
+    run(go())
+
+
+async def _blocked(db: Database) -> bool:
+    async with db.transaction(write=False) as tx:
+        row = await tx.fetchone(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+            "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")
+    return bool(row and row[0])
+
+
+def test_a_batch_naming_thousands_of_patients_lands_whole(audit_url: str) -> None:
     """A search page's record can name thousands of patients, and group commit joins records:
-    past PostgreSQL's bind-parameter limit the batch goes through the locking path."""
+    the batch lands whole whatever its size."""
     many = tuple(f"p{n:05d}" for n in range(16_500))  # 66,000+ parameters in one statement
 
     async def go() -> None:

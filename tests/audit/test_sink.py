@@ -3,12 +3,22 @@ PostgreSQL: reads in their own transaction, writes in theirs, denials surviving 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 import pytest
 
-from akson.access.audit import ChainedAuditSink, Source, citizen_view, entry_for_intent
+from akson.access.audit import (
+    ChainedAuditSink,
+    GroupCommit,
+    Source,
+    citizen_view,
+    entry_for_intent,
+    routine,
+)
 from akson.access.gate import AuditIntent
 from akson.store import audit_log
+from akson.store.database import Database
 from tests.audit.conftest import opened, run
 
 T0 = 1_760_000_000_000_000
@@ -68,3 +78,95 @@ def test_the_sink_records_reads_alone_writes_in_their_transaction_and_denials_af
 
     run(go())
 
+
+
+# ------------------------------------------------------------------ routine reads' records
+
+
+def _entry(subtype: str = "read", outcome: str = "0", purpose: str | None = "TREAT", *,
+           user_selected: bool = False, patient: str = "p") -> audit_log.AuditEntry:
+    return audit_log.AuditEntry(content=orjson.dumps({"subtype": subtype, "patient": patient}),
+                                recorded=T0, action="R", subtype=subtype, outcome=outcome,
+                                purpose=purpose, user_selected=user_selected, agent="hpr:1",
+                                patients=(patient,))
+
+
+def test_only_allowed_routine_reads_may_be_recorded_after_their_response() -> None:
+    for subtype in ("read", "vread", "search-type", "history-instance", "$everything"):
+        assert routine(_entry(subtype))
+    assert routine(_entry(purpose=None))  # a system client
+    assert not routine(_entry(outcome="4"))  # a denial
+    assert not routine(_entry(purpose="BTG"))  # break-the-glass
+    assert not routine(_entry(user_selected=True))  # a self-declared care relationship
+    for subtype in ("create", "update", "delete", "export", "login", "break-glass"):
+        assert not routine(_entry(subtype))
+
+
+async def _logged(db: Database, patient: str) -> list[str]:
+    async with db.transaction(write=False) as tx:
+        return [r.entry.subtype for r in await audit_log.patient_log(tx, patient)]
+
+
+def test_a_routine_record_is_written_after_the_call_returns_and_settle_waits_for_it(
+        audit_url: str) -> None:
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            group = GroupCommit(log, behind=3600.0)  # nothing is written unless asked
+            await group.append([_entry()], wait=False)
+            assert await _logged(db, "p") == []  # the response need not wait for it
+            await group.settle()
+            assert await _logged(db, "p") == ["read"]
+            await group.append([_entry("search-type")], wait=False)
+            await group.append([_entry("read", "4")])  # a denial waits, and takes it along
+            async with db.transaction(write=False) as tx:
+                assert [(r.entry.subtype, r.entry.outcome) for r in reversed(
+                    await audit_log.patient_log(tx, "p"))] == [
+                    ("read", "0"), ("search-type", "0"), ("read", "4")]
+            await group.append([_entry("vread")], wait=False)
+            await group.close()  # shutdown writes what is pending
+            assert len(await _logged(db, "p")) == 4
+            assert (await audit_log.verify(db, log.key)).ok
+
+    run(go())
+
+
+def test_without_a_delay_every_record_is_durable_when_the_call_returns(audit_url: str) -> None:
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            await GroupCommit(log, behind=0.0).append([_entry()], wait=False)
+            assert await _logged(db, "p") == ["read"]
+
+    run(go())
+
+
+class _Unavailable(audit_log.AuditLog):
+    """The log while its database refuses writes: the first `failures` appends fail."""
+
+    def __init__(self, log: audit_log.AuditLog, failures: int) -> None:
+        super().__init__(log.db, key=log.key, chains=log.chains)
+        self.failures = failures
+
+    async def record_many(self, entries: Sequence[audit_log.AuditEntry], *, route: str
+                          ) -> tuple[list[audit_log.AuditRecord], bool]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the database is not reachable")
+        return await super().record_many(entries, route=route)
+
+
+def test_routine_records_survive_a_failing_log_and_later_reads_wait_for_it(
+        audit_url: str) -> None:
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            group = GroupCommit(_Unavailable(log, failures=1), behind=3600.0)
+            group.RETRY = 0.0
+            await group.append([_entry(patient="a")], wait=False)
+            with pytest.raises(ConnectionError):
+                await group.settle()  # the attempt failed: whoever waits is told
+            # The failed attempt's routine record was kept; while the log is failing a routine
+            # read waits for its record like any other, so it is not acknowledged unwritten.
+            await group.append([_entry(patient="b")], wait=False)
+            assert await _logged(db, "a") == ["read"] and await _logged(db, "b") == ["read"]
+            assert (await audit_log.verify(db, log.key)).ok
+
+    run(go())

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ from akson.fhir import jsonio
 from akson.fhir.dates import to_instant
 from akson.store.audit_log import AuditEntry, AuditLog, AuditRecord
 from akson.store.database import Tx
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the gate hands intents here; typing only, so neither imports the other
     from akson.access.gate import AuditIntent
@@ -431,11 +435,19 @@ class ChainedAuditSink:
       transaction inside the first would wait for itself).
     """
 
-    def __init__(self, log: AuditLog, source: Source) -> None:
+    def __init__(self, log: AuditLog, source: Source, *, behind: float = 0.0) -> None:
         self.log = log
         self.source = source
         self._held: list[AuditEntry] = []
-        self._group = GroupCommit(log)
+        self._group = GroupCommit(log, behind=behind)
+
+    async def settle(self) -> None:
+        """Wait until this process's records handed over so far are in the log."""
+        await self._group.settle()
+
+    async def close(self) -> None:
+        """Write the pending records (at shutdown)."""
+        await self._group.close()
 
     async def record(self, intent: AuditIntent, tx: Tx | None = None,
                      principal: Principal | None = None) -> None:
@@ -457,35 +469,102 @@ class ChainedAuditSink:
         return SessionAuditSink(self.log, self.source, self._group)
 
 
+#: Subtypes of routine reads, whose records may be written just after the response (below).
+_ROUTINE_READS = frozenset({"read", "vread", "search-type", "history-instance", "history-type",
+                            "history-system", "$everything"})
+
+
+def routine(entry: AuditEntry) -> bool:
+    """Is `entry` a routine allowed read, whose record may follow its response (ADR 0007)?
+    Denials, break-the-glass, self-declared relationships, writes, exports and logins are not:
+    their records are durable before the response leaves."""
+    return (entry.outcome == "0" and entry.subtype in _ROUTINE_READS and entry.purpose != "BTG"
+            and not entry.user_selected)
+
+
 class GroupCommit:
     """Appends the audit records of concurrent sessions in shared transactions (group commit).
 
-    A session's `flush` hands its records over and waits until the transaction holding them has
-    committed, so no response leaves before its audit record is durable; records that arrive
-    while a transaction is being written go into the next one. Under load, many requests share
-    one commit (one fsync on SQLite, one round of chain locking on PostgreSQL); alone, a request
-    waits for its own. Each transaction appends to one chain only (AuditLog.append's rule).
+    `append(entries)` hands records over and waits until the transaction holding them has
+    committed; records that arrive while a transaction is being written go into the next one.
+    `append(entries, wait=False)` (routine reads, `routine`) returns at once: the records are
+    written within `behind` seconds, with whatever else arrived meanwhile, in one statement —
+    a read then costs a share of one statement instead of one statement of its own per handful
+    of concurrent reads, which was most of the trust services' cost (docs/performance.md). A
+    crash of the process can lose those records of the last `behind` seconds; ADR 0007 weighs
+    that. A write that fails is retried (the records are kept, and later routine reads wait
+    until the log is written again), so a database outage loses none.
+
+    `settle()` waits until everything handed over so far is written: readers of the log (the
+    citizen's access log, the privacy officer's report) call it so they see this process's own
+    latest records, and so does `close()` at shutdown.
     """
 
-    def __init__(self, log: AuditLog) -> None:
+    #: Routine records held in memory at most; past it routine reads wait like the rest.
+    BACKLOG = 20_000
+    #: Seconds between attempts while the log cannot be written.
+    RETRY = 1.0
+
+    def __init__(self, log: AuditLog, *, behind: float = 0.0) -> None:
         self.log = log
+        self.behind = behind
         # One chain per process while no other writer uses it: the log then knows the chain's
         # head and appends a batch in one statement (AuditLog.record_many).
         self._route = uuid.uuid4().hex
-        self._pending: list[tuple[list[AuditEntry], asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[AuditEntry], asyncio.Future[None] | None]] = []
+        self._held = 0  # routine records pending
+        self._failing = False
+        self._urgent = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
-    async def append(self, entries: list[AuditEntry]) -> None:
-        """Append `entries` (in order); returns once they are committed, or raises why not."""
+    async def append(self, entries: list[AuditEntry], *, wait: bool = True) -> None:
+        """Append `entries` (in order). With `wait`, return once they are committed or raise
+        why not; without, return at once (they are written within `behind` seconds)."""
+        if not wait and self.behind > 0 and not self._failing and self._held < self.BACKLOG:
+            self._pending.append((entries, None))
+            self._held += len(entries)
+            self._start()
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((entries, done))
+        self._urgent.set()
+        self._start()
+        await done
+
+    async def settle(self) -> None:
+        """Wait until every record handed over before this call is written (or raise why not)."""
+        if self._pending or (self._writer is not None and not self._writer.done()):
+            await self.append([])  # queued behind them: done when they are
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Write what is pending, at shutdown; after `timeout` seconds of failing, give up and
+        say how many records were lost."""
+        async def written() -> None:
+            while self._pending or (self._writer is not None and not self._writer.done()):
+                self._urgent.set()
+                self._start()
+                assert self._writer is not None
+                await asyncio.shield(self._writer)
+
+        try:
+            await asyncio.wait_for(written(), timeout)
+        except TimeoutError:
+            if self._writer is not None:
+                self._writer.cancel()
+            log.error("audit log not written at shutdown: %d routine records lost", self._held)
+
+    def _start(self) -> None:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain())
-        await done
 
     async def _drain(self) -> None:
         while self._pending:
+            if not self._urgent.is_set():  # routine records only: gather more for a while
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.behind)
+            self._urgent.clear()
             batch, self._pending = self._pending, []
+            held, self._held = self._held, 0
             try:
                 _, moved = await self.log.record_many(
                     [e for entries, _ in batch for e in entries], route=self._route)
@@ -493,11 +572,20 @@ class GroupCommit:
                     self._route = uuid.uuid4().hex
             except Exception as exc:  # noqa: BLE001 - handed to every waiting session
                 for _, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_exception(exc)
+                kept = [(entries, None) for entries, done in batch if done is None]
+                if kept:  # routine records are never dropped: retry them, and make reads wait
+                    log.error("audit log not written, %d routine records kept for retry: %s",
+                              held, type(exc).__name__)
+                    self._failing = True
+                    self._pending[:0] = kept
+                    self._held += held
+                    await asyncio.sleep(self.RETRY)
                 continue
+            self._failing = False
             for _, done in batch:
-                if not done.done():
+                if done is not None and not done.done():
                     done.set_result(None)
 
 
@@ -517,7 +605,6 @@ class SessionAuditSink:
         self.log = log
         self.source = source
         self.group = group or GroupCommit(log)
-        self.route = uuid.uuid4().hex
         self._in_tx: list[AuditEntry] = []
         self._after: list[AuditEntry] = []
 
@@ -531,11 +618,10 @@ class SessionAuditSink:
 
     async def before_commit(self, tx: Tx) -> None:
         entries, self._in_tx = self._in_tx, []
-        for entry in entries:
-            await self.log.append(tx, entry, route=self.route)
+        await self.log.append_many(tx, entries)  # one chain for the transaction's records
 
     async def flush(self) -> None:
         self._in_tx = []  # not committed: the transaction rolled back
         entries, self._after = self._after, []
         if entries:
-            await self.group.append(entries)
+            await self.group.append(entries, wait=not all(routine(e) for e in entries))

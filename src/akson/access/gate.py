@@ -20,7 +20,7 @@ from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from akson.access import policy as pol
 from akson.access.principal import Principal
@@ -136,6 +136,8 @@ class Gate:
         self.sink = sink
         self.policy = policy or pol.Policy()
         self.clock = clock
+        # Decided once: a runtime Protocol check costs more than a whole policy decision.
+        self._per_session = isinstance(sink, RequestSinks)
 
     @asynccontextmanager
     async def session(self, principal: Principal, *, write: bool = False, bulk: bool = False
@@ -146,15 +148,22 @@ class Gate:
         this session gets a buffer of its own: a write session's records are appended as the
         transaction's last statements (`before_commit`), the rest after it ended (`flush`).
         """
-        sink = self.sink.begin() if isinstance(self.sink, RequestSinks) else self.sink
+        sink = cast(RequestSinks, self.sink).begin() if self._per_session else self.sink
         try:
             async with self.store.session(write=write, bulk=bulk) as s:
                 guarded = await self.guard(s, principal, write=write, sink=sink)
                 yield guarded
-                if write and isinstance(sink, BufferedSink):
-                    await sink.before_commit(s.tx)
+                if write and self._per_session:
+                    await cast(BufferedSink, sink).before_commit(s.tx)
         finally:
             await sink.flush()
+
+    async def settle(self) -> None:
+        """Wait until the audit records this process handed over are in the log (a sink that
+        writes routine reads' records just after their responses, akson.access.audit)."""
+        settle = getattr(self.sink, "settle", None)
+        if settle is not None:
+            await settle()
 
     async def guard(self, s: Session, principal: Principal, *, write: bool = False,
                     sink: AuditSink | None = None) -> GuardedSession:
@@ -239,6 +248,9 @@ def _date(value: Any) -> date | None:
 # ------------------------------------------------------------------ the guarded session
 
 
+_ADDRESS_PROTECTION = pol.ADDRESS_PROTECTION_SYSTEM.encode()
+
+
 def _address_params(clauses: Sequence[Clause]) -> bool:
     """Does the search match on an address anywhere (also in a chain or `_has`)?"""
     for c in clauses:
@@ -316,6 +328,10 @@ class GuardedSession:
 
     def _redact(self, stored: Stored, current: AbstractSet[tuple[str, str]] = frozenset()) -> Stored:
         if stored.content is None or stored.res_type not in pol.ADDRESS_TYPES:
+            return stored
+        if not current and _ADDRESS_PROTECTION not in stored.content:
+            # Stored JSON is orjson's, which never escapes a URL: without the address-protection
+            # system in its bytes it has no such label, and nothing to hide (no parse).
             return stored
         doc = jsonio.loads(stored.content)
         out = pol.redact(doc, self.plan, current)

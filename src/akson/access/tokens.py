@@ -88,21 +88,37 @@ class VerifiedSignatures:
     still name a trusted issuer whose current key for it is the very key it was verified with
     (a rotated or removed key means verifying again), and every claim — expiry, audience,
     assurance, DPoP binding and proof — is checked on every request. Bounded; oldest out first.
+
+    An entry also keeps the `Principal` its claims mapped to, for the issuer entry and policy
+    it was mapped under: mapping a token without an attestation does not depend on the time,
+    so a repeat reuses it (an attestation's 60-minute limit is checked again every time).
     """
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[CompactJws, PublicJwk]] = {}
+        self._entries: dict[str, _Verified] = {}
 
-    def get(self, raw: str) -> tuple[CompactJws, PublicJwk] | None:
+    def get(self, raw: str) -> _Verified | None:
         return self._entries.get(raw)
 
-    def put(self, raw: str, jws: CompactJws, key: PublicJwk) -> None:
+    def put(self, raw: str, jws: CompactJws, key: PublicJwk) -> _Verified:
+        entry = _Verified(jws, key)
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[raw] = (jws, key)
+            self._entries[raw] = entry
+        return entry
+
+
+@dataclass(slots=True)
+class _Verified:
+    """A verified token: its parts, the key that verified it, and its mapped principal."""
+
+    jws: CompactJws
+    key: PublicJwk
+    #: (issuer entry, policy, principal) of the last mapping without an attestation.
+    mapped: tuple[TrustedIssuer, TokenPolicy, Principal] | None = None
 
 
 _VERIFIED = VerifiedSignatures()
@@ -113,7 +129,7 @@ def claimed_issuer(raw: str) -> object:
     repeat is not parsed again); None when `raw` is not a readable JWS."""
     seen = _VERIFIED.get(raw)
     try:
-        jws = seen[0] if seen is not None else split_jws(raw)
+        jws = seen.jws if seen is not None else split_jws(raw)
     except TokenError:
         return None  # refused at once by verify_access_token, without any key lookup
     return jws.payload.get("iss")
@@ -130,7 +146,7 @@ def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
     """
     policy = policy or TokenPolicy()
     seen = _VERIFIED.get(raw)
-    jws = seen[0] if seen is not None else split_jws(raw)
+    jws = seen.jws if seen is not None else split_jws(raw)
     typ = jws.header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in _TYPES:
         raise TokenError("wrong_type")
@@ -147,15 +163,21 @@ def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
     key = issuer.key_for(kid, alg, now)
     if key is None:
         raise TokenError("unknown_key")
-    if seen is None or seen[1] != key:
+    if seen is None or seen.key != key:
         verify_signature(jws, key)  # the payload parsed above is exactly the signed one
-        _VERIFIED.put(raw, jws, key)
+        seen = _VERIFIED.put(raw, jws, key)
 
     claims = jws.payload
     _check_times(claims, now, policy.leeway_seconds)
     _check_audience(claims, issuer)
     jkt = _binding(claims)
-    principal = _principal(claims, issuer, policy, now, jkt)
+    mapped = seen.mapped
+    if mapped is not None and mapped[0] is issuer and mapped[1] == policy:
+        principal = mapped[2]
+    else:
+        principal = _principal(claims, issuer, policy, now, jkt)
+        if principal.care_relationship is None:
+            seen.mapped = (issuer, policy, principal)
     _check_dpop(raw, jkt, dpop, policy, now)
     return principal
 

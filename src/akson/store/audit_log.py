@@ -30,17 +30,22 @@ storage outside the database now and then and pass them to `verify(anchors=…)`
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
+import itertools
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import orjson
 
 from akson.fhir.dates import now_us
 from akson.store.database import Database, Row, Tx
 
 DEFAULT_CHAINS = 16
+#: Chains a process takes turns over for writes without a route (AuditLog.append_many).
+OWN_CHAINS = 4
 ZERO_HASH = bytes(32)
 _NONE = (2**64 - 1).to_bytes(8, "big")  # length prefix of an absent field (distinct from "")
 _VERSION = b"akson-audit-v1"
@@ -50,36 +55,28 @@ _EVENT_COLS = ("e.chain, e.seq, e.recorded, e.action, e.subtype, e.outcome, e.pu
 _INTO_EVENT = ("INSERT INTO audit_event (chain, seq, recorded, action, subtype, outcome, purpose, "
                "user_selected, org, unit, agent, content, prev_hash, hash)")
 _INSERT_EVENT = _INTO_EVENT + " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-_MAX_PARAMS = 65_535  # PostgreSQL's limit is 65,535 bind parameters per statement
 _INTO_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded)"
 _INSERT_PATIENT = _INTO_PATIENT + " VALUES (%s,%s,%s,%s)"
-_EVENT_TYPES = ("int", "bigint", "bigint", "text", "text", "text", "text", "boolean", "text",
-                "text", "text", "bytea", "bytea", "bytea")  # the columns of _INTO_EVENT
-_PATIENT_TYPES = ("int", "bigint", "text", "bigint")
 
-
-def _values(rows: int, types: Sequence[str]) -> str:
-    """`VALUES` with `rows` rows of placeholders, the first typed (the others follow it)."""
-    first = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
-    rest = "(" + ", ".join(["%s"] * len(types)) + ")"
-    return "VALUES " + ", ".join([first] + [rest] * (rows - 1))
-
-
-@functools.lru_cache(maxsize=256)
-def _append_if_head_sql(events: int, patients: int) -> str:
-    """PostgreSQL: append `events` event rows and `patients` patient rows to a chain only if its
-    head is still (known seq, known hash), in one statement (`AuditLog.record_many`). The
-    inserts read the head update's RETURNING, so nothing is inserted when it matched no row.
-    Parameters: new seq, hash, mac, updated; chain, known seq, known hash; the rows."""
-    sql = ("WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
-           "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
-           f"ev AS ({_INTO_EVENT} SELECT * FROM ({_values(events, _EVENT_TYPES)}) "
-           "AS e WHERE EXISTS (SELECT FROM head) RETURNING 1)")
-    if patients:
-        sql += (f", pa AS ({_INTO_PATIENT} SELECT * FROM "
-                f"({_values(patients, _PATIENT_TYPES)}) AS p WHERE EXISTS (SELECT FROM head) "
-                "RETURNING 1)")
-    return sql + " SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)"
+#: PostgreSQL: append a batch to a chain only if its head is still (known seq, known hash), in
+#: one statement (`AuditLog.record_many`). The inserts read the head update's RETURNING, so
+#: nothing is inserted when it matched no row. The rows come as one JSON array per table (bytes
+#: in hex): the text is the same for any batch, so it is parsed and planned once per
+#: connection, and encoding them is one C call (a VALUES list has more parameters than the
+#: driver caches conversions for, and arrays are dumped element by element in Python).
+#: Parameters: new seq, hash, mac, updated; chain, known seq, known hash; chain, event rows;
+#: chain, patient rows.
+_APPEND_IF_HEAD = (
+    "WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
+    "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
+    f"ev AS ({_INTO_EVENT} SELECT %s::int, e.s, e.r, e.a, e.st, e.o, e.p, e.us, e.org, e.unit, "
+    "e.ag, decode(e.c, 'hex'), decode(e.ph, 'hex'), decode(e.h, 'hex') FROM json_to_recordset("
+    "%s::json) AS e(s bigint, r bigint, a text, st text, o text, p text, us boolean, org text, "
+    "unit text, ag text, c text, ph text, h text) WHERE EXISTS (SELECT FROM head) RETURNING 1), "
+    f"pa AS ({_INTO_PATIENT} SELECT %s::int, p.s, p.p, p.r FROM json_to_recordset(%s::json) "
+    "AS p(s bigint, p text, r bigint) WHERE EXISTS (SELECT FROM head) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)")
+_EVENT_KEYS = ("s", "r", "a", "st", "o", "p", "us", "org", "unit", "ag")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +248,11 @@ class AuditLog:
         self.key = key
         self.chains = chains
         self._heads: dict[int, tuple[int, bytes]] = {}  # chain → (seq, hash) last appended here
+        # Writes without a route take turns over a few chains of this process's own, whose
+        # heads it then usually knows (the compare-and-set below); another process that uses
+        # one too only costs a fallback to the lock.
+        self._own = secrets.randbelow(chains)
+        self._turn = itertools.count()
 
     async def append(self, tx: Tx, entry: AuditEntry, *, route: str) -> AuditRecord:
         """Append `entry` inside the caller's write transaction `tx`; it commits or rolls back
@@ -262,13 +264,24 @@ class AuditLog:
         """
         return (await self.append_many(tx, [entry], route=route))[0]
 
-    async def append_many(self, tx: Tx, entries: Sequence[AuditEntry], *, route: str
-                          ) -> list[AuditRecord]:
+    async def append_many(self, tx: Tx, entries: Sequence[AuditEntry], *,
+                          route: str | None = None) -> list[AuditRecord]:
         """`append` for several entries, in order, on one chain: the head is locked, read and
-        written once and the rows go in as one batch."""
+        written once and the rows go in as one batch. Without a `route` the chain is one of
+        this process's own (in turn). On PostgreSQL, when this process knows that chain's head,
+        it is one statement: the compare-and-set of `record_many`, inside `tx` — it waits for
+        a transaction holding the chain and, when that moved the head, writes nothing and
+        takes the lock instead (READ COMMITTED re-reads the row it waited for)."""
         if not entries:
             return []
-        return (await self._append_locked(tx, chain_for(route, self.chains), entries))[0]
+        chain = (chain_for(route, self.chains) if route is not None
+                 else (self._own + next(self._turn) % OWN_CHAINS) % self.chains)
+        known = self._heads.get(chain)
+        if known is not None and tx.dialect == "postgresql":
+            out = await self._append_if_head(tx, chain, known, entries)
+            if out is not None:
+                return out
+        return (await self._append_locked(tx, chain, entries))[0]
 
     async def _append_locked(self, tx: Tx, chain: int, entries: Sequence[AuditEntry]
                              ) -> tuple[list[AuditRecord], tuple[int, bytes]]:
@@ -305,27 +318,26 @@ class AuditLog:
         chain = chain_for(route, self.chains)
         known = self._heads.get(chain)
         if known is not None and self.db.dialect == "postgresql":
-            out = await self._append_if_head(chain, known, entries)
+            # Autocommit (a "read" connection): the statement is its own transaction, durable
+            # when it returns; a head that moved matches no row, so nothing at all is written.
+            async with self.db.transaction(write=False) as tx:
+                out = await self._append_if_head(tx, chain, known, entries)
             if out is not None:
                 return out, False
         async with self.db.transaction(write=True) as tx:
             out, found = await self._append_locked(tx, chain, entries)
         return out, known is not None and known != found
 
-    async def _append_if_head(self, chain: int, known: tuple[int, bytes],
+    async def _append_if_head(self, tx: Tx, chain: int, known: tuple[int, bytes],
                               entries: Sequence[AuditEntry]) -> list[AuditRecord] | None:
         out, events, patient_rows = _chained(chain, known[0], known[1], entries)
         head = out[-1]
+        event_rows = [{**dict(zip(_EVENT_KEYS, e[1:11], strict=True)), "c": e[11].hex(),
+                       "ph": e[12].hex(), "h": e[13].hex()} for e in events]
         params = [head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(),
-                  chain, known[0], known[1]]
-        params += [value for row in events for value in row]
-        params += [value for row in patient_rows for value in row]
-        if len(params) > _MAX_PARAMS:
-            return None  # a batch too big for one statement: the locking path takes it in parts
-        # Autocommit (a "read" connection): the statement is its own transaction, durable when
-        # it returns; a head that moved matches no row, so nothing at all is written.
-        async with self.db.transaction(write=False) as tx:
-            row = await tx.fetchone(_append_if_head_sql(len(events), len(patient_rows)), params)
+                  chain, known[0], known[1], chain, orjson.dumps(event_rows).decode(), chain,
+                  orjson.dumps([{"s": s, "p": p, "r": r} for _, s, p, r in patient_rows]).decode()]
+        row = await tx.fetchone(_APPEND_IF_HEAD, params)
         if not row or not row[0]:
             self._heads.pop(chain, None)
             return None

@@ -393,8 +393,12 @@ class Session:
         if query.count == 0:
             return Page([], None, None, total)
         rows = await self.tx.fetchall(*walk, prepare=False) if walk else []
-        if len(rows) <= query.count:  # no walk, or it did not fill the page: let the planner
-            rows = await self.tx.fetchall(page_sql, page_params, prepare=False)
+        whole = False  # did a token walk see every index row of its code?
+        if walk and drv is not None and not query.sort:
+            whole = rows[0][-1] < WALK
+            rows = [row[:-1] for row in rows if row[0] is not None]
+        if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
+            rows = await self.tx.fetchall(page_sql, page_params, prepare=False)  # the planner
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
@@ -454,11 +458,18 @@ class Session:
         if query.cursor is not None:
             after = " AND d.res_pk < %s" if backwards else " AND d.res_pk > %s"
             params.append(abs(query.cursor))
-        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT d.res_pk FROM sp_token d "
-               "WHERE d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s"
-               f"{after} ORDER BY d.res_pk {order} LIMIT %s) d {_probe(rest.render())} "
-               f"ORDER BY d.res_pk {order} LIMIT %s")
-        return sql, [*params, WALK, query.resource_type, *rest.params, query.count + 1]
+        lead = ("d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s" + after)
+        page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT d.res_pk FROM sp_token d "
+                f"WHERE {lead} ORDER BY d.res_pk {order} LIMIT %s) d {_probe(rest.render())} "
+                f"ORDER BY d.res_pk {order} LIMIT %s")
+        # Its last column counts the index rows it had to walk (up to WALK), so one statement
+        # also tells whether a short page is the whole answer (a rare code, an identifier)
+        # and no second statement is needed; without matches it is one row of NULLs.
+        sql = (f"SELECT w.*, c.walked FROM (SELECT count(*) AS walked FROM (SELECT 1 FROM "
+               f"sp_token d WHERE {lead} LIMIT %s) z) c LEFT JOIN LATERAL ({page}) w ON true "
+               f"ORDER BY w.pk {order}")
+        return sql, [*params, WALK, *params, WALK, query.resource_type, *rest.params,
+                     query.count + 1]
 
     def _newest_walk_sql(self, query: SearchQuery, where: Where, backwards: bool
                          ) -> tuple[str, list[Any]] | None:

@@ -134,5 +134,7 @@ async def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
     handler, args, write = resolve(req)
     if handler is _bundle:
         return await _bundle(ctx, None, req)
+    if req.path[:1] == ["AuditEvent"]:
+        await ctx.gate.settle()  # this process's newest records, before the session's snapshot
     async with ctx.gate.session(principal, write=write) as s:
         return await handler(ctx, s, req, *args)
