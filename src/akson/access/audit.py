@@ -495,9 +495,9 @@ class GroupCommit:
     that. A write that fails is retried (the records are kept, and later routine reads wait
     until the log is written again), so a database outage loses none.
 
-    `settle()` waits until everything handed over so far is written: readers of the log (the
-    citizen's access log, the privacy officer's report) call it so they see this process's own
-    latest records, and so does `close()` at shutdown.
+    `settle()` waits until everything handed over so far is written: `AuditEvent` reads (the
+    citizen's access log) call it so they see this process's own latest records; `close()`
+    writes what is pending at shutdown.
     """
 
     #: Routine records held in memory at most; past it routine reads wait like the rest.

@@ -448,8 +448,9 @@ class Session:
         the search: the first WALK index rows after the cursor, each probing its resource (a
         fenced LATERAL subquery). Left to itself the planner merge-joins with `resource` in pk
         order and reads every resource up to the page's last match — 44 ms instead of 2 ms for
-        a page of a common code at a million resources. A walk that does not fill the page
-        (rare matches) is answered by `_driven_page_sql` instead."""
+        a page of a common code at a million resources. A walk that does not fill the page is
+        answered by `_driven_page_sql` instead, unless it saw every index row of its code (a
+        rare code, an identifier: its last column counts them, at most WALK)."""
         if self.dialect != "postgresql" or narrowing(query.clauses, drv.clause):
             return None
         order = "DESC" if backwards else "ASC"
