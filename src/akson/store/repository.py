@@ -392,9 +392,14 @@ class Session:
         total = await self._total(query, base_sql, params, counted)
         if query.count == 0:
             return Page([], None, None, total)
-        rows = await self.tx.fetchall(*walk, prepare=False) if walk else []
+        token_walk = walk is not None and drv is not None and not query.sort
+        # A token walk may be prepared: whatever the code's frequency, its plan is the same
+        # (at most WALK index rows in pk order, each probing its resource), and planning it
+        # cost four times its run for an identifier (214 µs against 53 µs).
+        rows = (await self.tx.fetchall(*walk, prepare=None if token_walk else False)
+                if walk else [])
         whole = False  # did a token walk see every index row of its code?
-        if walk and drv is not None and not query.sort:
+        if token_walk:
             whole = rows[0][-1] < WALK
             rows = [row[:-1] for row in rows if row[0] is not None]
         if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
