@@ -125,8 +125,10 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-def restrict(r: Restriction, alias: str, res_type: str) -> Where:
-    """The predicates on `resource` row `alias` of `res_type` ("" when any type) for `r`."""
+def restrict(r: Restriction, alias: str, res_type: str, *, one_row: bool = False) -> Where:
+    """The predicates on `resource` row `alias` of `res_type` ("" when any type) for `r`;
+    `one_row`: the statement tests a single row (a read by id), so each label is probed for
+    that row rather than collected for all rows of the type."""
     where = Where()
     if r.unrestricted:
         return where
@@ -142,7 +144,7 @@ def restrict(r: Restriction, alias: str, res_type: str) -> Where:
             where.add(f"{alias}.res_type IN ({_marks(types)})", *types)
     _patients(where, r, alias, res_type)
     for rule in r.labels:
-        _label(where, rule, alias, res_type)
+        _label(where, rule, alias, "" if one_row else res_type)
     if r.block is not None:
         _block(where, r.block, alias)
     return where
@@ -202,9 +204,10 @@ def _label(where: Where, rule: LabelRule, a: str, res_type: str) -> None:
         ors = [f"{a}.pk NOT IN (SELECT res_pk FROM sp_token WHERE res_type = %s "
                "AND param = '_security' AND system = %s AND code = %s)"]
     else:
-        # Rows of any type ($everything, export): probe each row's own labels through the
-        # lookup index. An uncorrelated NOT IN over every type's labels has no index to use
-        # and turned a 10-resource $everything into a scan of the whole table (400 ms at 1M).
+        # Rows of any type ($everything, export), or one row: probe each row's own labels
+        # through the lookup index. An uncorrelated NOT IN over every type's labels has no
+        # index to use and turned a 10-resource $everything into a scan of the whole table
+        # (400 ms at 1M); for one row, a probe is cheaper than collecting the type's labels.
         ors = [f"NOT EXISTS (SELECT 1 FROM sp_token {a}_l WHERE {a}_l.res_type = {a}.res_type "
                f"AND {a}_l.param = '_security' AND {a}_l.system = %s AND {a}_l.code = %s "
                f"AND {a}_l.res_pk = {a}.pk)"]
@@ -328,7 +331,7 @@ async def _ids_by_identifier(s: Session, res_type: str, system: str, value: str
 
 async def visible(s: Session, r: Restriction, res_type: str, res_id: str) -> bool:
     """True when the row of `res_type`/`res_id` exists (live or deleted) and `r` lets it through."""
-    where = restrict(r, "r", res_type)
+    where = restrict(r, "r", res_type, one_row=True)
     row = await s.tx.fetchone(
         f"SELECT 1 FROM resource r WHERE r.res_type = %s AND r.res_id = %s AND {where.render()}",
         [res_type, res_id, *where.params])
@@ -338,7 +341,7 @@ async def visible(s: Session, r: Restriction, res_type: str, res_id: str) -> boo
 async def read_visible(s: Session, r: Restriction, res_type: str, res_id: str, *,
                        for_update: bool = False) -> tuple[Stored, bool, str | None] | None:
     """`Session.read` with `visible` and `patient_of` of the same row, in one statement."""
-    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type),
+    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type, one_row=True),
                                 for_update=for_update)
 
 
