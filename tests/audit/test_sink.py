@@ -170,3 +170,17 @@ def test_routine_records_survive_a_failing_log_and_later_reads_wait_for_it(
             assert (await audit_log.verify(db, log.key)).ok
 
     run(go())
+
+
+def test_past_the_backlog_routine_records_wait_like_the_rest(audit_url: str) -> None:
+    """Memory holds at most BACKLOG routine records: past it a read waits for its record."""
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            group = GroupCommit(log, behind=3600.0)
+            group.BACKLOG = 1
+            await group.append([_entry(patient="a")], wait=False)
+            assert await _logged(db, "a") == []  # held
+            await group.append([_entry(patient="b")], wait=False)  # past the backlog: waits
+            assert await _logged(db, "a") == ["read"] and await _logged(db, "b") == ["read"]
+
+    run(go())
