@@ -377,6 +377,8 @@ class Session:
             rest = compiled(replace(query, clauses=[c for c in query.clauses
                                                     if c is not drv.clause]))
         counted = self._driven_count_sql(query, drv, rest) if drv is not None else None
+        if query.count == 0 and not query.explain:  # a count alone: no page to plan
+            return Page([], None, None, await self._total(query, base_sql, params, counted))
         if drv is not None and not query.sort:
             page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
             walk = self._token_walk_sql(query, drv, rest, backwards)
@@ -390,8 +392,6 @@ class Session:
             plan_sql, plan_params = walk or (page_sql, page_params)
             return Page([], None, None, None, plan=await self._explain(plan_sql, plan_params))
         total = await self._total(query, base_sql, params, counted)
-        if query.count == 0:
-            return Page([], None, None, total)
         token_walk = walk is not None and drv is not None and not query.sort
         # A token walk of its code alone may be prepared: whatever the code's frequency, its
         # plan is the same (at most WALK index rows in pk order, each probing its resource),
