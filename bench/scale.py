@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reuse", action="store_true",
                     help="measure a kept database again, without loading, when it holds the size "
                          "asked for (within 10%%)")
+    ap.add_argument("--shapes", default="",
+                    help="measure only these shapes (comma-separated keys) and skip the export")
     ap.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     return ap.parse_args(argv)
 
@@ -310,7 +312,10 @@ def run_size(size: int, args: argparse.Namespace, pg: PgTarget, cmd: list[str]) 
         sampler.start()
         shapes, skipped = [], {}
         rng = random.Random(args.seed)
+        only = set(filter(None, args.shapes.split(",")))
         for shape in SHAPES:
+            if only and shape.key not in only:
+                continue
             why = probe(base, shape, data)
             if why:
                 skipped[shape.key] = why
@@ -321,8 +326,9 @@ def run_size(size: int, args: argparse.Namespace, pg: PgTarget, cmd: list[str]) 
                   f"{stats['req_per_s']:7.1f} req/s  errors {stats['errors']}", flush=True)
             shapes.append(stats)
         result["shapes"], result["skipped"] = shapes, skipped
-        result["export"] = export(base, sampler)
-        print(f"  $export: {result['export']}", flush=True)
+        if not only:
+            result["export"] = export(base, sampler)
+            print(f"  $export: {result['export']}", flush=True)
         sampler.stop()
         result["server_peak_rss_mb"] = round(sampler.peak / MB, 1)
     finally:
@@ -355,9 +361,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for r in results:
         if r["load"].get("reused"):
             lines.append(f"| {r['size']:,} | {r['resources']:,} | (reused) | (reused) | "
-                         + _export_cells(r["export"]))
+                         + _export_cells(r.get("export", NOT_EXPORTED)))
             continue
-        syn, demo, exp = r["load"].get("synthea", {}), r["load"]["demo"], r["export"]
+        syn, demo, exp = r["load"].get("synthea", {}), r["load"]["demo"], r.get("export", NOT_EXPORTED)
         lines.append(
             f"| {r['size']:,} | {r['resources']:,} | "
             + (f"{syn['resources']:,} in {syn['seconds']} s ({syn['resources_per_s']}/s)" if syn else "—")
@@ -367,6 +373,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for key, why in r["skipped"].items():
             lines.append(f"\nskipped at {r['size']:,}: {key}: {why}")
     return "\n".join(lines)
+
+
+NOT_EXPORTED = {"error": "not measured (--shapes)"}
 
 
 def _export_cells(exp: dict[str, Any]) -> str:

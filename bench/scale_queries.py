@@ -103,7 +103,8 @@ SHAPES: list[Shape] = [
     Shape("total_accurate", "Observation?code=&_total=accurate&_count=1",
           lambda r, s: f"/Observation?code={_common(r, s)}&_total=accurate&_count=1"),
     Shape("encounter_date", "Encounter?date=ge<y>&date=lt<y>-02&_count=20",
-          lambda r, s: f"/Encounter?date=ge{_obs(r, s)[3]}-01-01&date=lt{_obs(r, s)[3]}-02-01&_count=20"),
+          lambda r, s: (lambda y: f"/Encounter?date=ge{y}-01-01&date=lt{y}-02-01&_count=20")(
+              _obs(r, s)[3])),
     Shape("everything", "Patient/{id}/$everything",
           lambda r, s: f"/Patient/{_obs(r, s)[0]}/$everything", patient_scoped=True),
     Shape("pat_obs_code", "Observation?patient=&code=",

@@ -37,13 +37,17 @@ def _backwards(client: httpx.Client, params: dict) -> list[str]:
     return [i for p in reversed(back) for i in p]
 
 
-@pytest.mark.parametrize("walk", [repository.WALK, 2])
-def test_driven_pages_walk_forward_and_back_in_pk_order(client: httpx.Client, walk: int,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same pages whether the bounded walk fills them or, with `walk` = 2 index rows (the
-    server runs in this process), the usual statement does: from index rows alone when the
-    other clauses read only the pk (`status`), through `resource` when not (`_lastUpdated`)."""
+@pytest.mark.parametrize(("walk", "long_walk"),
+                         [(repository.WALK, repository.LONG_WALK), (1, 100), (2, 2)])
+def test_driven_pages_walk_forward_and_back_in_pk_order(
+        client: httpx.Client, walk: int, long_walk: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same pages whether the bounded walk fills them or, with `walk` = 1 index row (the
+    server runs in this process), the longer index-only walk does, or with both at 2 the usual
+    statement does: from index rows alone when the other clauses read only the pk
+    (`status`), through `resource` when not (`_lastUpdated`)."""
     monkeypatch.setattr(repository, "WALK", walk)
+    monkeypatch.setattr(repository, "LONG_WALK", long_walk)
     code = f"drv-{uuid.uuid4().hex[:8]}"
     ids = []
     for i in range(7):
@@ -224,7 +228,8 @@ def test_index_pages_keep_only_live_visible_matches_in_pk_order(
         client: httpx.Client, few: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unsorted page whose clauses read only index rows (Session._index_page_sql: its pks
     come from `ix_resource_type_pk` and the index tables) shows what the usual statement
-    would: a date range over periods (one row per Encounter, so tested on that row), without
+    would: a date range over periods (one row per Encounter, so tested on that row; periods
+    longer than `search_sql.SHORT_SPAN` read from their own index), without
     deleted or NORS-labelled matches, in pk order both ways, whether all matches are found
     first (few) or read in pk order (`few` = 0); a clause that needs no index row
     (`:missing=true`) still finds the undated."""
@@ -242,7 +247,9 @@ def test_index_pages_keep_only_live_visible_matches_in_pk_order(
 
     ids = [enc("1961-01-10", "1961-01-11"), enc("1960-12-30", "1961-01-02"),  # overlaps
            enc("1961-02-01"), enc("1960-06-01", "1960-06-02"),                 # outside
-           enc("1961-01-20"), enc(None)]                                       # undated
+           enc("1961-01-20"), enc(None),                                       # undated
+           enc("1955-03-01", "1961-01-05"), enc("1950-01-01"),  # long: reach in from far back
+           enc("1950-01-01", "1960-12-31")]                     # long, ends before
     gone = enc("1961-01-15")
     client.delete(f"/Encounter/{gone}")
     enc("1961-01-16", meta={"security": [
@@ -250,7 +257,7 @@ def test_index_pages_keep_only_live_visible_matches_in_pk_order(
     params = {"_tag": tag, "date": ["ge1961-01-01", "lt1961-02-01"],  # `_tag` leads no walk
               "_count": "2"}
     pages = _walk(client, "/Encounter", params, "next")
-    assert [i for p in pages for i in p] == [ids[0], ids[1], ids[4]]
+    assert [i for p in pages for i in p] == [ids[0], ids[1], ids[4], ids[6], ids[7]]
     last = client.get("/Encounter", params=params).json()
     nxt = next(lk["url"] for lk in last["link"] if lk["relation"] == "next")
     last = client.get(nxt).json()

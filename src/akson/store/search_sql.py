@@ -109,11 +109,43 @@ def same_row_ranges(query: SearchQuery) -> list[list[Clause]]:
 
 def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]]:
     """`SELECT res_pk` of the date index rows meeting every clause of a `same_row_ranges`
-    group."""
+    group.
+
+    A range that ends no earlier than X (`ge`, `gt`, `sa`, `ap`) overlaps the search only if
+    it starts after X − SHORT_SPAN or is longer than that. So the rows are read as two
+    index-only range scans bounded at both ends: short rows from `low ≥ X − SHORT_SPAN` in
+    `ix_sp_date_lookup`, long ones from `ix_sp_date_long` (migration 0016). With `low < Y`
+    alone, a month of 2026 read every Encounter date row since 1914 (ADR 0011)."""
     ors = [_ors(_Ctx("", {}, None), c) for c in group]
     sql = ("SELECT res_pk FROM sp_date WHERE res_type = %s AND param = %s AND "
            + " AND ".join(f"({' OR '.join(frags)})" for frags, _ in ors))
-    return sql, [res_type, group[0].name, *(p for _, params in ors for p in params)]
+    params = [res_type, group[0].name, *(p for _, params in ors for p in params)]
+    ends = [_ends_after(c) for c in group]
+    start = max((e for e in ends if e is not None), default=None)
+    if start is None:
+        return sql, params
+    return (f"{sql} AND low >= %s AND high - low <= {SHORT_SPAN} "
+            f"UNION ALL {sql} AND high - low > {SHORT_SPAN}",
+            [*params, start - SHORT_SPAN, *params])
+
+
+#: Date index rows longer than this (31 days, in µs) are also indexed by `ix_sp_date_long`;
+#: the literal must match that partial index's predicate (migration 0016).
+SHORT_SPAN = 2_678_400_000_000
+
+
+def _ends_after(clause: Clause) -> int | None:
+    """X such that every row meeting `clause` has `high ≥ X`, or None (see `same_row_sql`)."""
+    bounds = []
+    for value in clause.values:
+        plo, phi = dates.date_range(value.raw)
+        if value.prefix == "ge":
+            bounds.append(plo)
+        elif value.prefix in ("gt", "sa"):
+            bounds.append(phi)
+        else:  # eq and eb are bounded by `low` already; lt, le, ne, ap have no such X
+            return None
+    return min(bounds, default=None)
 
 
 def _ors(ctx: _Ctx, clause: Clause) -> tuple[list[str], list[Any]]:
