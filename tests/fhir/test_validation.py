@@ -312,6 +312,28 @@ def test_references_are_found_everywhere() -> None:
     ]
 
 
+def test_references_in_extensions_deep_inside_other_elements_are_found() -> None:
+    """Without extensions the walk skips Codings, Quantities and Periods (nothing in them is
+    a Reference); an extension anywhere — here on a Coding and on a primitive — makes it look
+    everywhere."""
+    bad = {"url": "http://x", "valueReference": {"reference": "Bogus/1"}}
+    obs = {"resourceType": "Observation", "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": "1", "extension": [bad]}]},
+           "_status": {"extension": [bad]},
+           "valueQuantity": {"value": 1, "extension": [bad]},
+           "subject": {"reference": "x y"}}
+    assert sorted(expressions(validate(obs))) == [
+        "Observation.code.coding[0].extension[0].valueReference.reference",
+        "Observation.status.extension[0].valueReference.reference",
+        "Observation.subject.reference",
+        "Observation.valueQuantity.extension[0].valueReference.reference",
+    ]
+    plain = {k: v for k, v in obs.items() if k != "_status"}
+    plain["code"] = {"coding": [{"system": "http://loinc.org", "code": "1"}]}
+    plain["valueQuantity"] = {"value": 1}
+    assert expressions(validate(plain)) == ["Observation.subject.reference"]
+
+
 def test_uri_elements_named_reference_are_not_references() -> None:
     # DetectedIssue.reference and Expression.reference are uris, not Reference.reference.
     issue = {

@@ -370,8 +370,11 @@ def _plan(registry: SearchParamRegistry, resource_type: str) -> _Plan:
     return result
 
 
-def extract(resource: dict, registry: SearchParamRegistry | None = None) -> IndexRows:
-    """Index rows for every search parameter of the resource's type.
+def extract(resource: dict, registry: SearchParamRegistry | None = None,
+            seen: dict[str, list[Any]] | None = None) -> IndexRows:
+    """Index rows for every search parameter of the resource's type; with `seen`, also each
+    parameter's extracted values by code, so `search.extra_index_rows` need not extract
+    them again.
 
     Includes the common ``_tag``, ``_security`` (tokens), ``_profile`` and ``_source`` (uris);
     leaves out ``_id`` and ``_lastUpdated`` (store columns), composite and special parameters.
@@ -385,6 +388,8 @@ def extract(resource: dict, registry: SearchParamRegistry | None = None) -> Inde
         return rows
     for code, fn, builder in _plan(reg, rtype):
         values = fn(resource)
+        if seen is not None:
+            seen[code] = values
         if values:
             builder(code, values, rows)
     rows.dedupe()

@@ -499,15 +499,17 @@ class ExtraRows:
 _EXTRA_PLANS: dict[tuple[int, int, str], list[tuple[str, str, Any, Any]]] = {}
 
 
-def extra_index_rows(resource: dict, registry: SearchParamRegistry) -> ExtraRows:
+def extra_index_rows(resource: dict, registry: SearchParamRegistry,
+                     seen: dict[str, list[Any]] | None = None) -> ExtraRows:
     """The search-only index rows of `resource` (search.html#token `:text`, #reference
-    `:identifier`, #composite), computed with the same compiled extractors as indexing."""
+    `:identifier`, #composite), computed with the same compiled extractors as indexing;
+    `seen` holds values `indexing.extract` already extracted, by parameter code."""
     out = ExtraRows()
     rtype = resource.get("resourceType")
     if rtype.__class__ is not str:
         return out
     for kind, code, fn, comps in _extra_plan(registry, rtype):
-        values = fn(resource)
+        values = seen[code] if seen is not None and code in seen else fn(resource)
         if not values:
             continue
         if kind == "token":

@@ -217,6 +217,28 @@ def _elements() -> dict[str, dict[str, str]]:
     return out
 
 
+@cache
+def _judged_elements() -> dict[str, dict[str, str]]:
+    """`_elements` without the elements whose types can hold a Reference, an Identifier or a
+    resource only inside an extension: all the walker need visit in a resource without
+    extensions (a Coding, a Quantity, a Period then hold nothing it judges)."""
+    elements = _elements()
+    reach = {"Reference", "Identifier", "ResourceList"}
+    grew = True
+    while grew:  # a fixpoint: types are recursive (Questionnaire.item, Extension)
+        grew = False
+        for name, props in elements.items():
+            if name not in reach and any(t in reach for k, t in props.items()
+                                         if k not in _EXTENSION_KEYS):
+                reach.add(name)
+                grew = True
+    return {name: {k: t for k, t in props.items() if t in reach and k not in _EXTENSION_KEYS}
+            for name, props in elements.items()}
+
+
+_EXTENSION_KEYS = frozenset({"extension", "modifierExtension"})
+
+
 def to_fhirpath(resource_type: str, parts: Sequence[PathPart]) -> str:
     """FHIRPath for a JSON location, e.g. ('name', 0, '_given', 1) → Patient.name[0].given[1].
 
@@ -276,16 +298,18 @@ def validate(
                 ("resourceType",),
             )
         ]
-    problem = _not_plain_json(resource)
+    problem, text = _not_plain_json(resource)
     if problem and _has_exact_decimals(resource):
         # Decimals that keep their digits (jsonio.ExactDecimal) are floats to the schema: validate
         # a plain copy. Rare (only bodies whose decimals would not survive a float round trip).
         resource = dict(orjson.loads(jsonio.dumps(resource)))
-        problem = _not_plain_json(resource)
+        problem, text = _not_plain_json(resource)
     if problem:
         return [Issue(f"{rtype} {problem}", "too-costly" if "deep" in problem else "structure")]
     try:
-        return _validate(resource, rtype, allow_synthetic_ids)
+        # Without an extension anywhere (no key ending in "xtension"), the walker can skip
+        # elements whose types hold a Reference or Identifier only inside extensions.
+        return _validate(resource, rtype, allow_synthetic_ids, b'xtension"' not in text)
     except RecursionError:
         # Unreachable given the depth guard; kept so bad input can never become a 500.
         return [Issue(f"{rtype} is nested too deeply to validate", "too-costly")]
@@ -304,25 +328,26 @@ def _has_exact_decimals(value: object) -> bool:
     return True
 
 
-def _not_plain_json(value: object) -> str | None:
-    """Why `value` cannot be validated (too deep, not JSON), or None — in one C-speed pass.
+def _not_plain_json(value: object) -> tuple[str | None, bytes]:
+    """Why `value` cannot be validated (too deep, not JSON), or None — in one C-speed pass —
+    and its JSON text when it can.
 
     orjson refuses nesting beyond MAX_DEPTH, cycles, non-string keys, sets, bytes and integers
     beyond 64 bits. This must run first: the schema engine recurses natively and would crash
     the process (not raise) on input a few thousand levels deep.
     """
     try:
-        orjson.dumps(value)
+        return None, orjson.dumps(value)
     except orjson.JSONEncodeError as e:
         if "Recursion" in str(e):
-            return f"is nested more than {MAX_DEPTH} levels deep"
-        return "holds a value that is not plain JSON (or an integer beyond 64 bits)"
-    return None
+            return f"is nested more than {MAX_DEPTH} levels deep", b""
+        return "holds a value that is not plain JSON (or an integer beyond 64 bits)", b""
 
 
-def _validate(resource: dict[str, Any], rtype: str, allow_synthetic: bool = True) -> list[Issue]:
+def _validate(resource: dict[str, Any], rtype: str, allow_synthetic: bool = True,
+              no_extensions: bool = False) -> list[Issue]:
     transaction = rtype == "Bundle" and resource.get("type") in ("transaction", "batch")
-    walker = _Walker(rtype, transaction, allow_synthetic)
+    walker = _Walker(rtype, transaction, allow_synthetic, no_extensions)
     walker.visit(resource, rtype)
     rule_issues, embedded = walker.issues, walker.embedded
     schema_issues = chain.from_iterable(
@@ -353,11 +378,12 @@ class _Walker:
     checks themselves.
     """
 
-    def __init__(self, rtype: str, transaction: bool, allow_synthetic: bool = True) -> None:
+    def __init__(self, rtype: str, transaction: bool, allow_synthetic: bool = True,
+                 no_extensions: bool = False) -> None:
         self.rtype = rtype
         self.transaction = transaction
         self.allow_synthetic = allow_synthetic
-        self.elements = _elements()
+        self.elements = _judged_elements() if no_extensions else _elements()
         self.issues: list[Issue] = []
         self.embedded: list[tuple[dict[str, Any], str, tuple[PathPart, ...]]] = []
         self.path: list[PathPart] = []

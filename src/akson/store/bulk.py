@@ -52,8 +52,9 @@ def prepare(res_type: str, res_id: str, resource: dict, registry: SearchParamReg
             now: int) -> Prepared:
     """Version 1 of `resource` with its index rows (pure: no database)."""
     doc = _with_meta(resource, res_id, 1, now)
-    found = indexing.extract(doc, registry)
-    extra = extra_index_rows(doc, registry)
+    seen: dict[str, list[Any]] = {}
+    found = indexing.extract(doc, registry, seen)
+    extra = extra_index_rows(doc, registry, seen)
     rows: dict[str, list[tuple[Any, ...]]] = {}
     for table, (field, _) in _INDEX_COLUMNS.items():
         rows[table] = getattr(found, field)
@@ -145,9 +146,10 @@ def copy_ready(p: Prepared, pk: int) -> CopyReady:
         "resource_version": _line((pk, p.res_type, p.res_id, 1, p.last_updated, False, "POST",
                                    None)),
     }
+    head = _fields((pk, p.res_type))
     for table, rows in p.rows.items():
         if rows:
-            blocks[table] = b"".join(_line((pk, p.res_type, *row)) for row in rows)
+            blocks[table] = "".join([f"{head}\t{_fields(row)}\n" for row in rows]).encode()
     return CopyReady(p.res_type, p.res_id, p.content, blocks, p.patient_id)
 
 
@@ -156,8 +158,13 @@ _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 
 
 def _line(values: Sequence[Any]) -> bytes:
-    """One line of COPY text format (NULL is \\N; text escaped; bytea as \\x hex). Dispatches
-    on the exact class, most common first: this runs ~20 times per imported resource."""
+    """One line of COPY text format (NULL is \\N; text escaped; bytea as \\x hex)."""
+    return (_fields(values) + "\n").encode()
+
+
+def _fields(values: Sequence[Any]) -> str:
+    """Tab-separated COPY text fields. Dispatches on the exact class, most common first: this
+    runs ~20 times per imported resource."""
     out = []
     for v in values:
         cls = v.__class__
@@ -175,7 +182,7 @@ def _line(values: Sequence[Any]) -> bytes:
             out.append(repr(v))
         else:
             out.append(str(v))
-    return ("\t".join(out) + "\n").encode()
+    return "\t".join(out)
 
 
 async def bulk_create_copy_ready(s: Session, items: Sequence[CopyReady], *,

@@ -188,8 +188,9 @@ async def index_batch(s: Session, registry: SearchParamRegistry, res_type: str |
     await _delete_rows(s, pks, codes)
     for pk, rtype, content in rows:
         doc = jsonio.loads(bytes(content))
-        idx = indexing.extract(doc, registry)
-        extra = extra_index_rows(doc, registry)
+        seen: dict[str, list[Any]] = {}
+        idx = indexing.extract(doc, registry, seen)
+        extra = extra_index_rows(doc, registry, seen)
         if codes is not None:  # the registry may hold a composite's components: keep ours only
             idx, extra = _only(idx, extra, codes)
         await s._insert_index(int(pk), rtype, idx, extra)

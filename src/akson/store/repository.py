@@ -251,8 +251,9 @@ class Session:
         version = current.version + 1 if current else 1
         now = dates.now_us()
         doc = _with_meta(resource, res_id, version, now)
-        rows = indexing.extract(doc, self.registry)
-        extra = extra_index_rows(doc, self.registry)
+        seen: dict[str, list[Any]] = {}
+        rows = indexing.extract(doc, self.registry, seen)
+        extra = extra_index_rows(doc, self.registry, seen)
         patient_id = indexing.patient_compartment(doc, rows)
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
