@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reuse", action="store_true",
                     help="measure a kept database again, without loading, when it holds the size "
                          "asked for (within 10%%)")
+    ap.add_argument("--db-name", default=DB,
+                    help="the PostgreSQL database to load (dropped first) or reuse")
     ap.add_argument("--shapes", default="",
                     help="measure only these shapes (comma-separated keys) and skip the export")
     ap.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
@@ -79,10 +81,10 @@ def _kept_resources(pg: PgTarget) -> int | None:
         return None
 
 
-def _sql(pg: PgTarget, sql: str, db: str = DB) -> Any:
+def _sql(pg: PgTarget, sql: str, db: str | None = None) -> Any:
     import psycopg
 
-    with psycopg.connect(pg.conninfo(db), autocommit=True) as conn:
+    with psycopg.connect(pg.conninfo(db or DB), autocommit=True) as conn:
         cur = conn.execute(sql)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description else []
 
@@ -387,6 +389,8 @@ def _export_cells(exp: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global DB
+    DB = args.db_name
     pg = PgTarget(args.pg_host, args.pg_port, args.pg_user)
     cmd = shlex.split(args.server_cmd)
     sizes = [int(s) for s in args.sizes.split(",")]
