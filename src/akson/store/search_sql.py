@@ -95,16 +95,17 @@ def compile_where(query: SearchQuery, *, base_url: str = "", valuesets: ValueSet
 
 
 def same_row_ranges(query: SearchQuery) -> list[list[Clause]]:
-    """Date clauses that one index row must meet together: two or more on a parameter that
-    gives a resource at most one row (akson.fhir.cardinality). `date=ge2020&date=lt2021` on
+    """Date clauses that one index row must meet together: those on a parameter that gives a
+    resource at most one row (akson.fhir.cardinality). `date=ge2020&date=lt2021` on
     Encounter is then one range scan of `ix_sp_date_lookup`, not two sets of rows each
-    reaching to one end of time (docs/adr/0011)."""
+    reaching to one end of time (docs/adr/0011). A single clause is a group too: its range
+    can then lead a page of few matches (`Session._index_page_sql`)."""
     groups: dict[str, list[Clause]] = {}
     for c in query.clauses:
         if (c.type == "date" and not c.modifier and c.param is not None and query.resource_type
                 and single_date(c.param.expression, query.resource_type)):
             groups.setdefault(c.name, []).append(c)
-    return [group for group in groups.values() if len(group) > 1]
+    return list(groups.values())
 
 
 def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]]:
