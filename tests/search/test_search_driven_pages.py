@@ -276,6 +276,38 @@ def test_index_pages_keep_only_live_visible_matches_in_pk_order(
     assert ids[5] in found and gone_undated not in found
 
 
+@pytest.mark.parametrize("few", [repository.FEW_IN_RANGE, 0])
+def test_name_prefix_pages_keep_only_live_visible_matches_in_pk_order(
+        client: httpx.Client, few: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page led by a name prefix's index rows (search_sql.leading_rows) shows what the usual
+    statement would: each matching Patient once though several of its names match, without
+    deleted or NORS-labelled ones, filtered by the other clauses, in pk order both ways."""
+    monkeypatch.setattr(repository, "FEW_IN_RANGE", few)
+    stem = f"Pfx{uuid.uuid4().hex[:8]}"
+
+    def patient(family: str, gender: str = "female", **more: object) -> str:
+        body = {"resourceType": "Patient", "gender": gender,
+                "name": [{"family": family}, {"family": family + "sen"}], **more}
+        return str(client.post("/Patient", json=body).json()["id"])
+
+    ids = [patient(stem + "a"), patient(stem + "b", "male"), patient(stem + "c"),
+           patient(stem + "d"), patient(stem.lower() + "e")]
+    client.delete(f"/Patient/{patient(stem + 'f')}")
+    patient(stem + "g", meta={"security": [
+        {"system": "http://helsedir.no/fhir/CodeSystem/no-kodeverk-9603", "code": "NORS"}]})
+    patient("Other" + stem)
+    pages = _walk(client, "/Patient", {"family": stem, "_count": "2"}, "next")
+    assert [i for p in pages for i in p] == ids
+    females = _walk(client, "/Patient", {"family": stem, "gender": "female", "_count": "2"},
+                    "next")
+    assert [i for p in females for i in p] == [ids[0], ids[2], ids[3], ids[4]]
+    first = client.get("/Patient", params={"family": stem, "_count": "2"}).json()
+    nxt = next(lk["url"] for lk in first["link"] if lk["relation"] == "next")
+    second = client.get(nxt).json()
+    prev = next(lk["url"] for lk in second["link"] if lk["relation"] == "previous")
+    assert [i for p in _walk(client, prev, None, "previous") for i in p] == ids[:2]
+
+
 def test_a_date_range_over_several_values_is_met_by_any_of_them(client: httpx.Client) -> None:
     """`date=geX&date=ltY` holds when some value is ≥ X and some value is < Y
     (search.html#combining). Observation.date can be a Timing with several events, so its two

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from akson.fhir import dates, indexing, jsonio, valuesets
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import ExtraRows, SearchQuery, extra_index_rows
+from akson.fhir.search import Clause, ExtraRows, SearchQuery, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
@@ -29,10 +29,9 @@ from akson.store.search_sql import (
     Where,
     compile_where,
     driver,
+    leading_rows,
     narrowing,
     needs_index_row,
-    same_row_ranges,
-    same_row_sql,
     sort_expressions,
     valueset_urls,
 )
@@ -556,17 +555,18 @@ class Session:
                f"{_probe(probe.render())} ORDER BY d.res_pk {order} LIMIT %s")
         return sql, [*params, HAS_WALK, query.resource_type, *probe.params, query.count + 1]
 
-    async def _few_in_range(self, query: SearchQuery) -> bool:
-        """Does a date range searched on one index row (`same_row_ranges`) hold fewer than
-        FEW_IN_RANGE rows? Counted, up to that bound, from the index alone. PostgreSQL only:
-        SQLite's planner probes row by row already."""
-        ranges = same_row_ranges(query) if self.dialect == "postgresql" else []
-        if not ranges:
-            return False
-        sql, params = same_row_sql(query.resource_type or "", ranges[0])
+    async def _few_leading(self, query: SearchQuery
+                           ) -> tuple[list[Clause], str, list[Any]] | None:
+        """The search's `leading_rows` when they are fewer than FEW_IN_RANGE, counted up to
+        that bound from the index alone; else None. PostgreSQL only: SQLite's planner probes
+        row by row already."""
+        lead = leading_rows(query) if self.dialect == "postgresql" else None
+        if lead is None:
+            return None
+        _, sql, params = lead
         row = await self.tx.fetchone(f"SELECT COUNT(*) FROM ({sql} LIMIT %s) c",
                                      [*params, FEW_IN_RANGE], prepare=False)
-        return row is not None and int(row[0]) < FEW_IN_RANGE
+        return lead if row is not None and int(row[0]) < FEW_IN_RANGE else None
 
     async def _index_page_sql(self, query: SearchQuery, where: Where, backwards: bool,
                               compiled: Callable[[SearchQuery], Where]
@@ -577,8 +577,9 @@ class Session:
         0011). Walking `resource` itself read every type's rows on the way: an Encounter date
         range took 130–1,900 ms at a million resources.
 
-        When `_few_in_range`, the matches are few, so all candidates are read from the
-        range's own index rows and sorted, fenced by `OFFSET 0`, before the other predicates
+        When `_few_leading`, the matches are few, so all candidates are read from the
+        leading clause's own index rows (a date range, a name prefix) and sorted, fenced by
+        `OFFSET 0`, before the other predicates
         probe them (a month of Encounters hashed and probed every Encounter's pk: 20 → 1 ms
         at a million; a birth year and a gender 5 → 0.6 ms); else the planner reads in
         pk order hoping to stop early, and for a month of 1990 read every date row of the
@@ -586,17 +587,16 @@ class Session:
         if not (query.resource_type and not query.sort and _reads_pk_only(where)
                 and needs_index_row(query.clauses)):
             return None
-        few = await self._few_in_range(query)
+        few = await self._few_leading(query)
         order = "DESC" if backwards else "ASC"
         after, cursor = "", list[Any]()
         if query.cursor is not None:
             after = " AND r.pk < %s" if backwards else " AND r.pk > %s"
             cursor.append(abs(query.cursor))
         if few:
-            # The range's own index rows are the candidates, sorted first (they are few), so
-            # the other predicates probe them in page order and stop when the page is full.
-            group = same_row_ranges(query)[0]
-            rows, rows_params = same_row_sql(query.resource_type or "", group)
+            # The leading clause's own index rows are the candidates, sorted first (they are
+            # few), so the other predicates probe them in page order and stop when it is full.
+            group, rows, rows_params = few
             rest = compiled(replace(query, clauses=[c for c in query.clauses
                                                     if all(c is not g for g in group)]))
             inner = (f"SELECT r.pk FROM (SELECT DISTINCT u.res_pk AS pk FROM ({rows}) u "
@@ -784,7 +784,7 @@ WALK = 2000
 #: Index rows of a code the second, index-only walk reads when the first did not fill the page
 #: (`Session.search`): about 2.4 µs each.
 LONG_WALK = 16000
-#: Index rows of a date range below which a page finds all its matches first (`_few_in_range`).
+#: Leading index rows below which a page finds all its matches first (`_few_leading`).
 FEW_IN_RANGE = 5000
 #: Resources a `_has` walk probes (`Session._has_walk_sql`): about 0.06 ms each.
 HAS_WALK = 1000

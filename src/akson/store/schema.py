@@ -88,7 +88,7 @@ sp_string = _index_table(
     "sp_string",
     sa.Column("value_norm", BinaryText, nullable=False),
     sa.Column("value_exact", sa.String, nullable=False),
-    lookup=("value_norm",),
+    lookup=("value_norm", "res_pk"),  # res_pk last: a prefix's rows from the index alone (0017)
 )
 sp_date = _index_table(
     "sp_date",

@@ -130,6 +130,26 @@ def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]
             [*params, start - SHORT_SPAN, *params])
 
 
+def leading_rows(query: SearchQuery) -> tuple[list[Clause], str, list[Any]] | None:
+    """Index rows that can lead a page of few matches (`Session._index_page_sql`): the clauses
+    they stand for, and `SELECT res_pk` of them. A same-row date group, else a string clause
+    matched by prefix (a range of `ix_sp_string_lookup`, which ends in `res_pk`)."""
+    res_type = query.resource_type
+    if not res_type:
+        return None
+    ranges = same_row_ranges(query)
+    if ranges:
+        return (ranges[0], *same_row_sql(res_type, ranges[0]))
+    for c in query.clauses:
+        if c.type == "string" and not c.modifier and c.param is not None:
+            frags, params = _ors(_Ctx("", {}, None), c)
+            if "1=1" in frags:  # an empty prefix matches every value: nothing to lead with
+                continue
+            return ([c], "SELECT res_pk FROM sp_string WHERE res_type = %s AND param = %s AND ("
+                    + " OR ".join(frags) + ")", [res_type, c.name, *params])
+    return None
+
+
 #: Date index rows longer than this (31 days, in µs) are also indexed by `ix_sp_date_long`;
 #: the literal must match that partial index's predicate (migration 0016).
 SHORT_SPAN = 2_678_400_000_000
