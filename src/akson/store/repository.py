@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from akson.fhir import dates, indexing, jsonio, valuesets
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import Clause, ExtraRows, SearchQuery, extra_index_rows
+from akson.fhir.search import ExtraRows, SearchQuery, extra_index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
@@ -379,13 +379,16 @@ class Session:
         counted = self._driven_count_sql(query, drv, rest) if drv is not None else None
         if query.count == 0 and not query.explain:  # a count alone: no page to plan
             return Page([], None, None, await self._total(query, base_sql, params, counted))
+        few: tuple[str, list[Any]] | None = None  # a page of few leading rows (_few_page_sql)
         if drv is not None and not query.sort:
             page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
             walk = self._token_walk_sql(query, drv, rest, backwards)
         else:
-            page_sql, page_params = (await self._index_page_sql(query, where, backwards, compiled)
+            index_page = self._index_page_sql(query, where, backwards)
+            page_sql, page_params = (index_page
                                      or self._page_sql(query, base_sql, params, backwards))
-            walk = self._newest_walk_sql(query, where, backwards)
+            few = self._few_page_sql(query, backwards, compiled) if index_page else None
+            walk = few or self._newest_walk_sql(query, where, backwards)
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
         if query.explain:
@@ -411,6 +414,10 @@ class Session:
                 assert long_walk is not None
                 rows, whole = self._walked(
                     await self.tx.fetchall(*long_walk, prepare=False), LONG_WALK)
+        elif few is not None:  # the whole answer, unless the leading rows were not few
+            rows, whole = self._walked(rows, FEW_IN_RANGE)
+            if not whole:
+                rows = []
         if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
             rows = await self.tx.fetchall(page_sql, page_params, prepare=False)  # the planner
         more = len(rows) > query.count
@@ -555,60 +562,52 @@ class Session:
                f"{_probe(probe.render())} ORDER BY d.res_pk {order} LIMIT %s")
         return sql, [*params, HAS_WALK, query.resource_type, *probe.params, query.count + 1]
 
-    async def _few_leading(self, query: SearchQuery
-                           ) -> tuple[list[Clause], str, list[Any]] | None:
-        """The search's `leading_rows` when they are fewer than FEW_IN_RANGE, counted up to
-        that bound from the index alone; else None. PostgreSQL only: SQLite's planner probes
-        row by row already."""
-        lead = leading_rows(query) if self.dialect == "postgresql" else None
-        if lead is None:
-            return None
-        _, sql, params = lead
-        row = await self.tx.fetchone(f"SELECT COUNT(*) FROM ({sql} LIMIT %s) c",
-                                     [*params, FEW_IN_RANGE], prepare=False)
-        return lead if row is not None and int(row[0]) < FEW_IN_RANGE else None
-
-    async def _index_page_sql(self, query: SearchQuery, where: Where, backwards: bool,
-                              compiled: Callable[[SearchQuery], Where]
-                              ) -> tuple[str, list[Any]] | None:
+    def _index_page_sql(self, query: SearchQuery, where: Where, backwards: bool
+                        ) -> tuple[str, list[Any]] | None:
         """An unsorted page whose predicates read only `r.pk`, one of them requiring a
         matching index row (`needs_index_row`, so only live resources pass): its pks are found
         from `ix_resource_type_pk` and index rows alone, and only they read `resource` (ADR
         0011). Walking `resource` itself read every type's rows on the way: an Encounter date
-        range took 130–1,900 ms at a million resources.
-
-        When `_few_leading`, the matches are few, so all candidates are read from the
-        leading clause's own index rows (a date range, a name prefix) and sorted, fenced by
-        `OFFSET 0`, before the other predicates
-        probe them (a month of Encounters hashed and probed every Encounter's pk: 20 → 1 ms
-        at a million; a birth year and a gender 5 → 0.6 ms); else the planner reads in
-        pk order hoping to stop early, and for a month of 1990 read every date row of the
-        database to find 9 (180 ms → 20 ms)."""
+        range took 130–1,900 ms at a million resources. The planner reads in pk order hoping
+        to stop early; `_few_page_sql` answers first when the matches are few."""
         if not (query.resource_type and not query.sort and _reads_pk_only(where)
                 and needs_index_row(query.clauses)):
             return None
-        few = await self._few_leading(query)
         order = "DESC" if backwards else "ASC"
-        after, cursor = "", list[Any]()
+        after, params = _after(query, backwards), [query.resource_type, *where.params]
         if query.cursor is not None:
-            after = " AND r.pk < %s" if backwards else " AND r.pk > %s"
-            cursor.append(abs(query.cursor))
-        if few:
-            # The leading clause's own index rows are the candidates, sorted first (they are
-            # few), so the other predicates probe them in page order and stop when it is full.
-            group, rows, rows_params = few
-            rest = compiled(replace(query, clauses=[c for c in query.clauses
-                                                    if all(c is not g for g in group)]))
-            inner = (f"SELECT r.pk FROM (SELECT DISTINCT u.res_pk AS pk FROM ({rows}) u "
-                     f"ORDER BY 1 {order} OFFSET 0) r WHERE {rest.render()}{after}")
-            params: list[Any] = [*rows_params, *rest.params, *cursor]
-        else:
-            inner = (f"SELECT r.pk FROM resource r WHERE r.res_type = %s AND "
-                     f"{where.render()}{after}")
-            params = [query.resource_type, *where.params, *cursor]
-        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM ({inner} ORDER BY 1 {order} "
-               f"LIMIT %s) m JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
+            params.append(abs(query.cursor))
+        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM resource r WHERE "
+               f"r.res_type = %s AND {where.render()}{after} ORDER BY 1 {order} LIMIT %s) m "
+               f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
         return sql, [*params, query.count + 1]
+
+    def _few_page_sql(self, query: SearchQuery, backwards: bool,
+                      compiled: Callable[[SearchQuery], Where]) -> tuple[str, list[Any]] | None:
+        """`_index_page_sql` when the search's `leading_rows` (a date range, a name prefix)
+        are few, in one statement (PostgreSQL): up to FEW_IN_RANGE of them are read from the
+        index alone and counted (the last column), sorted, and only then probed by the other
+        predicates, so the page stops at its last match. Fewer than FEW_IN_RANGE: the rows are
+        the whole answer. Else the planner's statement runs. For a month of 1990 the planner
+        read every date row of the database to find 9 (180 → 20 ms); a month of Encounters
+        hashed and probed every Encounter's pk (20 → 1 ms at a million), a birth year and a
+        gender probed every Patient born that year before sorting (5 → 0.6 ms)."""
+        lead = leading_rows(query) if self.dialect == "postgresql" else None
+        if lead is None:
+            return None
+        group, rows, rows_params = lead
+        rest = compiled(replace(query, clauses=[c for c in query.clauses
+                                                if all(c is not g for g in group)]))
+        order = "DESC" if backwards else "ASC"
+        after = _after(query, backwards)
+        cursor = [abs(query.cursor)] if query.cursor is not None else []
+        page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT DISTINCT "
+                f"c.res_pk AS pk FROM c ORDER BY 1 {order} OFFSET 0) r WHERE {rest.render()}"
+                f"{after} ORDER BY 1 {order} LIMIT %s) m JOIN resource r ON r.pk = m.pk")
+        sql = (f"WITH c AS MATERIALIZED ({rows} LIMIT %s) SELECT w.*, k.n FROM (SELECT count(*) AS n "
+               f"FROM c) k LEFT JOIN LATERAL ({page}) w ON k.n < %s ORDER BY w.pk {order}")
+        return sql, [*rows_params, FEW_IN_RANGE, *rest.params, *cursor, query.count + 1,
+                     FEW_IN_RANGE]
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:
@@ -770,6 +769,13 @@ class Session:
         return Page([_stored(r[1:]) for r in rows], next_cursor, None, total)
 
 
+def _after(query: SearchQuery, backwards: bool) -> str:
+    """The keyset condition on `r.pk` for the query's cursor (its value is a parameter)."""
+    if query.cursor is None:
+        return ""
+    return " AND r.pk < %s" if backwards else " AND r.pk > %s"
+
+
 def _probe(predicates: str) -> str:
     """The walk's join: each index row `d` probes its live resource `r` of the searched type
     with `predicates` (parameters: the type, then theirs), fenced by `OFFSET 0` so the planner
@@ -784,7 +790,7 @@ WALK = 2000
 #: Index rows of a code the second, index-only walk reads when the first did not fill the page
 #: (`Session.search`): about 2.4 µs each.
 LONG_WALK = 16000
-#: Leading index rows below which a page finds all its matches first (`_few_leading`).
+#: Leading index rows below which a page finds all its matches first (`_few_page_sql`).
 FEW_IN_RANGE = 5000
 #: Resources a `_has` walk probes (`Session._has_walk_sql`): about 0.06 ms each.
 HAS_WALK = 1000
