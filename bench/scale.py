@@ -389,6 +389,10 @@ def _export_cells(exp: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    unknown = set(filter(None, args.shapes.split(","))) - {s.key for s in SHAPES}
+    if unknown:
+        print(f"unknown shapes: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
     global DB
     DB = args.db_name
     pg = PgTarget(args.pg_host, args.pg_port, args.pg_user)

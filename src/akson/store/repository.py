@@ -465,7 +465,8 @@ class Session:
 
     @staticmethod
     def _walked(rows: list[Any], bound: int) -> tuple[list[Any], bool]:
-        """A token walk's matches, and whether it saw every index row of its code."""
+        """A walk's rows without their count column, and whether the count stayed below
+        `bound`: the walk saw every index row it could use, so its rows are the answer."""
         return [row[:-1] for row in rows if row[0] is not None], rows[0][-1] < bound
 
     def _token_walk_sql(self, query: SearchQuery, drv: Driver, rest: Where,

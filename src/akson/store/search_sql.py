@@ -99,7 +99,7 @@ def same_row_ranges(query: SearchQuery) -> list[list[Clause]]:
     resource at most one row (akson.fhir.cardinality). `date=ge2020&date=lt2021` on
     Encounter is then one range scan of `ix_sp_date_lookup`, not two sets of rows each
     reaching to one end of time (docs/adr/0011). A single clause is a group too: its range
-    can then lead a page of few matches (`Session._index_page_sql`)."""
+    can then lead a page of few matches (`Session._few_page_sql`)."""
     groups: dict[str, list[Clause]] = {}
     for c in query.clauses:
         if (c.type == "date" and not c.modifier and c.param is not None and query.resource_type
@@ -112,7 +112,7 @@ def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]
     """`SELECT res_pk` of the date index rows meeting every clause of a `same_row_ranges`
     group.
 
-    A range that ends no earlier than X (`ge`, `gt`, `sa`, `ap`) overlaps the search only if
+    A range that must end no earlier than X (`ge`, `gt`, `sa`) overlaps the search only if
     it starts after X − SHORT_SPAN or is longer than that. So the rows are read as two
     index-only range scans bounded at both ends: short rows from `low ≥ X − SHORT_SPAN` in
     `ix_sp_date_lookup`, long ones from `ix_sp_date_long` (migration 0016). With `low < Y`
@@ -131,7 +131,7 @@ def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]
 
 
 def leading_rows(query: SearchQuery) -> tuple[list[Clause], str, list[Any]] | None:
-    """Index rows that can lead a page of few matches (`Session._index_page_sql`): the clauses
+    """Index rows that can lead a page of few matches (`Session._few_page_sql`): the clauses
     they stand for, and `SELECT res_pk` of them. A same-row date group, else a string clause
     matched by prefix (a range of `ix_sp_string_lookup`, which ends in `res_pk`)."""
     res_type = query.resource_type
