@@ -379,7 +379,7 @@ class Session:
         counted = self._driven_count_sql(query, drv, rest) if drv is not None else None
         if query.count == 0 and not query.explain:  # a count alone: no page to plan
             return Page([], None, None, await self._total(query, base_sql, params, counted))
-        few: tuple[str, list[Any]] | None = None  # a page of few leading rows (_few_page_sql)
+        few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
         if drv is not None and not query.sort:
             page_sql, page_params = self._driven_page_sql(query, drv, rest, backwards)
             walk = self._token_walk_sql(query, drv, rest, backwards)
@@ -388,7 +388,7 @@ class Session:
             page_sql, page_params = (index_page
                                      or self._page_sql(query, base_sql, params, backwards))
             few = self._few_page_sql(query, backwards, compiled) if index_page else None
-            walk = few or self._newest_walk_sql(query, where, backwards)
+            walk = few[:2] if few else self._newest_walk_sql(query, where, backwards)
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
         if query.explain:
@@ -399,8 +399,9 @@ class Session:
         # A token walk of its code alone may be prepared: whatever the code's frequency, its
         # plan is the same (at most WALK index rows in pk order, each probing its resource),
         # and planning it cost four times its run for an identifier (214 µs against 53 µs).
+        # So may a page of few leading rows with no other clause: its fences fix the plan.
         # Other clauses (a date range) are planned for their values, as every search is.
-        alone = token_walk and len(query.clauses) == 1
+        alone = (token_walk and len(query.clauses) == 1) or (few is not None and few[2])
         rows = (await self.tx.fetchall(*walk, prepare=None if alone else False)
                 if walk else [])
         whole = False  # did a token walk see every index row of its code?
@@ -584,7 +585,8 @@ class Session:
         return sql, [*params, query.count + 1]
 
     def _few_page_sql(self, query: SearchQuery, backwards: bool,
-                      compiled: Callable[[SearchQuery], Where]) -> tuple[str, list[Any]] | None:
+                      compiled: Callable[[SearchQuery], Where]
+                      ) -> tuple[str, list[Any], bool] | None:
         """`_index_page_sql` when the search's `leading_rows` (a date range, a name prefix)
         are few, in one statement (PostgreSQL): up to FEW_IN_RANGE of them are read from the
         index alone and counted (the last column), sorted, and only then probed by the other
@@ -592,13 +594,14 @@ class Session:
         the whole answer. Else the planner's statement runs. For a month of 1990 the planner
         read every date row of the database to find 9 (180 → 20 ms); a month of Encounters
         hashed and probed every Encounter's pk (20 → 1 ms at a million), a birth year and a
-        gender probed every Patient born that year before sorting (5 → 0.6 ms)."""
+        gender probed every Patient born that year before sorting (5 → 0.6 ms). The last
+        item says whether the leading clauses are the search's only ones."""
         lead = leading_rows(query) if self.dialect == "postgresql" else None
         if lead is None:
             return None
         group, rows, rows_params = lead
-        rest = compiled(replace(query, clauses=[c for c in query.clauses
-                                                if all(c is not g for g in group)]))
+        others = [c for c in query.clauses if all(c is not g for g in group)]
+        rest = compiled(replace(query, clauses=others))
         order = "DESC" if backwards else "ASC"
         after = _after(query, backwards)
         cursor = [abs(query.cursor)] if query.cursor is not None else []
@@ -608,7 +611,7 @@ class Session:
         sql = (f"WITH c AS MATERIALIZED ({rows} LIMIT %s) SELECT w.*, k.n FROM (SELECT count(*) AS n "
                f"FROM c) k LEFT JOIN LATERAL ({page}) w ON k.n < %s ORDER BY w.pk {order}")
         return sql, [*rows_params, FEW_IN_RANGE, *rest.params, *cursor, query.count + 1,
-                     FEW_IN_RANGE]
+                     FEW_IN_RANGE], not others
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:
