@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from akson.fhir import dates, shaping
-from akson.fhir.indexing import canonical_quantity
+from akson.fhir.indexing import IndexRows, canonical_quantity, extract
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry
 from akson.fhir.text import normalize
@@ -497,6 +497,13 @@ class ExtraRows:
 
 
 _EXTRA_PLANS: dict[tuple[int, int, str], list[tuple[str, str, Any, Any]]] = {}
+
+
+def index_rows(resource: dict, registry: SearchParamRegistry) -> tuple[IndexRows, ExtraRows]:
+    """Every index row of `resource`: `indexing.extract`'s and `extra_index_rows`', each
+    parameter's values extracted once for both."""
+    seen: dict[str, list[Any]] = {}
+    return extract(resource, registry, seen), extra_index_rows(resource, registry, seen)
 
 
 def extra_index_rows(resource: dict, registry: SearchParamRegistry,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from akson.fhir import dates, indexing, jsonio
-from akson.fhir.search import extra_index_rows
+from akson.fhir.search import index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.repository import Session, Stored, _with_meta
 
@@ -52,9 +52,7 @@ def prepare(res_type: str, res_id: str, resource: dict, registry: SearchParamReg
             now: int) -> Prepared:
     """Version 1 of `resource` with its index rows (pure: no database)."""
     doc = _with_meta(resource, res_id, 1, now)
-    seen: dict[str, list[Any]] = {}
-    found = indexing.extract(doc, registry, seen)
-    extra = extra_index_rows(doc, registry, seen)
+    found, extra = index_rows(doc, registry)
     rows: dict[str, list[tuple[Any, ...]]] = {}
     for table, (field, _) in _INDEX_COLUMNS.items():
         rows[table] = getattr(found, field)

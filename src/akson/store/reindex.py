@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from akson.fhir import indexing, jsonio
-from akson.fhir.search import ExtraRows, extra_index_rows
+from akson.fhir.search import ExtraRows, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.repository import _INSERT, Session
 
@@ -188,9 +188,7 @@ async def index_batch(s: Session, registry: SearchParamRegistry, res_type: str |
     await _delete_rows(s, pks, codes)
     for pk, rtype, content in rows:
         doc = jsonio.loads(bytes(content))
-        seen: dict[str, list[Any]] = {}
-        idx = indexing.extract(doc, registry, seen)
-        extra = extra_index_rows(doc, registry, seen)
+        idx, extra = index_rows(doc, registry)
         if codes is not None:  # the registry may hold a composite's components: keep ours only
             idx, extra = _only(idx, extra, codes)
         await s._insert_index(int(pk), rtype, idx, extra)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from akson.fhir import dates, indexing, jsonio, valuesets
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import ExtraRows, SearchQuery, extra_index_rows
+from akson.fhir.search import ExtraRows, SearchQuery, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, Tx
@@ -250,9 +250,7 @@ class Session:
         version = current.version + 1 if current else 1
         now = dates.now_us()
         doc = _with_meta(resource, res_id, version, now)
-        seen: dict[str, list[Any]] = {}
-        rows = indexing.extract(doc, self.registry, seen)
-        extra = extra_index_rows(doc, self.registry, seen)
+        rows, extra = index_rows(doc, self.registry)
         patient_id = indexing.patient_compartment(doc, rows)
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
