@@ -3,6 +3,7 @@ PostgreSQL: reads in their own transaction, writes in theirs, denials surviving 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import orjson
@@ -182,5 +183,62 @@ def test_past_the_backlog_routine_records_wait_like_the_rest(audit_url: str) -> 
             assert await _logged(db, "a") == []  # held
             await group.append([_entry(patient="b")], wait=False)  # past the backlog: waits
             assert await _logged(db, "a") == ["read"] and await _logged(db, "b") == ["read"]
+
+    run(go())
+
+
+def test_concurrent_writes_of_one_process_append_to_different_chains(audit_url: str) -> None:
+    """A write's records lock their chain until the write commits. A second write of the same
+    process, while the first is still open, takes another of the process's chains: it commits
+    without waiting for the first (on PostgreSQL it would wait for ever here, since the first
+    commits only after it). Each chain is free again once its transaction has ended, committed
+    or rolled back."""
+    async def go() -> None:
+        async with opened(audit_url, chains=16, pool_size=4) as (db, log):
+            sink = ChainedAuditSink(log, SOURCE)
+            first = sink.begin()
+            async with db.transaction(write=True) as tx1:
+                await first.record(intent("create"), tx1)
+                await first.before_commit(tx1)
+                held = log.held_chains()
+                assert list(held.values()) == [1]
+                if db.dialect == "postgresql":  # SQLite has one writer at a time anyway
+                    second = sink.begin()
+                    async with db.transaction(write=True) as tx2:
+                        await second.record(intent("update"), tx2)
+                        await second.before_commit(tx2)
+                    await second.flush()
+                    assert log.held_chains() == held
+            await first.flush()
+            assert log.held_chains() == {}
+            rolled = sink.begin()
+            with pytest.raises(RuntimeError):
+                async with db.transaction(write=True) as tx3:
+                    await rolled.record(intent("delete"), tx3)
+                    await rolled.before_commit(tx3)
+                    raise RuntimeError("the audited write failed")
+            await rolled.flush()
+            assert log.held_chains() == {}
+            written = {chain: seq for chain, (seq, _) in (await audit_log.heads(db)).items()
+                       if seq}
+            assert sorted(written.values()) == ([1, 1] if db.dialect == "postgresql" else [1])
+            assert (await audit_log.verify(db, log.key)).ok
+
+    run(asyncio.wait_for(go(), 60))
+
+
+def test_a_held_chain_is_passed_over_until_it_is_released(audit_url: str) -> None:
+    """Chains are taken in turn, but never one a transaction of this process still holds while
+    another is free."""
+    async def go() -> None:
+        async with opened(audit_url, chains=16) as (_, log):
+            long_write = log.hold_chain()
+            for _ in range(2 * audit_log.OWN_CHAINS):
+                chain = log.hold_chain()
+                assert chain != long_write
+                log.release_chain(chain)
+            log.release_chain(long_write)
+            taken = [log.hold_chain() for _ in range(audit_log.OWN_CHAINS)]
+            assert len(set(taken)) == audit_log.OWN_CHAINS  # all different while all held
 
     run(go())

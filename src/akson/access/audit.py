@@ -607,6 +607,7 @@ class SessionAuditSink:
         self.group = group or GroupCommit(log)
         self._in_tx: list[AuditEntry] = []
         self._after: list[AuditEntry] = []
+        self._chain: int | None = None  # the chain the transaction holds (AuditLog.hold_chain)
 
     async def record(self, intent: AuditIntent, tx: Tx | None = None,
                      principal: Principal | None = None) -> None:
@@ -618,9 +619,14 @@ class SessionAuditSink:
 
     async def before_commit(self, tx: Tx) -> None:
         entries, self._in_tx = self._in_tx, []
-        await self.log.append_many(tx, entries)  # one chain for the transaction's records
+        if entries:  # one chain for the transaction's records, free of this process's others
+            self._chain = self.log.hold_chain()
+            await self.log.append_many(tx, entries, chain=self._chain)
 
     async def flush(self) -> None:
+        if self._chain is not None:  # the transaction has ended: its chain is free again
+            self.log.release_chain(self._chain)
+            self._chain = None
         self._in_tx = []  # not committed: the transaction rolled back
         entries, self._after = self._after, []
         if entries:

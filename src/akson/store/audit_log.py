@@ -248,11 +248,37 @@ class AuditLog:
         self.key = key
         self.chains = chains
         self._heads: dict[int, tuple[int, bytes]] = {}  # chain → (seq, hash) last appended here
-        # Writes without a route take turns over a few chains of this process's own, whose
-        # heads it then usually knows (the compare-and-set below); another process that uses
-        # one too only costs a fallback to the lock.
+        # Write transactions append to a few chains of this process's own, whose heads it then
+        # usually knows (the compare-and-set below); another process that uses one too only
+        # costs a fallback to the lock. `_holding` counts this process's transactions holding
+        # each of them, so concurrent writes take different chains (hold_chain).
         self._own = secrets.randbelow(chains)
         self._turn = itertools.count()
+        self._holding: dict[int, int] = {}
+
+    def hold_chain(self) -> int:
+        """One of this process's own chains for a write transaction's records: the one fewest of
+        its transactions hold now (ties in turn). A chain stays locked from a transaction's
+        append until it ends, so two concurrent writes on one chain would queue on each other's
+        commit. Pass it to `append_many` and give it back with `release_chain` once the
+        transaction has ended."""
+        start = next(self._turn)
+        own = [(self._own + (start + k) % OWN_CHAINS) % self.chains for k in range(OWN_CHAINS)]
+        chain = min(own, key=lambda c: self._holding.get(c, 0))
+        self._holding[chain] = self._holding.get(chain, 0) + 1
+        return chain
+
+    def held_chains(self) -> dict[int, int]:
+        """Chains this process's write transactions hold now, with how many hold each."""
+        return dict(self._holding)
+
+    def release_chain(self, chain: int) -> None:
+        """The transaction that held `chain` (hold_chain) has ended."""
+        left = self._holding.get(chain, 0) - 1
+        if left > 0:
+            self._holding[chain] = left
+        else:
+            self._holding.pop(chain, None)
 
     async def append(self, tx: Tx, entry: AuditEntry, *, route: str) -> AuditRecord:
         """Append `entry` inside the caller's write transaction `tx`; it commits or rolls back
@@ -265,17 +291,21 @@ class AuditLog:
         return (await self.append_many(tx, [entry], route=route))[0]
 
     async def append_many(self, tx: Tx, entries: Sequence[AuditEntry], *,
-                          route: str | None = None) -> list[AuditRecord]:
+                          route: str | None = None, chain: int | None = None
+                          ) -> list[AuditRecord]:
         """`append` for several entries, in order, on one chain: the head is locked, read and
-        written once and the rows go in as one batch. Without a `route` the chain is one of
-        this process's own (in turn). On PostgreSQL, when this process knows that chain's head,
+        written once and the rows go in as one batch. The chain is the one `route` picks, else
+        `chain` (from `hold_chain`), else one of this process's own in turn. On PostgreSQL,
+        when this process knows that chain's head,
         it is one statement: the compare-and-set of `record_many`, inside `tx` — it waits for
         a transaction holding the chain and, when that moved the head, writes nothing and
         takes the lock instead (READ COMMITTED re-reads the row it waited for)."""
         if not entries:
             return []
-        chain = (chain_for(route, self.chains) if route is not None
-                 else (self._own + next(self._turn) % OWN_CHAINS) % self.chains)
+        if route is not None:
+            chain = chain_for(route, self.chains)
+        elif chain is None:
+            chain = (self._own + next(self._turn) % OWN_CHAINS) % self.chains
         known = self._heads.get(chain)
         if known is not None and tx.dialect == "postgresql":
             out = await self._append_if_head(tx, chain, known, entries)
