@@ -620,7 +620,8 @@ class SessionAuditSink:
     async def before_commit(self, tx: Tx) -> None:
         entries, self._in_tx = self._in_tx, []
         if entries:  # one chain for the transaction's records, free of this process's others
-            self._chain = self.log.hold_chain()
+            if self._chain is None:
+                self._chain = self.log.hold_chain()
             await self.log.append_many(tx, entries, chain=self._chain)
 
     async def flush(self) -> None:

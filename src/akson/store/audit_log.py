@@ -296,10 +296,10 @@ class AuditLog:
         """`append` for several entries, in order, on one chain: the head is locked, read and
         written once and the rows go in as one batch. The chain is the one `route` picks, else
         `chain` (from `hold_chain`), else one of this process's own in turn. On PostgreSQL,
-        when this process knows that chain's head,
-        it is one statement: the compare-and-set of `record_many`, inside `tx` — it waits for
-        a transaction holding the chain and, when that moved the head, writes nothing and
-        takes the lock instead (READ COMMITTED re-reads the row it waited for)."""
+        when this process knows that chain's head, it is one statement: the compare-and-set of
+        `record_many`, inside `tx` — it waits for a transaction holding the chain and, when
+        that moved the head, writes nothing and takes the lock instead (READ COMMITTED re-reads
+        the row it waited for)."""
         if not entries:
             return []
         if route is not None:
