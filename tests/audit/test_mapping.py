@@ -3,6 +3,7 @@ it, break-the-glass made plain, and a citizen view that never shows a practition
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import orjson
@@ -18,8 +19,10 @@ from akson.access.audit import (
     Source,
     agent_key,
     audit_entry,
+    audit_event,
     build_event,
     citizen_view,
+    served,
 )
 from akson.access.principal import CareRelationship, Principal
 from akson.fhir.identifiers import make_fnr
@@ -143,7 +146,7 @@ def test_the_entry_carries_the_columns_the_reports_use() -> None:
     assert (entry.purpose, entry.user_selected, entry.org, entry.unit, entry.agent) == (
         "COC", True, "974589095", "874716782", "hpr:9144897")
     assert entry.patients == ("pat-1",)
-    assert orjson.loads(entry.content)["resourceType"] == "AuditEvent"
+    assert audit_event(entry)["resourceType"] == "AuditEvent"
 
 
 def test_the_citizen_sees_name_organisation_time_and_purpose() -> None:
@@ -191,3 +194,47 @@ def test_a_served_event_has_its_chain_position_as_id() -> None:
     event = served(record)
     assert event["id"] == "0-1" and event["meta"]["lastUpdated"] == "2025-10-09T08:53:20.000000Z"
     assert event["action"] == "R" and event["resourceType"] == "AuditEvent"
+
+
+@pytest.mark.parametrize("principal", [
+    doctor(), doctor("BTG", reason="bevisstløs pasient"), doctor("COC", user_selected=True),
+    Principal(kind="practitioner", issuer="https://helseid-sts.test.nhn.no", subject="s",
+              client_id="epj", hpr_number="9144897"),
+    Principal(kind="citizen", issuer="https://idporten.test", subject="c1", client_id="app",
+              national_id=PATIENT_FNR, name="Kari Nordmann"),
+    Principal(kind="system", issuer="https://helseid-sts.test.nhn.no", subject="lab",
+              client_id="lab-client"),
+], ids=["doctor", "break-glass", "self-declared", "bare-practitioner", "citizen", "system"])
+def test_a_stored_record_renders_the_audit_event_built_at_the_time(principal: Principal) -> None:
+    """ADR 0013: a record stores the facts of its event, and reading it renders the same
+    AuditEvent that `build_event` makes from the caller and the event."""
+    args: dict = {"action": "E", "subtype": "$everything", "recorded": T0,
+                  "source": Source("node-7", observer="Akson test"), "outcome": "4",
+                  "patients": [PatientRef("pat-1", PATIENT_FNR), PatientRef("pat-2")],
+                  "resources": ["Patient/pat-1", "Observation/o9"],
+                  "query": "Observation?patient=pat-1", "outcome_desc": "delvis",
+                  "names": OrgNames("Oslo kommune", "Legevakten")}
+    entry = audit_entry(principal, **args)
+    assert audit_event(entry) == build_event(principal, **args)
+    record = AuditRecord(chain=3, seq=9, entry=entry, prev_hash=bytes(32), hash=bytes(32))
+    assert served(record)["agent"] == build_event(principal, **args)["agent"]
+    assert len(entry.content) < len(orjson.dumps(build_event(principal, **args))) / 2
+
+
+def test_a_record_stored_as_an_audit_event_is_served_as_it_was_written() -> None:
+    """Records written before ADR 0013 hold the AuditEvent JSON itself."""
+    event = build_event(doctor(), action="R", subtype="read", recorded=T0, source=SOURCE,
+                        patients=[PatientRef("pat-1", PATIENT_FNR)])
+    entry = replace(stored(doctor()).entry, content=orjson.dumps(event))
+    record = AuditRecord(chain=0, seq=1, entry=entry, prev_hash=bytes(32), hash=bytes(32))
+    assert audit_event(entry) == event
+    assert {k: v for k, v in served(record).items() if k not in ("id", "meta")} == event
+    assert citizen_view(record).who == "August September"
+
+
+def test_nonsense_is_refused_when_the_record_is_made_not_when_it_is_read() -> None:
+    for bad in ({"action": "X"}, {"subtype": "snoop"}, {"outcome": "1"}):
+        args: dict = {"action": "R", "subtype": "read", "recorded": T0, "source": SOURCE}
+        args.update(bad)
+        with pytest.raises(ValueError):
+            audit_entry(doctor(), **args)

@@ -13,6 +13,7 @@ from akson.access.audit import (
     ChainedAuditSink,
     GroupCommit,
     Source,
+    audit_event,
     citizen_view,
     entry_for_intent,
     routine,
@@ -46,7 +47,7 @@ def test_gate_intents_map_to_actions_and_subtypes(action: str, code: str, subtyp
     entry = entry_for_intent(intent(action), source=SOURCE)
     assert (entry.action, entry.subtype, entry.outcome) == (code, subtype, "0")
     assert entry.patients == ("pat-1",) and entry.agent == "hpr:9144897"
-    event = orjson.loads(entry.content)
+    event = audit_event(entry)
     assert {"reference": "Observation/o1"} in [e.get("what") for e in event["entity"]]
 
 

@@ -1,10 +1,12 @@
 """Build R4 AuditEvents from a Principal and an event, and map them for the citizen's access log.
 
 Pure mapping, no SQL: `audit_entry` returns the `AuditEntry` the access gate appends with
-`akson.store.audit_log.AuditLog`; `ChainedAuditSink` is the gate's `AuditSink` over that log;
-`citizen_view` is one line of a citizen's access log. The care relationship of a
-tillitsrammeverk attestation is mapped as the HL7 Norway AuditEvent IG maps it
-(https://github.com/HL7Norway/AuditEvent, "Trust Framework mappings"; Normen 6.1 §5.4.4):
+`akson.store.audit_log.AuditLog`. It stores the facts of the event (`audit_facts`), from which
+`audit_event` renders the AuditEvent when the record is read (ADR 0013). `ChainedAuditSink` is
+the gate's `AuditSink` over that log; `citizen_view` is one line of a citizen's access log.
+The care relationship of a tillitsrammeverk attestation is mapped as the HL7 Norway AuditEvent
+IG maps it (https://github.com/HL7Norway/AuditEvent, "Trust Framework mappings"; Normen 6.1
+§5.4.4):
 
 - `care_relationship.purpose_of_use` (and `purpose_of_use_details`) → `purposeOfEvent.coding`,
   system `urn:oid:2.16.840.1.113883.1.11.20448` as the IG writes it;
@@ -37,7 +39,6 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from akson.access.principal import CareRelationship, Kind, Principal
-from akson.fhir import jsonio
 from akson.fhir.dates import to_instant
 from akson.store.audit_log import AuditEntry, AuditLog, AuditRecord
 from akson.store.database import Tx
@@ -296,13 +297,18 @@ def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: in
                 source: Source, outcome: str = "0", patients: Sequence[PatientRef] = (),
                 resources: Sequence[str] = (), query: str | None = None,
                 outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> AuditEntry:
-    """The AuditEvent of `build_event` with the columns the store indexes, ready to append."""
-    event = build_event(principal, action=action, subtype=subtype, recorded=recorded,
-                        source=source, outcome=outcome, patients=patients, resources=resources,
-                        query=query, outcome_desc=outcome_desc, names=names)
+    """The event ready to append: its facts (`audit_facts`) with the columns the store indexes.
+    `build_event`'s checks run here too, so a record that could not be rendered is refused."""
+    if action not in ACTIONS:
+        raise ValueError(f"audit action must be one of C R U D E, not {action!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError("audit outcome must be 0, 4, 8 or 12")
+    _types(subtype)  # an unknown subtype raises
     cr = principal.care_relationship
     return AuditEntry(
-        content=jsonio.dumps(event), recorded=recorded, action=action, subtype=subtype,
+        content=audit_facts(principal, source=source, patients=patients, resources=resources,
+                            query=query, outcome_desc=outcome_desc, names=names),
+        recorded=recorded, action=action, subtype=subtype,
         outcome=outcome, purpose=cr.purpose_of_use if cr else None,
         user_selected=bool(cr and cr.user_selected), org=principal.orgnr_parent,
         unit=principal.orgnr_child, agent=agent_key(principal),
@@ -310,10 +316,70 @@ def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: in
     )
 
 
+# ---------------------------------------------------------------- the stored form (ADR 0013)
+
+#: Mark of the stored facts' format. Records written before it hold the AuditEvent JSON itself.
+FACTS_FORMAT = 2
+
+
+def audit_facts(principal: Principal, *, source: Source, patients: Sequence[PatientRef] = (),
+                resources: Sequence[str] = (), query: str | None = None,
+                outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> bytes:
+    """What an audit record stores besides its columns: the facts `build_event` renders the
+    AuditEvent from (ADR 0013). The caller's national id is not among them; the patients'
+    national ids are (the IG's patient link). Absent facts are left out."""
+    facts: dict[str, Any] = {"format": FACTS_FORMAT, "kind": principal.kind,
+                             "client_id": principal.client_id, "site": source.site}
+    optional = {
+        "subject": principal.subject if principal.kind == "practitioner" else None,
+        "name": principal.name, "hpr_number": principal.hpr_number,
+        "orgnr_parent": principal.orgnr_parent, "orgnr_child": principal.orgnr_child,
+        "observer": source.observer if source.observer != "Akson" else None,
+        "legal_entity": names.legal_entity, "point_of_care": names.point_of_care,
+        "query": query, "outcome_desc": outcome_desc,
+    }
+    facts.update((k, v) for k, v in optional.items() if v is not None)
+    cr = principal.care_relationship
+    if cr is not None:
+        facts["care"] = {k: v for k, v in (
+            ("purpose_of_use", cr.purpose_of_use), ("healthcare_service", cr.healthcare_service),
+            ("purpose_of_use_details", cr.purpose_of_use_details),
+            ("decision_ref_id", cr.decision_ref_id),
+            ("decision_ref_description", cr.decision_ref_description),
+            ("user_selected", cr.user_selected), ("toa", cr.toa)) if v is not None}
+    if patients:
+        facts["patients"] = [[p.id, p.national_id] if p.national_id else [p.id]
+                             for p in patients]
+    if resources:
+        facts["resources"] = list(resources)
+    return orjson.dumps(facts)
+
+
+def audit_event(entry: AuditEntry) -> dict[str, Any]:
+    """The R4 AuditEvent of a stored record: rendered from its facts and columns, or, for a
+    record written before ADR 0013, the AuditEvent JSON it holds."""
+    doc: dict[str, Any] = orjson.loads(entry.content)
+    if doc.get("format") != FACTS_FORMAT:
+        return doc
+    care = doc.get("care")
+    principal = Principal(
+        kind=doc["kind"], issuer="", subject=doc.get("subject", ""), client_id=doc["client_id"],
+        name=doc.get("name"), hpr_number=doc.get("hpr_number"),
+        orgnr_parent=doc.get("orgnr_parent"), orgnr_child=doc.get("orgnr_child"),
+        care_relationship=CareRelationship(**care) if care else None)
+    return build_event(
+        principal, action=entry.action, subtype=entry.subtype, recorded=entry.recorded,
+        source=Source(doc["site"], doc.get("observer", "Akson")), outcome=entry.outcome,
+        patients=[PatientRef(*p) for p in doc.get("patients", ())],
+        resources=doc.get("resources", ()), query=doc.get("query"),
+        outcome_desc=doc.get("outcome_desc"),
+        names=OrgNames(doc.get("legal_entity"), doc.get("point_of_care")))
+
+
 def served(record: AuditRecord) -> dict[str, Any]:
-    """The AuditEvent as a FHIR read or search returns it: the stored JSON plus `id` and
+    """The AuditEvent as a FHIR read or search returns it: `audit_event` plus `id` and
     `meta.lastUpdated` (the stored bytes, which the hash covers, carry neither)."""
-    event: dict[str, Any] = orjson.loads(record.entry.content)
+    event = audit_event(record.entry)
     return {"resourceType": "AuditEvent", "id": record.id,
             "meta": {"lastUpdated": to_instant(record.entry.recorded)},
             **{k: v for k, v in event.items() if k != "resourceType"}}
@@ -348,7 +414,7 @@ def _org_label(agent: dict[str, Any]) -> str | None:
 
 def citizen_view(record: AuditRecord) -> CitizenLogLine:
     """How a citizen sees one event that concerned them."""
-    event: dict[str, Any] = orjson.loads(record.entry.content)
+    event = audit_event(record.entry)
     agents = event.get("agent", [])
     user: dict[str, Any] = next((a for a in agents if a.get("requestor")), {})
     orgs = {a["type"]["coding"][0]["code"]: _org_label(a)

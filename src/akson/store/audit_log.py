@@ -1,6 +1,7 @@
 """The append-only, hash-chained audit log: append, read, report and verify (the SQL side).
 
-Tables (migration 0006): `audit_event` holds each AuditEvent's JSON and the columns the readers'
+Tables (migration 0006): `audit_event` holds each event's stored bytes (the facts its AuditEvent is
+rendered from, ADR 0013; before it, the AuditEvent JSON) and the columns the readers'
 reports need; `audit_patient` one row per patient an event concerns (so a citizen's access log,
 `AuditEvent?patient=`, is an index range scan); `audit_chain` one head row per chain. Nothing in
 this module updates or deletes an event; PostgreSQL (and SQLite) refuse it with a trigger.
@@ -81,7 +82,8 @@ _EVENT_KEYS = ("s", "r", "a", "st", "o", "p", "us", "org", "unit", "ag")
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One event to record: the AuditEvent JSON and the columns the readers' queries use.
+    """One event to record: its stored bytes (the facts its AuditEvent is rendered from, ADR
+    0013) and the columns the readers' queries use.
 
     Build it with `akson.access.audit`; `patients` are Patient logical ids (never national ids).
     """

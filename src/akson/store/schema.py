@@ -139,7 +139,7 @@ audit_event = sa.Table(
     sa.Column("org", sa.String(32)),  # legal entity orgnr of the actor (municipality)
     sa.Column("unit", sa.String(64)),  # point of care (underenhet) orgnr
     sa.Column("agent", sa.String(200)),  # non-personal actor key: hpr:…, sub:…, client:…
-    sa.Column("content", sa.LargeBinary, nullable=False),  # the AuditEvent JSON
+    sa.Column("content", sa.LargeBinary, nullable=False),  # the event's facts (ADR 0013) as JSON
     sa.Column("prev_hash", sa.LargeBinary, nullable=False),
     sa.Column("hash", sa.LargeBinary, nullable=False),
     sa.Index("ix_audit_event_org_recorded", "org", "recorded"),
