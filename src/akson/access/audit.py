@@ -138,6 +138,16 @@ def _types(subtype: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     raise ValueError(f"unknown audit subtype {subtype!r}")
 
 
+def _checked_types(action: str, subtype: str, outcome: str
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`_types(subtype)`, after refusing an unknown action, subtype or outcome."""
+    if action not in ACTIONS:
+        raise ValueError(f"audit action must be one of C R U D E, not {action!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError("audit outcome must be 0, 4, 8 or 12")
+    return _types(subtype)
+
+
 def agent_key(principal: Principal) -> str:
     """A stable, non-personal key for the actor (reports count distinct patients per key)."""
     if principal.kind == "practitioner" and principal.hpr_number:
@@ -243,11 +253,7 @@ def build_event(principal: Principal, *, action: str, subtype: str, recorded: in
     (`$everything`) or `login`/`logout`/`export`/`break-glass`; `recorded` µs since the epoch;
     `resources` references (`Observation/1`) of what was touched; `query` the search as sent.
     """
-    if action not in ACTIONS:
-        raise ValueError(f"audit action must be one of C R U D E, not {action!r}")
-    if outcome not in OUTCOMES:
-        raise ValueError("audit outcome must be 0, 4, 8 or 12")
-    type_, subtypes = _types(subtype)
+    type_, subtypes = _checked_types(action, subtype, outcome)
     purpose = _purpose(principal)
     event: dict[str, Any] = {"resourceType": "AuditEvent"}
     extensions: list[dict[str, Any]] = []
@@ -299,11 +305,7 @@ def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: in
                 outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> AuditEntry:
     """The event ready to append: its facts (`audit_facts`) with the columns the store indexes.
     `build_event`'s checks run here too, so a record that could not be rendered is refused."""
-    if action not in ACTIONS:
-        raise ValueError(f"audit action must be one of C R U D E, not {action!r}")
-    if outcome not in OUTCOMES:
-        raise ValueError("audit outcome must be 0, 4, 8 or 12")
-    _types(subtype)  # an unknown subtype raises
+    _checked_types(action, subtype, outcome)
     cr = principal.care_relationship
     return AuditEntry(
         content=audit_facts(principal, source=source, patients=patients, resources=resources,
