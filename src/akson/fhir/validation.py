@@ -217,6 +217,9 @@ def _elements() -> dict[str, dict[str, str]]:
     return out
 
 
+_EXTENSION_KEYS = frozenset({"extension", "modifierExtension"})
+
+
 @cache
 def _judged_elements() -> dict[str, dict[str, str]]:
     """`_elements` without the elements whose types can hold a Reference, an Identifier or a
@@ -234,9 +237,6 @@ def _judged_elements() -> dict[str, dict[str, str]]:
                 grew = True
     return {name: {k: t for k, t in props.items() if t in reach and k not in _EXTENSION_KEYS}
             for name, props in elements.items()}
-
-
-_EXTENSION_KEYS = frozenset({"extension", "modifierExtension"})
 
 
 def to_fhirpath(resource_type: str, parts: Sequence[PathPart]) -> str:

@@ -445,12 +445,7 @@ class Session:
         from index rows alone and only they read `resource` (ADR 0011): a code with a sparse
         date range no longer reads every match's row on the way (0.7 s at a million)."""
         order = "DESC" if backwards else "ASC"
-        params: list[Any] = [query.resource_type, drv.clause.name, drv.code, drv.system]
-        after = ""
-        if query.cursor is not None:
-            after = " AND d.res_pk < %s" if backwards else " AND d.res_pk > %s"
-            params.append(abs(query.cursor))
-        lead = ("d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s" + after)
+        lead, params = _code_rows(query, drv, backwards)
         if _reads_pk_only(rest):
             sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT d.res_pk "
                    f"AS pk FROM sp_token d WHERE {lead}) r WHERE {rest.render()} "
@@ -482,12 +477,7 @@ class Session:
             return None
         bound = bound or WALK
         order = "DESC" if backwards else "ASC"
-        after = ""
-        params: list[Any] = [query.resource_type, drv.clause.name, drv.code, drv.system]
-        if query.cursor is not None:
-            after = " AND d.res_pk < %s" if backwards else " AND d.res_pk > %s"
-            params.append(abs(query.cursor))
-        lead = ("d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s" + after)
+        lead, params = _code_rows(query, drv, backwards)
         walked = f"(SELECT d.res_pk FROM sp_token d WHERE {lead} ORDER BY d.res_pk {order} LIMIT %s) d"
         if _reads_pk_only(rest):
             page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT d.res_pk FROM {walked} "
@@ -553,9 +543,8 @@ class Session:
         match: 260–430 ms for a common code at a million resources. A walk of HAS_WALK
         resources that does not fill the page (rare matches) is answered by `_page_sql`."""
         order = "DESC" if backwards else "ASC"
-        after, params = "", list[Any]([query.resource_type])
+        after, params = _after(query, backwards, "w.pk"), list[Any]([query.resource_type])
         if query.cursor is not None:
-            after = " AND w.pk < %s" if backwards else " AND w.pk > %s"
             params.append(abs(query.cursor))
         sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT w.pk AS res_pk FROM resource w "
                f"WHERE w.res_type = %s{after} ORDER BY w.pk {order} LIMIT %s) d "
@@ -618,7 +607,7 @@ class Session:
         if not query.sort:  # the fast path: order and keyset on the primary key alone
             sql, out = base_sql, list(params)
             if query.cursor is not None:
-                sql += " AND r.pk < %s" if backwards else " AND r.pk > %s"
+                sql += _after(query, backwards)
                 out.append(abs(query.cursor))
             return (f"SELECT {_PAGE_COLS}, r.patient_id {sql} "
                     f"ORDER BY r.pk {'DESC' if backwards else 'ASC'} LIMIT %s", [*out, limit])
@@ -771,11 +760,21 @@ class Session:
         return Page([_stored(r[1:]) for r in rows], next_cursor, None, total)
 
 
-def _after(query: SearchQuery, backwards: bool) -> str:
-    """The keyset condition on `r.pk` for the query's cursor (its value is a parameter)."""
+def _after(query: SearchQuery, backwards: bool, column: str = "r.pk") -> str:
+    """The keyset condition on `column` for the query's cursor (its value is a parameter)."""
     if query.cursor is None:
         return ""
-    return " AND r.pk < %s" if backwards else " AND r.pk > %s"
+    return f" AND {column} < %s" if backwards else f" AND {column} > %s"
+
+
+def _code_rows(query: SearchQuery, drv: Driver, backwards: bool) -> tuple[str, list[Any]]:
+    """The condition on the driving code's index rows `d` after the cursor, and its
+    parameters (`Session._driven_page_sql`, `_token_walk_sql`)."""
+    params: list[Any] = [query.resource_type, drv.clause.name, drv.code, drv.system]
+    if query.cursor is not None:
+        params.append(abs(query.cursor))
+    return ("d.res_type = %s AND d.param = %s AND d.code = %s AND d.system = %s"
+            + _after(query, backwards, "d.res_pk")), params
 
 
 def _probe(predicates: str) -> str:
