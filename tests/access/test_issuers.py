@@ -132,7 +132,7 @@ def write_json(path: Path, document: Any) -> None:
     os.replace(tmp, path)
 
 
-def test_jwks_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+def test_jwks_file_is_read_again_when_a_token_names_a_new_key(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     write_json(path, jwks((rsa_key("a"), "a")))
     trusted = TrustedIssuers([TrustedIssuer(AKSON_IDP, FileJwks(path), frozenset({AUDIENCE}), "akson")])
@@ -141,8 +141,19 @@ def test_jwks_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     verify(token_a, trusted)
     assert reason(token_b, trusted) == "unknown_key"
     write_json(path, jwks((rsa_key("b"), "b")))
-    assert verify(token_b, trusted)
+    assert verify(token_b, trusted)  # at once: its key id was not among the keys
     assert reason(token_a, trusted) == "unknown_key"
+
+
+def test_a_key_removed_from_the_file_is_refused_within_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    write_json(path, jwks((rsa_key("a"), "a"), (rsa_key("b"), "b")))
+    trusted = TrustedIssuers([TrustedIssuer(AKSON_IDP, FileJwks(path), frozenset({AUDIENCE}), "akson")])
+    token_a = mint(long_lived(iss=AKSON_IDP), rsa_key("a"), kid="a")
+    assert verify(token_a, trusted)
+    write_json(path, jwks((rsa_key("b"), "b")))  # a is withdrawn
+    assert verify(token_a, trusted, now=NOW + 0.5)  # the file is looked at once a second
+    assert reason(token_a, trusted, now=NOW + 1) == "unknown_key"
 
 
 def test_broken_jwks_file_keeps_the_last_keys(tmp_path: Path) -> None:
@@ -151,9 +162,10 @@ def test_broken_jwks_file_keeps_the_last_keys(tmp_path: Path) -> None:
     source = FileJwks(path)
     assert len(source.keys(NOW)) == 1
     path.write_text("{not json")
-    assert len(source.keys(NOW)) == 1
+    assert len(source.keys(NOW + 1)) == 1  # read again, refused: the last keys stay
     path.unlink()
-    assert len(source.keys(NOW)) == 1
+    assert len(source.keys(NOW + 3)) == 1
+    assert not source.refresh(NOW + 4)
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

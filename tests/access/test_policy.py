@@ -206,6 +206,22 @@ def test_system_clients_get_only_what_their_scopes_allow(text: str, launch: str 
         assert not p.allowed
 
 
+def test_a_system_clients_plan_is_kept_for_its_token_and_never_given_to_another() -> None:
+    def client(scopes: str) -> Principal:
+        return Principal(kind="system", issuer="i", subject="s", client_id="c",
+                         scopes=parse_scopes(scopes))
+
+    wide, narrow = client("system/*.rs"), client("system/Patient.rs")
+    first = pol.plan(wide, NOW, pol.Facts())
+    assert pol.plan(wide, NOW + timedelta(hours=1), pol.Facts()) is first
+    assert first.restriction.types is None
+    assert pol.plan(narrow, NOW, pol.Facts()).restriction.types == frozenset({"Patient"})
+    for _ in range(pol._SYSTEM_PLANS_MAX + 1):  # bounded: a full memo starts again
+        pol.plan(client("system/Observation.rs"), NOW, pol.Facts())
+    assert len(pol._SYSTEM_PLANS) <= pol._SYSTEM_PLANS_MAX
+    assert pol.plan(wide, NOW, pol.Facts()).restriction.types is None
+
+
 # ------------------------------------------------------------------ addresses and labels
 
 plans = st.sampled_from([

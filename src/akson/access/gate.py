@@ -20,7 +20,7 @@ from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from akson.access import policy as pol
 from akson.access.principal import Principal
@@ -121,6 +121,9 @@ class MemoryAuditSink:
 
     async def flush(self) -> None:
         return None
+
+
+_Found = TypeVar("_Found", Page, Included)
 
 
 def _utcnow() -> datetime:
@@ -337,6 +340,14 @@ class GuardedSession:
         out = pol.redact(doc, self.plan, current)
         return stored if out is None else replace(stored, content=jsonio.dumps(out))
 
+    def _redact_all(self, found: _Found) -> _Found:
+        """`found` with its items redacted: the same object when none needed it (the common
+        case; a copy of the page cost more than the check)."""
+        items = [self._redact(i) for i in found.items]
+        if all(a is b for a, b in zip(items, found.items, strict=True)):
+            return found
+        return replace(found, items=items)
+
     async def _visible(self, res_type: str, res_id: str) -> bool:
         if self.writes_results and (res_type, res_id) in self._seen:
             return True  # ingestion writes many resources into one record in one transaction
@@ -410,7 +421,7 @@ class GuardedSession:
             await acl.patients_of(self._s, page.items)
         await self._audit("search", "allowed", res_type, [i.res_id for i in page.items],
                           list(patients.values()))
-        return replace(page, items=[self._redact(i) for i in page.items])
+        return self._redact_all(page)
 
     async def include(self, query: SearchQuery, matches: Sequence[Stored]) -> Included:
         """The `_include` / `_revinclude` resources of a page, restricted like the page."""
@@ -420,7 +431,7 @@ class GuardedSession:
         await self._audit("include", "allowed", None,
                           [f"{i.res_type}/{i.res_id}" for i in included.items],
                           list(patients.values()))
-        return replace(included, items=[self._redact(i) for i in included.items])
+        return self._redact_all(included)
 
     async def history(self, res_type: str | None, res_id: str | None, *, since: int | None,
                       count: int, cursor: int | None) -> Page:
@@ -465,7 +476,7 @@ class GuardedSession:
                                                extra=acl.restrict(self.restriction, "r", ""))
         patients = await acl.patients_of(self._s, page.items)
         await self._audit("everything", "allowed", res_type, [res_id], list(patients.values()))
-        return replace(page, items=[self._redact(i) for i in page.items])
+        return self._redact_all(page)
 
     async def may_export(self, patients: Sequence[str] = ()) -> None:
         """Refuse (403) a Bulk Data export kick-off by a caller that may not export: a system

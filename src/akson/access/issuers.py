@@ -137,35 +137,53 @@ class CallableJwks:
 
 
 class FileJwks:
-    """Keys from a JWKS file, read again whenever the file changes (inode, size or mtime)."""
+    """Keys from a JWKS file, read again when the file changes (inode, size or mtime).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    The file's stamp is looked at once per `recheck` seconds, and at once when a token names a
+    key id the keys lack (`refresh`: a rotation is seen by the first token signed with the new
+    key). A key removed from the file is therefore refused within `recheck` seconds, where a
+    JWKS fetched over HTTPS is kept for minutes (`HttpJwks.ttl`); a `stat` on every request had
+    been a few per cent of a read's CPU.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, recheck: float = 1.0) -> None:
         self.path = Path(path)
+        self.recheck = recheck
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
+        self._checked_at: float | None = None
         self._keys: tuple[PublicJwk, ...] = ()
 
     def keys(self, now: float) -> tuple[PublicJwk, ...]:
+        checked = self._checked_at
+        if checked is None or not 0 <= now - checked < self.recheck:
+            self._check(now)
+        return self._keys
+
+    def refresh(self, now: float) -> bool:
+        """Look at the file now (a token named a key id the keys lack); did the keys change?"""
+        return self._check(now)
+
+    def _check(self, now: float) -> bool:
+        """Read the file again if its stamp changed; whether it did."""
         try:
             st = self.path.stat()
         except OSError:
             log.warning("JWKS file %s cannot be read; keeping the last keys", self.path)
-            return self._keys
+            return False
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
-            if stamp != self._stamp:
-                try:
-                    if st.st_size > MAX_JWKS_BYTES:
-                        raise ValueError("JWKS too large")
-                    self._keys = parse_jwks(json.loads(self.path.read_bytes()))
-                except (OSError, ValueError):
-                    log.warning("JWKS file %s is not a valid JWKS; keeping the last keys", self.path)
-                self._stamp = stamp
-            return self._keys
-
-    def refresh(self, now: float) -> bool:
-        # keys() already notices every change to the file.
-        return False
+            self._checked_at = now
+            if stamp == self._stamp:
+                return False
+            try:
+                if st.st_size > MAX_JWKS_BYTES:
+                    raise ValueError("JWKS too large")
+                self._keys = parse_jwks(json.loads(self.path.read_bytes()))
+            except (OSError, ValueError):
+                log.warning("JWKS file %s is not a valid JWKS; keeping the last keys", self.path)
+            self._stamp = stamp
+            return True
 
 
 Fetch = Callable[[str], bytes]

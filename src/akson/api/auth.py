@@ -6,10 +6,10 @@ is served outside the FHIR router and needs none either). The token is verified 
 
 - the issuers of `AKSON_TRUSTED_ISSUERS` (HelseID, ID-porten, …; `akson.access.issuers`);
 - the built-in provider (`akson.idp`), trusted through the JWKS file it writes beside its keys
-  (`akson.idp.keys.JWKS_FILE`: one `stat` per request, read again only when it changes, so every
-  worker process sees a key rotation). Its issuer is `AKSON_IDP_ISSUER` when set, else
-  `<origin>/auth` of the URL the client used — the provider names itself the same way, and
-  only its private key can sign for it.
+  (`akson.idp.keys.JWKS_FILE`: looked at once a second and whenever a token names a key id it
+  lacks, read again only when it changes, so every worker process sees a key rotation). Its
+  issuer is `AKSON_IDP_ISSUER` when set, else `<origin>/auth` of the URL the client used — the
+  provider names itself the same way, and only its private key can sign for it.
 
 Audience (`aud`): a token of the built-in provider must name this server's FHIR base — the base
 the client addressed (`<origin>/fhir`), the base derived from `AKSON_IDP_ISSUER`, `AKSON_AUDIENCE`

@@ -102,13 +102,14 @@ _COLS = "res_type, res_id, version, last_updated, deleted, content"
 _PAGE_COLS = "r.pk, r." + _COLS.replace(", ", ", r.")
 
 #: A column of the searched row `r` in compiled predicates (not of an alias ending in `r`).
-_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(\w+)")
+#: A column of the searched row `r` other than `r.pk` (not `x_r.…`, not `t.r.…`).
+_OTHER_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(?!pk\b)")
 
 
 def _reads_pk_only(where: Where) -> bool:
     """Do these predicates read no column of the searched row `r` but `r.pk`? Then index rows
     can stand in for `resource` rows: they exist only for live current versions (ADR 0011)."""
-    return all(col == "pk" for col in _ROW_COLUMN.findall(where.render()))
+    return _OTHER_ROW_COLUMN.search(where.render()) is None
 
 #: The same columns read from `resource_version v`. The current version's row holds no content
 #: (it is stored once, in `resource`); every superseded live version's row holds its own, and a
