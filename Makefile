@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DB      ?= sqlite:///./var/akson.db
 PORT    ?= 8000
 
-.PHONY: run test lint bench bench-scale bench-results bench-selftest install clean help
+.PHONY: run test lint bench bench-cost bench-scale bench-results bench-selftest install clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff, mypy and the layer contract only
 
 bench: $(STAMP) ## HTTP benchmark on PostgreSQL and SQLite (prints req/s, p50/p95/p99, memory)
 	$(BIN)/python bench/http_bench.py --db both
+
+bench-cost: $(STAMP) ## Trust services' cost: the HTTP benchmark with and without them, alternating runs
+	$(BIN)/python bench/cost.py --rounds $(or $(ROUNDS),3)
 
 bench-scale: $(STAMP) ## Search, $$everything and export at 10k/100k/1M resources on PostgreSQL
 	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),10000,100000,1000000)
