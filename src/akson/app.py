@@ -43,6 +43,7 @@ from akson.idp.keys import JWKS_FILE
 from akson.idp.settings import IdpSettings
 from akson.results.ingest import Ingestor
 from akson.results.release import ReleasePolicy
+from akson.serving import worker_index
 from akson.store import export as store_export
 from akson.store.audit_log import AuditLog
 from akson.store.database import connect
@@ -103,7 +104,7 @@ class Akson:
         await db.open()
         store = ResourceStore(db, registry)
         self.audit_log = AuditLog(db, key=audit_key(self.settings.database_url),
-                                  chains=self.settings.audit_chains)
+                                  chains=self.settings.audit_chains, lane=worker_index())
         self.audit_sink = ChainedAuditSink(
             self.audit_log, self.source, behind=self.settings.audit_reads_behind_ms / 1000)
         gate = Gate(store, self.audit_sink)

@@ -6,6 +6,10 @@ keep-alive pool at once (the usual case) then lands on one worker, and the other
 in `bench/http_bench.py` one of two workers did all the work. Here each worker binds its own
 socket with `SO_REUSEPORT`, so the kernel spreads new connections over the workers.
 
+Each worker learns its number (0, 1, …) from `AKSON_WORKER` in its environment (`worker_index`):
+the app gives each worker audit chains of its own (akson.store.audit_log), so two workers'
+writes never wait for each other's commits on a chain.
+
 A worker that dies is started again on the same socket (a socket without a worker would hold
 the connections the kernel gives it), unless it failed while starting (the app cannot start, so
 every restart would fail alike): then every worker is stopped and `run` returns False.
@@ -14,6 +18,7 @@ SIGINT/SIGTERM stop every worker and return True.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -22,6 +27,15 @@ from multiprocessing.context import SpawnProcess
 from uvicorn import Config, Server
 from uvicorn._subprocess import get_subprocess
 from uvicorn.config import STARTUP_FAILURE
+
+#: The environment variable that tells a worker process its number.
+WORKER_ENV = "AKSON_WORKER"
+
+
+def worker_index() -> int | None:
+    """This process's worker number when `Workers` started it, else None."""
+    value = os.environ.get(WORKER_ENV, "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -50,7 +64,11 @@ class Workers:
     def _start(self, index: int) -> SpawnProcess:
         server = Server(config=self.config)
         process = get_subprocess(self.config, server.run, [self.sockets[index]])
-        process.start()
+        os.environ[WORKER_ENV] = str(index)  # a spawned process starts with this environment
+        try:
+            process.start()
+        finally:
+            del os.environ[WORKER_ENV]
         return process
 
     def run(self) -> bool:

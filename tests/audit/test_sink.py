@@ -148,12 +148,13 @@ class _Unavailable(audit_log.AuditLog):
         super().__init__(log.db, key=log.key, chains=log.chains)
         self.failures = failures
 
-    async def record_many(self, entries: Sequence[audit_log.AuditEntry], *, route: str
+    async def record_many(self, entries: Sequence[audit_log.AuditEntry], *,
+                          route: str | None = None, chain: int | None = None
                           ) -> tuple[list[audit_log.AuditRecord], bool]:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("the database is not reachable")
-        return await super().record_many(entries, route=route)
+        return await super().record_many(entries, route=route, chain=chain)
 
 
 def test_routine_records_survive_a_failing_log_and_later_reads_wait_for_it(
@@ -241,5 +242,26 @@ def test_a_held_chain_is_passed_over_until_it_is_released(audit_url: str) -> Non
             log.release_chain(long_write)
             taken = [log.hold_chain() for _ in range(audit_log.OWN_CHAINS)]
             assert len(set(taken)) == audit_log.OWN_CHAINS  # all different while all held
+
+    run(go())
+
+
+def test_the_workers_of_one_server_write_to_chains_apart(audit_url: str) -> None:
+    """Each worker of `akson serve` (akson.serving) has a lane: its write chains and the chain
+    of its batched records. With 16 chains three workers' lanes never meet, so no worker waits
+    for another's commits; a worker's batched records land on its lane's batch chain."""
+    async def go() -> None:
+        async with opened(audit_url, chains=16) as (db, log):
+            workers = [audit_log.AuditLog(db, key=log.key, chains=16, lane=n) for n in range(3)]
+            lanes = []
+            for worker in workers:
+                lane = {worker.hold_chain() for _ in range(audit_log.OWN_CHAINS)}
+                lanes.append(lane | {worker.batch_chain()})
+                assert len(lanes[-1]) == audit_log.LANE_CHAINS
+            assert len(set().union(*lanes)) == 3 * audit_log.LANE_CHAINS
+            await GroupCommit(workers[1]).append([_entry()])
+            async with db.transaction(write=False) as tx:
+                [record] = await audit_log.patient_log(tx, "p")
+            assert record.chain == workers[1].batch_chain()
 
     run(go())

@@ -1,4 +1,5 @@
-"""A tiny ASGI app answering with its worker's process id (for tests/reliability/test_serving)."""
+"""A tiny ASGI app answering with its worker's process id and worker number (for
+tests/reliability/test_serving)."""
 
 from __future__ import annotations
 
@@ -14,4 +15,5 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
+    body = f"{os.getpid()} {os.environ.get('AKSON_WORKER', '-')}"
+    await send({"type": "http.response.body", "body": body.encode()})

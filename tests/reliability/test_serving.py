@@ -34,9 +34,15 @@ def supervisor(app: str, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def pid_of(conn: http.client.HTTPConnection) -> int:
+def answer(conn: http.client.HTTPConnection) -> tuple[int, str]:
+    """The answering worker's process id and worker number."""
     conn.request("GET", "/")
-    return int(conn.getresponse().read())
+    pid, number = conn.getresponse().read().decode().split()
+    return int(pid), number
+
+
+def pid_of(conn: http.client.HTTPConnection) -> int:
+    return answer(conn)[0]
 
 
 def until(condition: object, what: str, timeout: float = 30.0) -> None:
@@ -125,6 +131,11 @@ def test_a_killed_worker_is_replaced_on_its_socket(
         return len(pids) == 2 and victim not in pids
 
     until(replaced, "a new worker answers in place of the killed one")
+    # Each worker knows its number (its audit chains are its own), and a replacement takes
+    # the number of the worker it replaces.
+    numbers = {answer(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+               for _ in range(CONNECTIONS)}
+    assert sorted(number for _, number in numbers) == ["0", "1"]
 
 
 def test_sigterm_stops_the_workers_and_the_supervisor(

@@ -31,6 +31,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -578,7 +579,7 @@ class GroupCommit:
         self.behind = behind
         # One chain per process while no other writer uses it: the log then knows the chain's
         # head and appends a batch in one statement (AuditLog.record_many).
-        self._route = uuid.uuid4().hex
+        self._chain = log.batch_chain()
         self._pending: list[tuple[list[AuditEntry], asyncio.Future[None] | None]] = []
         self._held = 0  # routine records pending
         self._failing = False
@@ -635,9 +636,9 @@ class GroupCommit:
             held, self._held = self._held, 0
             try:
                 _, moved = await self.log.record_many(
-                    [e for entries, _ in batch for e in entries], route=self._route)
-                if moved:
-                    self._route = uuid.uuid4().hex
+                    [e for entries, _ in batch for e in entries], chain=self._chain)
+                if moved:  # another process appends to it too: try another
+                    self._chain = secrets.randbelow(self.log.chains)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting session
                 for _, done in batch:
                     if done is not None and not done.done():

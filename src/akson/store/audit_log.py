@@ -47,6 +47,8 @@ from akson.store.database import Database, Row, Tx
 DEFAULT_CHAINS = 16
 #: Chains a process takes turns over for writes without a route (AuditLog.append_many).
 OWN_CHAINS = 4
+#: A process's lane: its write chains and, after them, the chain of its batched records.
+LANE_CHAINS = OWN_CHAINS + 1
 ZERO_HASH = bytes(32)
 _NONE = (2**64 - 1).to_bytes(8, "big")  # length prefix of an absent field (distinct from "")
 _VERSION = b"akson-audit-v1"
@@ -243,7 +245,8 @@ def _chained(chain: int, seq: int, prev: bytes, entries: Sequence[AuditEntry]
 class AuditLog:
     """Appends to N chains; `key` signs the chain heads (see `checkpoint_key`)."""
 
-    def __init__(self, db: Database, *, key: bytes, chains: int = DEFAULT_CHAINS) -> None:
+    def __init__(self, db: Database, *, key: bytes, chains: int = DEFAULT_CHAINS,
+                 lane: int | None = None) -> None:
         if chains < 1:
             raise ValueError("the audit log needs at least one chain")
         self.db = db
@@ -252,9 +255,12 @@ class AuditLog:
         self._heads: dict[int, tuple[int, bytes]] = {}  # chain → (seq, hash) last appended here
         # Write transactions append to a few chains of this process's own, whose heads it then
         # usually knows (the compare-and-set below); another process that uses one too only
-        # costs a fallback to the lock. `_holding` counts this process's transactions holding
-        # each of them, so concurrent writes take different chains (hold_chain).
-        self._own = secrets.randbelow(chains)
+        # costs a fallback to the lock, and each waits for the other's commits. `lane` (the
+        # server's worker number, akson.serving) gives the workers of one server chains apart
+        # (16 chains: three workers' lanes never meet); other processes start at random.
+        # `_holding` counts this process's transactions holding each of its chains, so
+        # concurrent writes take different ones (hold_chain).
+        self._own = (lane * LANE_CHAINS if lane is not None else secrets.randbelow(chains)) % chains
         self._turn = itertools.count()
         self._holding: dict[int, int] = {}
 
@@ -269,6 +275,11 @@ class AuditLog:
         chain = min(own, key=lambda c: self._holding.get(c, 0))
         self._holding[chain] = self._holding.get(chain, 0) + 1
         return chain
+
+    def batch_chain(self) -> int:
+        """The chain for this process's batched records (`record_many`): the last of its lane,
+        beside its write chains."""
+        return (self._own + OWN_CHAINS) % self.chains
 
     def held_chains(self) -> dict[int, int]:
         """Chains this process's write transactions hold now, with how many hold each."""
@@ -334,10 +345,11 @@ class AuditLog:
         """Append `entry` in a transaction of its own (reads, logins: nothing else to commit)."""
         return (await self.record_many([entry], route=route))[0][0]
 
-    async def record_many(self, entries: Sequence[AuditEntry], *, route: str
-                          ) -> tuple[list[AuditRecord], bool]:
-        """Append `entries` in a transaction of their own; also says whether the chain had moved
-        since this process last appended to it (another writer uses it: pick another route).
+    async def record_many(self, entries: Sequence[AuditEntry], *, route: str | None = None,
+                          chain: int | None = None) -> tuple[list[AuditRecord], bool]:
+        """Append `entries` in a transaction of their own, on the chain `route` picks, else
+        `chain`; also says whether the chain had moved since this process last appended to it
+        (another writer uses it: pick another).
 
         On PostgreSQL, when this process knows the chain's head from its last append, the batch
         is one statement that writes only if the head is still that one — a compare-and-set on
@@ -347,7 +359,10 @@ class AuditLog:
         """
         if not entries:
             return [], False
-        chain = chain_for(route, self.chains)
+        if route is not None:
+            chain = chain_for(route, self.chains)
+        elif chain is None:
+            raise ValueError("record_many needs a route or a chain")
         known = self._heads.get(chain)
         if known is not None and self.db.dialect == "postgresql":
             # Autocommit (a "read" connection): the statement is its own transaction, durable
