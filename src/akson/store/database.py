@@ -308,10 +308,18 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def transaction(self, *, write: bool, bulk: bool = False) -> AsyncIterator[Tx]:
+        if not write:
+            # An autocommit connection needs no transaction for a read, nor the commit the
+            # pool's `connection()` runs on leaving it (a lock and a status check per read).
+            # `putconn` still rolls back a connection left in a transaction and drops a broken one.
+            read = await self._pool.getconn()
+            try:
+                yield _PgTx(read)
+            finally:
+                await self._pool.putconn(read)
+            return
         async with self._pool.connection() as conn:
-            if not write:
-                yield _PgTx(conn)
-            elif bulk:  # COPY cannot run in pipeline mode
+            if bulk:  # COPY cannot run in pipeline mode
                 async with conn.transaction():
                     yield _PgTx(conn)
             else:
