@@ -38,8 +38,8 @@ lint: $(STAMP) ## ruff, mypy and the layer contract only
 bench: $(STAMP) ## HTTP benchmark on PostgreSQL and SQLite (prints req/s, p50/p95/p99, memory)
 	$(BIN)/python bench/http_bench.py --db both
 
-bench-cost: $(STAMP) ## Trust services' cost: the HTTP benchmark with and without them, alternating runs
-	$(BIN)/python bench/cost.py --rounds $(or $(ROUNDS),3)
+bench-cost: $(STAMP) ## Trust services' cost: the HTTP benchmark's phases with and without them, interleaved
+	$(BIN)/python bench/cost.py --rounds $(or $(ROUNDS),5)
 
 bench-scale: $(STAMP) ## Search, $$everything and export at 10k/100k/1M resources on PostgreSQL
 	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),10000,100000,1000000)

@@ -1,104 +1,175 @@
-"""The trust services' cost: the HTTP benchmark with and without them, runs alternating.
+"""The trust services' cost: the HTTP benchmark's phases with and without them, interleaved.
 
 *Without* is the last build before authentication, the access gate and the audit log were wired
 into the FHIR API (`--base`, default 9c85a15), checked out in a temporary git worktree and served
-by `bench/base_server.py`; *with* is this checkout. Both run `bench/http_bench.py` on PostgreSQL
-with the same arguments, `--rounds` times each, alternating, so drift of the machine falls on
-both. Printed: per phase the median req/s (resources/s for transactions) of each build and the
+by `bench/base_server.py`; *with* is this checkout. Both servers run at once, each on its own
+PostgreSQL database, and every phase of `bench/http_bench.py` is measured in short turns that
+alternate between them (`--rounds` turns each). A small VM's speed drifts by ±20 % over minutes;
+turns seconds apart see the same machine, so each pair of turns gives one cost, and the median
+of the pairs is the figure. Printed: per phase the median rate of each build and the median
 cost, 1 − with/without, against the trust-services issue's limit of 25 %.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import contextlib
+import os
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import loadgen
+from http_bench import system_token
+from loadgen import install_fast_loop, run_phase
+from serverproc import PgTarget, ServerProcess, bench_database, free_port, run_upgrade
+from synth import PatientFactory
+from workloads import (
+    CreatePatients,
+    Dataset,
+    ReadPatients,
+    SearchFamily,
+    SearchIdentifier,
+    Transactions,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 PYTHON = REPO / ".venv" / "bin" / "python"
+HOST = "127.0.0.1"
 LIMIT = 0.25  # the gate plus audit may cost at most 25 % of the foundation's throughput
+BUNDLE_PATIENTS = 25
+
+#: (key, name, concurrent?) in http_bench's order: the create phases make the data the others use.
+PHASES = [("seq_create", "create, sequential (req/s)", False),
+          ("create", "create, concurrent (req/s)", True),
+          ("read", "read by id (req/s)", True),
+          ("search_identifier", "search by identifier (req/s)", True),
+          ("search_family", "search by family (req/s)", True),
+          ("transaction", "transaction (resources/s)", True)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base", default="9c85a15", help="the build without (a git revision)")
-    ap.add_argument("--rounds", type=int, default=3, help="runs of each build, alternating")
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=5, help="turns of each build per phase")
+    ap.add_argument("--turn", type=float, default=4.0, help="measured seconds per turn")
+    ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per turn")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=4242)
     return ap.parse_args(argv)
 
 
-def rate(phase: dict[str, Any]) -> float:
-    return float(phase["resources_per_s"] if phase["key"] == "transaction" else phase["req_per_s"])
+@dataclass
+class Build:
+    """One server under test and the data the benchmark made on it."""
+
+    label: str
+    port: int
+    token: str
+    data: Dataset = field(default_factory=Dataset)
+    creator: CreatePatients | None = None
+    rates: dict[str, list[float]] = field(default_factory=dict)
+
+    def workload(self, key: str, factory: PatientFactory) -> Any:
+        host = f"{HOST}:{self.port}"
+        if self.creator is None:
+            self.creator = CreatePatients(host, self.data, factory, 20000)
+        make: dict[str, Callable[[], Any]] = {
+            "seq_create": lambda: self.creator, "create": lambda: self.creator,
+            "read": lambda: ReadPatients(host, self.data, 11),
+            "search_identifier": lambda: SearchIdentifier(host, self.data, 12),
+            "search_family": lambda: SearchFamily(host, self.data, 13),
+            "transaction": lambda: Transactions(host, self.data, factory, BUNDLE_PATIENTS)}
+        return make[key]()
 
 
-def run_once(args: argparse.Namespace, server_cmd: str, out: Path) -> dict[str, float]:
-    """One `http_bench.py` run on PostgreSQL: {phase key: rate}."""
-    cmd = [str(PYTHON), str(BENCH / "http_bench.py"), "--db", "postgres", "--calibrate", "0",
-           "--duration", str(args.duration), "--warmup", str(args.warmup),
-           "--clients", str(args.clients), "--workers", str(args.workers),
-           "--server-cmd", server_cmd, "--results-dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"http_bench failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                           f"{proc.stderr[-3000:]}")
-    result = json.loads(max(out.glob("postgres-*.json")).read_text())
-    for path in out.glob("*.json"):
-        path.unlink()
-    return {p["key"]: rate(p) for p in result["phases"]}
+@contextlib.contextmanager
+def served(label: str, cmd: list[str], db_name: str, workers: int) -> Iterator[Build]:
+    """A server of `cmd` on a fresh database, with a `system/*.*` token of its built-in client."""
+    with bench_database("postgres", PgTarget(), db_name) as url, \
+            tempfile.TemporaryDirectory(prefix="akson-cost-keys-") as keys:
+        env = {**os.environ, "AKSON_DATABASE_URL": url, "AKSON_IDP_KEY_DIR": keys,
+               "AKSON_IDP_ACCESS_TOKEN_SECONDS": "86400"}
+        run_upgrade(cmd, env)
+        port = free_port()
+        server = ServerProcess(cmd, env, HOST, port, workers)
+        try:
+            server.wait_healthy()
+            yield Build(label, port, system_token(port, Path(keys)))
+        finally:
+            server.stop()
 
 
-def table(names: dict[str, str], without: list[dict[str, float]],
-          with_: list[dict[str, float]]) -> str:
-    rows = ["| phase | without (median) | with (median) | cost | within 25 % |",
-            "|---|---:|---:|---:|---|"]
-    for key, name in names.items():
-        a = statistics.median(r[key] for r in without)
-        b = statistics.median(r[key] for r in with_)
-        cost = 1 - b / a  # negative: faster with than without
-        cost_text = f"{cost:.0%}".replace("-", "−")
-        rows.append(f"| {name} | {a:,.0f} | {b:,.0f} | {cost_text} | "
-                    f"{'yes' if cost <= LIMIT else 'no'} |")
+async def measure(args: argparse.Namespace, builds: list[Build]) -> None:
+    factories = {b.label: PatientFactory(args.seed) for b in builds}
+    for key, name, concurrent in PHASES:
+        clients = args.clients if concurrent else 1
+        per_request = 2 * BUNDLE_PATIENTS if key == "transaction" else 1
+        for turn in range(args.rounds):
+            # Alternate who goes first, so neither build always follows the other's writes.
+            for build in builds if turn % 2 == 0 else builds[::-1]:
+                loadgen.EXTRA_HEADERS["Authorization"] = "Bearer " + build.token
+                stats = await run_phase(name, HOST, build.port,
+                                        build.workload(key, factories[build.label]), clients,
+                                        args.turn, args.warmup, resources_per_request=per_request)
+                summary = stats.summary()
+                if summary["errors"] or summary["check_failures"]:
+                    raise RuntimeError(f"{build.label} {key}: {summary['first_error']} "
+                                       f"{summary['first_check_failure']}")
+                rate = summary["resources_per_s"] if key == "transaction" else summary["req_per_s"]
+                build.rates.setdefault(key, []).append(float(rate))
+        without, with_ = (b.rates[key] for b in builds)
+        print(f"{name}: without {', '.join(f'{r:,.0f}' for r in without)}; "
+              f"with {', '.join(f'{r:,.0f}' for r in with_)}", flush=True)
+
+
+def table(without: Build, with_: Build) -> str:
+    rows = ["| phase | without (median) | with (median) | cost, median of pairs (range) "
+            "| within 25 % |", "|---|---:|---:|---:|---|"]
+    for key, name, _ in PHASES:
+        a, b = without.rates[key], with_.rates[key]
+        costs = sorted(1 - y / x for x, y in zip(a, b, strict=True))  # negative: faster with
+        cost = statistics.median(costs)
+
+        def pct(value: float) -> str:
+            return f"{value:.0%}".replace("-", "−")
+
+        rows.append(f"| {name} | {statistics.median(a):,.0f} | {statistics.median(b):,.0f} "
+                    f"| {pct(cost)} ({pct(costs[0])} … {pct(costs[-1])}) "
+                    f"| {'yes' if round(cost, 2) <= LIMIT else 'no'} |")
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = {"seq_create": "create, sequential (req/s)", "create": "create, concurrent (req/s)",
-             "read": "read by id (req/s)", "search_identifier": "search by identifier (req/s)",
-             "search_family": "search by family (req/s)",
-             "transaction": "transaction (resources/s)"}
+    install_fast_loop()
     with tempfile.TemporaryDirectory(prefix="akson-cost-") as tmp:
         tree = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree),
                         args.base], check=True)
         try:
-            base_cmd = (f"env PYTHONPATH={shlex.quote(str(tree / 'src'))} {PYTHON} "
-                        f"{BENCH / 'base_server.py'}")
-            this_cmd = str(REPO / ".venv" / "bin" / "akson")
-            without: list[dict[str, float]] = []
-            with_: list[dict[str, float]] = []
-            for n in range(args.rounds):
-                for label, cmd, runs in (("without", base_cmd, without), ("with", this_cmd, with_)):
-                    runs.append(run_once(args, cmd, Path(tmp) / "results"))
-                    figures = ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items())
-                    print(f"round {n + 1} {label}: {figures}", flush=True)
+            base_cmd = shlex.split(f"env PYTHONPATH={shlex.quote(str(tree / 'src'))} {PYTHON} "
+                                   f"{BENCH / 'base_server.py'}")
+            this_cmd = [str(REPO / ".venv" / "bin" / "akson")]
+            with served("without", base_cmd, "akson_cost_without", args.workers) as without, \
+                    served("with", this_cmd, "akson_cost_with", args.workers) as with_:
+                asyncio.run(measure(args, [without, with_]))
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
                            check=False)
     print(f"\nwithout = {args.base} (served by bench/base_server.py), with = this checkout; "
-          f"{args.rounds} runs each, {args.clients} clients, {args.workers} workers, "
-          f"{args.duration:g} s per phase\n")
-    print(table(names, without, with_))
+          f"{args.rounds} turns each per phase, alternating, {args.turn:g} s measured per turn, "
+          f"{args.clients} clients, {args.workers} workers each, PostgreSQL\n")
+    print(table(without, with_))
     return 0
 
 

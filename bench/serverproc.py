@@ -51,18 +51,18 @@ def pg_version(pg: PgTarget) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def bench_database(kind: str, pg: PgTarget) -> Iterator[str]:
+def bench_database(kind: str, pg: PgTarget, name: str = BENCH_DB) -> Iterator[str]:
     """Create a fresh benchmark database, yield its URL, drop it afterwards."""
     if kind == "postgres":
-        _pg_admin(pg, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        _pg_admin(pg, f'CREATE DATABASE "{BENCH_DB}"')
+        _pg_admin(pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_admin(pg, f'CREATE DATABASE "{name}"')
         try:
-            yield pg.url(BENCH_DB)
+            yield pg.url(name)
         finally:
-            _pg_admin(pg, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+            _pg_admin(pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     else:
         with tempfile.TemporaryDirectory(prefix="akson-bench-") as tmp:
-            yield f"sqlite:///{Path(tmp) / (BENCH_DB + '.db')}"
+            yield f"sqlite:///{Path(tmp) / (name + '.db')}"
 
 
 def free_port() -> int:
