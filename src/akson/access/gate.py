@@ -182,17 +182,20 @@ class Gate:
 # ------------------------------------------------------------------ facts
 
 
+_NO_FACTS = pol.Facts()
+
+
 async def gather_facts(s: Session, principal: Principal, today: date) -> pol.Facts:
     """What the policy needs to know about the caller's patients, looked up unrestricted."""
     if principal.kind == "citizen" and principal.national_id:
         found = await acl.patients_by_identifier(s, PERSON_ID_SYSTEMS, [principal.national_id])
         own = found.get(principal.national_id)
         if own is None:
-            return pol.Facts()
+            return _NO_FACTS
         return pol.Facts(self_patient=own, children=await _children(s, own))
     if principal.kind != "practitioner" or not (principal.hpr_number and principal.orgnr_child
                                                 and principal.orgnr_parent):
-        return pol.Facts()
+        return _NO_FACTS
     practitioners, units, entity = await acl.caller_resources(
         s, principal.hpr_number, principal.orgnr_child, principal.orgnr_parent)
     ids: list[str] = []

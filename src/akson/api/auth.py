@@ -115,8 +115,10 @@ class Authenticator:
         scheme, raw = parts
         issuers = _WithBuiltin(self.issuers, self.builtin.for_base(req.base_url)
                                if self.builtin is not None else None)
-        dpop = DpopRequest(scheme, req.header("dpop"), req.method, req.url or req.base_url,
-                           self.dpop)
+        # A Bearer token needs no proof: unbound it passes, bound it is refused (dpop_required),
+        # with or without a DpopRequest; only the DPoP scheme has a proof to check.
+        dpop = (DpopRequest(scheme, req.header("dpop"), req.method, req.url or req.base_url,
+                            self.dpop) if scheme == "DPoP" else None)
 
         def verify() -> Principal:
             return verify_access_token(raw, issuers=issuers, now=self.clock(), dpop=dpop,

@@ -7,6 +7,7 @@ writes goes through one session, so it commits whole or not at all
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -109,7 +110,13 @@ _OTHER_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(?!pk\b)")
 def _reads_pk_only(where: Where) -> bool:
     """Do these predicates read no column of the searched row `r` but `r.pk`? Then index rows
     can stand in for `resource` rows: they exist only for live current versions (ADR 0011)."""
-    return _OTHER_ROW_COLUMN.search(where.render()) is None
+    return _pk_only_sql(where.render())
+
+
+@functools.lru_cache(maxsize=1024)
+def _pk_only_sql(sql: str) -> bool:
+    # A search asks up to four times, and its SQL (values are parameters) repeats by shape.
+    return _OTHER_ROW_COLUMN.search(sql) is None
 
 #: The same columns read from `resource_version v`. The current version's row holds no content
 #: (it is stored once, in `resource`); every superseded live version's row holds its own, and a
