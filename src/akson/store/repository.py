@@ -102,8 +102,8 @@ _COLS = "res_type, res_id, version, last_updated, deleted, content"
 #: A search page's leading columns on `resource r`: its pk (the keyset), then `_COLS`.
 _PAGE_COLS = "r.pk, r." + _COLS.replace(", ", ", r.")
 
-#: A column of the searched row `r` in compiled predicates (not of an alias ending in `r`).
-#: A column of the searched row `r` other than `r.pk` (not `x_r.…`, not `t.r.…`).
+#: A column of the searched row `r` in compiled predicates other than `r.pk` (not of an alias
+#: ending in `r`, such as `x_r.…`).
 _OTHER_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(?!pk\b)")
 
 
@@ -117,6 +117,7 @@ def _reads_pk_only(where: Where) -> bool:
 def _pk_only_sql(sql: str) -> bool:
     # A search asks up to four times, and its SQL (values are parameters) repeats by shape.
     return _OTHER_ROW_COLUMN.search(sql) is None
+
 
 #: The same columns read from `resource_version v`. The current version's row holds no content
 #: (it is stored once, in `resource`); every superseded live version's row holds its own, and a
