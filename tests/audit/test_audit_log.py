@@ -242,7 +242,7 @@ def test_writes_of_two_processes_in_their_transactions_keep_a_shared_chain_whole
     lock instead: nothing forks, nothing is lost, sequence numbers stay gap-free."""
     async def write(log: audit_log.AuditLog, db: Database, n: int) -> audit_log.AuditRecord:
         async with db.transaction(write=True) as tx:
-            return (await log.append_many(tx, [entry(n)]))[0]
+            return (await log.append_many(tx, [entry(n)], chain=0))[0]
 
     async def go() -> None:
         async with opened(audit_url, chains=1) as (db, first), \
@@ -253,7 +253,7 @@ def test_writes_of_two_processes_in_their_transactions_keep_a_shared_chain_whole
             assert fourth.seq == 4
             if db.dialect == "postgresql":
                 async with db2.transaction(write=True) as tx:
-                    fifth = (await second.append_many(tx, [entry(5)]))[0]
+                    fifth = (await second.append_many(tx, [entry(5)], chain=0))[0]
                     waiting = asyncio.create_task(write(first, db, 6))
                     while not await _blocked(db):  # first waits for the chain's row
                         await asyncio.sleep(0.01)

@@ -45,7 +45,7 @@ from akson.fhir.dates import now_us
 from akson.store.database import Database, Row, Tx
 
 DEFAULT_CHAINS = 16
-#: Chains a process takes turns over for writes without a route (AuditLog.append_many).
+#: Chains of a process's own for its write transactions (AuditLog.hold_chain).
 OWN_CHAINS = 4
 #: A process's lane: its write chains and, after them, the chain of its batched records.
 LANE_CHAINS = OWN_CHAINS + 1
@@ -308,23 +308,28 @@ class AuditLog:
                           ) -> list[AuditRecord]:
         """`append` for several entries, in order, on one chain: the head is locked, read and
         written once and the rows go in as one batch. The chain is the one `route` picks, else
-        `chain` (from `hold_chain`), else one of this process's own in turn. On PostgreSQL,
-        when this process knows that chain's head, it is one statement: the compare-and-set of
-        `record_many`, inside `tx` — it waits for a transaction holding the chain and, when
-        that moved the head, writes nothing and takes the lock instead (READ COMMITTED re-reads
-        the row it waited for)."""
+        `chain` (a write transaction's, from `hold_chain`). On PostgreSQL, when this process
+        knows that chain's head, it is one statement: the compare-and-set of `record_many`,
+        inside `tx` — it waits for a transaction holding the chain and, when that moved the
+        head, writes nothing and takes the lock instead (READ COMMITTED re-reads the row it
+        waited for)."""
         if not entries:
             return []
-        if route is not None:
-            chain = chain_for(route, self.chains)
-        elif chain is None:
-            chain = (self._own + next(self._turn) % OWN_CHAINS) % self.chains
+        chain = self._chain(route, chain)
         known = self._heads.get(chain)
         if known is not None and tx.dialect == "postgresql":
             out = await self._append_if_head(tx, chain, known, entries)
             if out is not None:
                 return out
         return (await self._append_locked(tx, chain, entries))[0]
+
+    def _chain(self, route: str | None, chain: int | None) -> int:
+        """The chain `route` picks, else `chain`; one of them is needed."""
+        if route is not None:
+            return chain_for(route, self.chains)
+        if chain is None:
+            raise ValueError("an append needs a route or a chain")
+        return chain
 
     async def _append_locked(self, tx: Tx, chain: int, entries: Sequence[AuditEntry]
                              ) -> tuple[list[AuditRecord], tuple[int, bytes]]:
@@ -359,10 +364,7 @@ class AuditLog:
         """
         if not entries:
             return [], False
-        if route is not None:
-            chain = chain_for(route, self.chains)
-        elif chain is None:
-            raise ValueError("record_many needs a route or a chain")
+        chain = self._chain(route, chain)
         known = self._heads.get(chain)
         if known is not None and self.db.dialect == "postgresql":
             # Autocommit (a "read" connection): the statement is its own transaction, durable
