@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import timeit
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from akson.fhir.dates import MAX_US, MIN_US, date_range, period_range
 from akson.fhir.indexing import (
     CANONICAL_SYSTEM,
     IndexRows,
+    compartment,
     extract,
     patient_compartment,
     split_reference,
@@ -242,7 +244,9 @@ def test_split_reference(ref: str, parts: tuple | None) -> None:
 
 def test_patient_compartment_rules() -> None:
     def comp(res: dict) -> str | None:
-        return patient_compartment(res, extract(res))
+        whole = patient_compartment(res, extract(res))
+        assert compartment(res) == whole  # the gate's shortcut agrees with the store's rows
+        return whole
 
     assert comp({"resourceType": "Condition", "subject": {"reference": "Patient/a"}}) == "a"
     assert comp({"resourceType": "Condition", "subject": {"reference": "Group/g"}}) is None
@@ -369,3 +373,33 @@ def test_schema_invalid_shapes_never_raise() -> None:
             scrambled = _scramble(resource, [offset])
             assert isinstance(scrambled, dict)
             patient_compartment(scrambled, extract(scrambled))
+            compartment(scrambled)
+
+
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"R4 examples not found at {EXAMPLES}")
+def test_compartment_shortcut_agrees_with_the_whole_extraction() -> None:
+    """The gate decides and audits a write by `compartment`; the store files the row under
+    `patient_compartment` of all its index rows. On every official example (and each one
+    pointed at a local Patient) the two must name the same record."""
+    checked = with_patient = 0
+    for path in _examples():
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        for doc in (resource, _local_patients(resource)):
+            expected = patient_compartment(doc, extract(doc))
+            assert compartment(doc) == expected, path.name
+            checked += 1
+            with_patient += expected is not None
+    assert checked > 1000 and with_patient > 300
+
+
+def _local_patients(node: Any) -> Any:
+    """`node` with every absolute or contained Patient reference made a local one."""
+    if isinstance(node, dict):
+        out = {k: _local_patients(v) for k, v in node.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and "Patient/" in ref:
+            out["reference"] = "Patient/" + ref.rsplit("Patient/", 1)[1].split("/")[0]
+        return out
+    if isinstance(node, list):
+        return [_local_patients(v) for v in node]
+    return node

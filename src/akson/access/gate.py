@@ -526,7 +526,7 @@ class GuardedSession:
 
     def _compartment(self, res_type: str, res_id: str, resource: dict[str, Any]) -> str | None:
         doc = {**resource, "resourceType": res_type, "id": res_id}
-        return indexing.patient_compartment(doc, indexing.extract(doc, self._s.registry))
+        return indexing.compartment(doc, self._s.registry)
 
     def check_type_writable(self, res_type: str) -> None:
         """403 at once, before any other check, for a type this kind of caller never writes
