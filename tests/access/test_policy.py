@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from akson.access import policy as pol
 from akson.access.principal import PURPOSES_OF_USE, CareRelationship, Principal
 from akson.access.scopes import parse_scopes
+from akson.fhir import jsonio
 from akson.fhir.outcome import FhirError
 from akson.registry import mapping
 from akson.store import access_sql
@@ -278,6 +279,22 @@ def test_version_labels_hide_as_the_sql_rules_say(labels: set[tuple[str, str]],
     hidden = pol.hidden_by_labels(p.restriction, labels, patient)
     expected = pol.NORU in labels or (pol.NORN_FORANS in labels and patient == "kid")
     assert hidden is expected
+
+
+@given(st.sets(st.sampled_from([pol.NORS, pol.NORU, pol.NORN_FORANS])),
+       st.none() | st.sampled_from(["me", "kid", "other"]),
+       st.sampled_from(["", "NORU", "Nors", '"NORN_FORANS" står i teksten']))
+def test_labels_on_stored_json_hide_as_the_label_rules_say(labels: set[tuple[str, str]],
+                                                           patient: str | None, text: str) -> None:
+    """A read by id checks the rules on the row's JSON (`labels_hide`): the same answer as
+    `hidden_by_labels` on its `meta.security`, whatever else the JSON says."""
+    p = pol.plan(citizen(), NOW, pol.Facts("me", (pol.ChildFacts("kid", date(2020, 1, 1), True,
+                                                                 True, False),)))
+    doc = {"resourceType": "Observation", "note": [{"text": text}],
+           "meta": {"security": [{"system": s, "code": c} for s, c in sorted(labels)]}}
+    assert pol.labels_hide(p.restriction, jsonio.dumps(doc), patient) is \
+        pol.hidden_by_labels(p.restriction, labels, patient)
+    assert not pol.labels_hide(p.restriction, None, patient)  # a deletion marker has no labels
 
 
 def test_a_block_consent_must_deny_named_actors() -> None:

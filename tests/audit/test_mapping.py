@@ -223,6 +223,15 @@ def test_a_stored_record_renders_the_audit_event_built_at_the_time(principal: Pr
     record = AuditRecord(chain=3, seq=9, entry=entry, prev_hash=bytes(32), hash=bytes(32))
     assert served(record)["agent"] == build_event(principal, **args)["agent"]
     assert len(entry.content) < len(orjson.dumps(build_event(principal, **args))) / 2
+    # Without query, outcome text or names the caller's part is serialised once per principal
+    # and source (audit._caller_facts): the second record of the same caller renders alike.
+    for key in ("query", "outcome_desc", "names"):
+        del args[key]
+    for source in (args["source"], args["source"], SOURCE, args["source"]):
+        for patients, resources in (([], []), (args["patients"], args["resources"])):
+            again = {**args, "source": source, "patients": patients, "resources": resources}
+            entry = audit_entry(principal, **again)
+            assert audit_event(entry) == build_event(principal, **again)
 
 
 def test_a_record_stored_as_an_audit_event_is_served_as_it_was_written() -> None:

@@ -330,7 +330,45 @@ def audit_facts(principal: Principal, *, source: Source, patients: Sequence[Pati
                 outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> bytes:
     """What an audit record stores besides its columns: the facts `build_event` renders the
     AuditEvent from (ADR 0013). The caller's national id is not among them; the patients'
-    national ids are (the IG's patient link). Absent facts are left out."""
+    national ids are (the IG's patient link). Absent facts are left out.
+
+    The caller's facts come first and the patients and resources last, so the bytes are
+    `orjson.dumps` of the whole dict; the caller's part is serialised once per principal
+    (`_caller_facts`) when nothing else sits between them (no query, outcome text or names)."""
+    if query is None and outcome_desc is None and names == _NO_NAMES:
+        head = _caller_facts(principal, source)
+    else:
+        head = orjson.dumps(_caller_dict(principal, source, query, outcome_desc, names))
+    tail = []
+    if patients:
+        tail.append(b'"patients":' + orjson.dumps(
+            [[p.id, p.national_id] if p.national_id else [p.id] for p in patients]))
+    if resources:
+        tail.append(b'"resources":' + orjson.dumps(list(resources)))
+    return head[:-1] + b"," + b",".join(tail) + b"}" if tail else head
+
+
+_NO_NAMES = OrgNames()
+#: `_caller_facts` by principal: a token's `Principal` is one object for all its requests
+#: (akson.access.tokens), so a caller's facts are serialised once per token, not per record.
+#: An entry holds its principal, so its `id` is not reused while the entry lives. Bounded.
+_CALLER_FACTS: dict[int, tuple[Principal, Source, bytes]] = {}
+_CALLER_FACTS_MAX = 1024
+
+
+def _caller_facts(principal: Principal, source: Source) -> bytes:
+    found = _CALLER_FACTS.get(id(principal))
+    if found is not None and found[0] is principal and found[1] == source:
+        return found[2]
+    made = orjson.dumps(_caller_dict(principal, source, None, None, _NO_NAMES))
+    if len(_CALLER_FACTS) >= _CALLER_FACTS_MAX:
+        _CALLER_FACTS.clear()  # tokens last minutes: a full memo is mostly expired ones
+    _CALLER_FACTS[id(principal)] = (principal, source, made)
+    return made
+
+
+def _caller_dict(principal: Principal, source: Source, query: str | None,
+                 outcome_desc: str | None, names: OrgNames) -> dict[str, Any]:
     facts: dict[str, Any] = {"format": FACTS_FORMAT, "kind": principal.kind,
                              "client_id": principal.client_id, "site": source.site}
     optional = {
@@ -350,12 +388,7 @@ def audit_facts(principal: Principal, *, source: Source, patients: Sequence[Pati
             ("decision_ref_id", cr.decision_ref_id),
             ("decision_ref_description", cr.decision_ref_description),
             ("user_selected", cr.user_selected), ("toa", cr.toa)) if v is not None}
-    if patients:
-        facts["patients"] = [[p.id, p.national_id] if p.national_id else [p.id]
-                             for p in patients]
-    if resources:
-        facts["resources"] = list(resources)
-    return orjson.dumps(facts)
+    return facts
 
 
 def audit_event(entry: AuditEntry) -> dict[str, Any]:

@@ -372,7 +372,8 @@ class GuardedSession:
                                        for_update=for_update)
         if found is None and self.reaches_all:
             return None
-        if found is None or not found[1]:
+        if found is None or not found[1] or pol.labels_hide(self.restriction, found[0].content,
+                                                             found[2]):
             raise await self._deny("read", res_type, [res_id])
         stored, _, patient = found
         if self.writes_results:

@@ -33,8 +33,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
+import orjson
+
 from akson.access.principal import PURPOSES_OF_USE, Principal
 from akson.access.scopes import Scope
+from akson.fhir import jsonio
 from akson.fhir.naming import RESTRICTION_CODE_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.store.access_sql import (
@@ -367,6 +370,25 @@ def redact(resource: dict[str, Any], p: Plan, current: AbstractSet[tuple[str, st
     meta["security"] = [*(meta.get("security") or []), dict(REDACTED)]
     out["meta"] = meta
     return out
+
+
+_CODE_BYTES: dict[str, bytes] = {}  # a label code as JSON: the bytes `labels_hide` looks for
+
+
+def labels_hide(r: Restriction, content: bytes | None, patient_id: str | None) -> bool:
+    """`hidden_by_labels` for a stored version's JSON. Stored JSON is orjson's, which writes a
+    label's code as plain `"CODE"`: JSON without any rule's code in its bytes needs no parse."""
+    if not r.labels or content is None:
+        return False
+    for rule in r.labels:
+        needle = _CODE_BYTES.get(rule.code)
+        if needle is None:
+            needle = _CODE_BYTES.setdefault(rule.code, orjson.dumps(rule.code))
+        if needle in content:
+            break
+    else:
+        return False
+    return hidden_by_labels(r, security_labels(jsonio.loads(content)), patient_id)
 
 
 def hidden_by_labels(r: Restriction, labels: set[tuple[str, str]], patient_id: str | None

@@ -26,7 +26,7 @@ unit is an Organization with the unit's orgnr that is the legal entity itself or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from akson.fhir.naming import HPR_SYSTEM, ORGNR_SYSTEM
@@ -340,9 +340,13 @@ async def visible(s: Session, r: Restriction, res_type: str, res_id: str) -> boo
 
 async def read_visible(s: Session, r: Restriction, res_type: str, res_id: str, *,
                        for_update: bool = False) -> tuple[Stored, bool, str | None] | None:
-    """`Session.read` with `visible` and `patient_of` of the same row, in one statement."""
-    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type, one_row=True),
-                                for_update=for_update)
+    """`Session.read` with `visible` and `patient_of` of the same row, in one statement —
+    except `r.labels`, which the caller checks on the row's own JSON (the same rule,
+    `akson.access.policy.labels_hide`): for one row whose bytes are at hand that costs less
+    than a probe of the label index in the statement."""
+    unlabelled = replace(r, labels=()) if r.labels else r
+    return await s.read_checked(res_type, res_id, restrict(unlabelled, "r", res_type,
+                                                            one_row=True), for_update=for_update)
 
 
 async def patient_of(s: Session, res_type: str, res_id: str) -> str | None:

@@ -215,7 +215,7 @@ def checkpoint_key(secret: bytes) -> bytes:
 
 def _mac(key: bytes, chain: int, seq: int, head_hash: bytes) -> bytes:
     msg = _VERSION + chain.to_bytes(8, "big", signed=True) + seq.to_bytes(8, "big") + head_hash
-    return hmac.new(key, msg, hashlib.sha256).digest()
+    return hmac.digest(key, msg, "sha256")
 
 
 # ---------------------------------------------------------------- appending
