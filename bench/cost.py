@@ -1,13 +1,20 @@
 """The trust services' cost: the HTTP benchmark's phases with and without them, interleaved.
 
-*Without* is the last build before authentication, the access gate and the audit log were wired
-into the FHIR API (`--base`, default 9c85a15), checked out in a temporary git worktree and served
-by `bench/base_server.py`; *with* is this checkout. Both servers run at once, each on its own
-PostgreSQL database, and every phase of `bench/http_bench.py` is measured in short turns that
-alternate between them (`--rounds` turns each). A small VM's speed drifts by ±20 % over minutes;
-turns seconds apart see the same machine, so each pair of turns gives one cost, and the median
-of the pairs is the figure. Printed: per phase the median rate of each build and the median
-cost, 1 − with/without, against the trust-services issue's limit of 25 %.
+*With* is this checkout. There are two *withouts*:
+
+- *foundation*: the last build before authentication, the access gate and the audit log were
+  wired into the FHIR API (`--base`, default 9c85a15), checked out in a temporary git worktree
+  and served by `bench/base_server.py`. It also lacks every later change to search, indexing
+  and storage, which make some phases faster and others slower;
+- *open*: this checkout without its trust services (`bench/open_server.py`: no token read, a
+  plan that restricts nothing, no audit record), so the difference is those services alone.
+
+The three servers run at once, each on its own PostgreSQL database, and every phase of
+`bench/http_bench.py` is measured in short turns that go round them (`--rounds` turns each). A
+small VM's speed drifts by ±20 % over minutes; turns seconds apart see the same machine, so each
+round gives one cost per *without*, and the median of the rounds is the figure. Printed: per
+phase the median rate of each build and the median cost, 1 − with/without, against the
+trust-services issue's limit of 25 %.
 """
 
 from __future__ import annotations
@@ -115,7 +122,7 @@ async def measure(args: argparse.Namespace, builds: list[Build]) -> None:
         clients = args.clients if concurrent else 1
         per_request = 2 * BUNDLE_PATIENTS if key == "transaction" else 1
         for turn in range(args.rounds):
-            # Alternate who goes first, so neither build always follows the other's writes.
+            # Alternate the order, so no build always follows another's writes.
             for build in builds if turn % 2 == 0 else builds[::-1]:
                 loadgen.EXTRA_HEADERS["Authorization"] = "Bearer " + build.token
                 stats = await run_phase(name, HOST, build.port,
@@ -127,14 +134,13 @@ async def measure(args: argparse.Namespace, builds: list[Build]) -> None:
                                        f"{summary['first_check_failure']}")
                 rate = summary["resources_per_s"] if key == "transaction" else summary["req_per_s"]
                 build.rates.setdefault(key, []).append(float(rate))
-        without, with_ = (b.rates[key] for b in builds)
-        print(f"{name}: without {', '.join(f'{r:,.0f}' for r in without)}; "
-              f"with {', '.join(f'{r:,.0f}' for r in with_)}", flush=True)
+        print(f"{name}: " + "; ".join(f"{b.label} {', '.join(f'{r:,.0f}' for r in b.rates[key])}"
+                                      for b in builds), flush=True)
 
 
 def table(without: Build, with_: Build) -> str:
-    rows = ["| phase | without (median) | with (median) | cost, median of pairs (range) "
-            "| within 25 % |", "|---|---:|---:|---:|---|"]
+    rows = [f"| phase | {without.label} (median) | with (median) | cost, median of rounds "
+            "(range) | within 25 % |", "|---|---:|---:|---:|---|"]
     for key, name, _ in PHASES:
         a, b = without.rates[key], with_.rates[key]
         costs = sorted(1 - y / x for x, y in zip(a, b, strict=True))  # negative: faster with
@@ -159,17 +165,24 @@ def main(argv: list[str] | None = None) -> int:
         try:
             base_cmd = shlex.split(f"env PYTHONPATH={shlex.quote(str(tree / 'src'))} {PYTHON} "
                                    f"{BENCH / 'base_server.py'}")
+            open_cmd = shlex.split(f"env PYTHONPATH={shlex.quote(str(BENCH))} {PYTHON} "
+                                   f"{BENCH / 'open_server.py'}")
             this_cmd = [str(REPO / ".venv" / "bin" / "akson")]
-            with served("without", base_cmd, "akson_cost_without", args.workers) as without, \
+            with served("foundation", base_cmd, "akson_cost_without", args.workers) as base, \
+                    served("open", open_cmd, "akson_cost_open", args.workers) as open_, \
                     served("with", this_cmd, "akson_cost_with", args.workers) as with_:
-                asyncio.run(measure(args, [without, with_]))
+                asyncio.run(measure(args, [base, open_, with_]))
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
                            check=False)
-    print(f"\nwithout = {args.base} (served by bench/base_server.py), with = this checkout; "
-          f"{args.rounds} turns each per phase, alternating, {args.turn:g} s measured per turn, "
+    print(f"\nfoundation = {args.base} (served by bench/base_server.py), open = this checkout "
+          f"without its trust services (bench/open_server.py), with = this checkout; "
+          f"{args.rounds} turns each per phase, in rounds, {args.turn:g} s measured per turn, "
           f"{args.clients} clients, {args.workers} workers each, PostgreSQL\n")
-    print(table(without, with_))
+    print("Against the foundation build:\n")
+    print(table(base, with_))
+    print("\nAgainst this build without its trust services:\n")
+    print(table(open_, with_))
     return 0
 
 

@@ -300,13 +300,19 @@ def build_event(principal: Principal, *, action: str, subtype: str, recorded: in
     return event
 
 
+#: (action, subtype, outcome) that `_checked_types` accepted: a handful, checked once each.
+_CHECKED: set[tuple[str, str, str]] = set()
+
+
 def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: int,
                 source: Source, outcome: str = "0", patients: Sequence[PatientRef] = (),
                 resources: Sequence[str] = (), query: str | None = None,
                 outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> AuditEntry:
     """The event ready to append: its facts (`audit_facts`) with the columns the store indexes.
     `build_event`'s checks run here too, so a record that could not be rendered is refused."""
-    _checked_types(action, subtype, outcome)
+    if (action, subtype, outcome) not in _CHECKED:
+        _checked_types(action, subtype, outcome)  # raises for an unknown one
+        _CHECKED.add((action, subtype, outcome))
     cr = principal.care_relationship
     return AuditEntry(
         content=audit_facts(principal, source=source, patients=patients, resources=resources,

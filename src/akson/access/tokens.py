@@ -163,7 +163,7 @@ def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
     key = issuer.key_for(kid, alg, now)
     if key is None:
         raise TokenError("unknown_key")
-    if seen is None or seen.key != key:
+    if seen is None or (seen.key is not key and seen.key != key):  # `is`: no dataclass __eq__
         verify_signature(jws, key)  # the payload parsed above is exactly the signed one
         seen = _VERIFIED.put(raw, jws, key)
 
@@ -172,7 +172,7 @@ def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
     _check_audience(claims, issuer)
     jkt = _binding(claims)
     mapped = seen.mapped
-    if mapped is not None and mapped[0] is issuer and mapped[1] == policy:
+    if mapped is not None and mapped[0] is issuer and (mapped[1] is policy or mapped[1] == policy):
         principal = mapped[2]
     else:
         principal = _principal(claims, issuer, policy, now, jkt)

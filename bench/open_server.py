@@ -1,0 +1,108 @@
+"""`akson` of this build without its trust services: `bench/cost.py`'s second *without*.
+
+Every FHIR request is taken as one system client's with `system/*.*` scopes, without reading
+its token; every guarded session gets a plan that restricts nothing (no label rule, no record
+scope) and an audit sink that records nothing. The FHIR handlers, the store, the indexes and
+the serving are this build's, so the difference to `akson serve` is what authentication, the
+access gate's rules and the audit log cost — unlike the foundation build, which also lacks
+every later change to search, indexing and storage. For benchmarks only: never a server.
+
+The handlers still call the gate's `GuardedSession`, which with nothing to check forwards to
+the store with a few Python calls per request; that part of the gate stays in both builds.
+`serve` runs in `akson.serving.Workers` like `akson serve`; every other command (`db upgrade`)
+is the `akson` CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from akson.access import policy as pol
+from akson.access.gate import AuditIntent, Gate, GuardedSession
+from akson.access.principal import Principal
+from akson.access.scopes import parse_scopes
+from akson.app import Akson
+from akson.store.access_sql import Restriction
+from akson.store.database import Tx
+from akson.store.repository import Session
+
+#: The caller of every request.
+CALLER = Principal(kind="system", issuer="bench", subject="akson-bench", client_id="akson-bench",
+                   scopes=parse_scopes("system/*.*"))
+#: A plan that restricts nothing: every record and type, no label rule.
+OPEN_PLAN = pol.Plan(True, "benchmark without the trust services", Restriction(all_patients=True),
+                     pol.ALL_INTERACTIONS, CALLER.scopes)
+
+
+class NoAuthentication:
+    """Takes every request as `CALLER`'s, without reading a token."""
+
+    issuers: tuple[()] = ()
+
+    async def authenticate(self, req: Any) -> Principal:
+        return CALLER
+
+
+class NoAudit:
+    """An audit sink that records nothing."""
+
+    async def record(self, intent: AuditIntent, tx: Tx | None = None,
+                     principal: Principal | None = None) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+class OpenGate(Gate):
+    """Guarded sessions with `OPEN_PLAN`: no facts looked up, no rule applied."""
+
+    async def guard(self, s: Session, principal: Principal, *, write: bool = False,
+                    sink: Any = None) -> GuardedSession:
+        return GuardedSession(s, principal, OPEN_PLAN, self.sink, self.clock(), write=write)
+
+
+class OpenAkson(Akson):
+    """`akson.app.Akson` with `NoAuthentication`, `OpenGate` and `NoAudit`."""
+
+    async def startup(self) -> None:
+        await super().startup()
+        ctx = self._context()
+        self.ctx = dataclasses.replace(ctx, gate=OpenGate(ctx.store, NoAudit()),
+                                       auth=NoAuthentication())
+
+
+def create_app() -> OpenAkson:
+    return OpenAkson()
+
+
+def serve(argv: list[str]) -> int:
+    import uvicorn
+
+    from akson.serving import Workers
+
+    ap = argparse.ArgumentParser(prog="open_server.py serve")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    config = uvicorn.Config("open_server:create_app", factory=True, host=args.host,
+                            port=args.port, access_log=False, log_level="warning",
+                            lifespan="on", server_header=False)
+    return 0 if Workers(config, args.workers).run() else 1
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["serve"]:
+        return serve(sys.argv[2:])
+    from akson.cli import main as akson_main
+
+    akson_main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
