@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -11,6 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from akson.access.dpop import DpopPolicy, DpopRequest, MemoryReplayCache
+from akson.access.issuers import CallableJwks, TrustedIssuer, TrustedIssuers
 from akson.access.jose import b64url_decode, b64url_encode
 from akson.access.token_error import TokenError
 from akson.access.tokens import (
@@ -32,6 +35,7 @@ from tests.access.tokenkit import (
     citizen_claims,
     ec_key,
     issuers,
+    jwks,
     mint,
     mint_hmac,
     mint_none,
@@ -176,6 +180,29 @@ def test_a_token_seen_before_is_still_checked_on_every_use() -> None:
     refused(token, "expired", now=NOW + 120)
     refused(token, "bad_signature", issuers=issuers(key=rsa_key("rotated")))
     refused(token, "unknown_issuer", issuers=issuers(iss=IDPORTEN))
+
+
+def test_an_accepted_token_used_again_is_still_refused_when_its_moment_has_passed() -> None:
+    """A repeat of an accepted token skips what its bytes settle (type, algorithm, audience,
+    claims: the same `Principal` comes back) but not what may have changed since: its expiry,
+    its key still being the issuer's, the installation requiring DPoP, the DPoP scheme."""
+    current = {"jwks": jwks((rsa_key(), "k1"))}
+    trusted = TrustedIssuers([TrustedIssuer(HELSEID, CallableJwks(lambda: current["jwks"]),
+                                            frozenset({AUDIENCE}), "helseid")])
+    policy = TokenPolicy()
+    token = mint(practitioner_claims(exp=NOW + 60, nbf=NOW + 20))
+    refused(token, "not_yet_valid", issuers=trusted, policy=policy, now=NOW - 11)
+    first = verify_access_token(token, issuers=trusted, now=NOW, policy=policy)
+    assert verify_access_token(token, issuers=trusted, now=NOW + 89, policy=policy) is first
+    refused(token, "not_yet_valid", issuers=trusted, policy=policy, now=NOW - 11)
+    refused(token, "expired", issuers=trusted, policy=policy, now=NOW + 90)
+    refused(token, "dpop_required", issuers=trusted, policy=replace(policy, require_dpop=True))
+    as_dpop = DpopRequest("DPoP", None, "GET", AUDIENCE, DpopPolicy(MemoryReplayCache()))
+    refused(token, "dpop_invalid", issuers=trusted, policy=policy, dpop=as_dpop)
+    refused(token, "unknown_issuer", issuers=issuers(iss=IDPORTEN), policy=policy)
+    assert verify_access_token(token, issuers=trusted, now=NOW, policy=policy) is first
+    current["jwks"] = jwks((rsa_key("rotated"), "k1"))  # the key left, another took its kid
+    refused(token, "bad_signature", issuers=trusted, policy=policy)
 
 
 def test_token_without_exp_is_refused() -> None:

@@ -117,6 +117,10 @@ class OrgNames:
     point_of_care: str | None = None
 
 
+#: No names known (the default): compared by identity first on the audit path.
+_NO_NAMES = OrgNames()
+
+
 def _coding(triple: tuple[str, str, str]) -> dict[str, str]:
     system, code, display = triple
     return {"system": system, "code": code, "display": display}
@@ -307,7 +311,7 @@ _CHECKED: set[tuple[str, str, str]] = set()
 def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: int,
                 source: Source, outcome: str = "0", patients: Sequence[PatientRef] = (),
                 resources: Sequence[str] = (), query: str | None = None,
-                outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> AuditEntry:
+                outcome_desc: str | None = None, names: OrgNames = _NO_NAMES) -> AuditEntry:
     """The event ready to append: its facts (`audit_facts`) with the columns the store indexes.
     `build_event`'s checks run here too, so a record that could not be rendered is refused."""
     if (action, subtype, outcome) not in _CHECKED:
@@ -333,7 +337,7 @@ FACTS_FORMAT = 2
 
 def audit_facts(principal: Principal, *, source: Source, patients: Sequence[PatientRef] = (),
                 resources: Sequence[str] = (), query: str | None = None,
-                outcome_desc: str | None = None, names: OrgNames = OrgNames()) -> bytes:
+                outcome_desc: str | None = None, names: OrgNames = _NO_NAMES) -> bytes:
     """What an audit record stores besides its columns: the facts `build_event` renders the
     AuditEvent from (ADR 0013). The caller's national id is not among them; the patients'
     national ids are (the IG's patient link). Absent facts are left out.
@@ -341,7 +345,7 @@ def audit_facts(principal: Principal, *, source: Source, patients: Sequence[Pati
     The caller's facts come first and the patients and resources last, so the bytes are
     `orjson.dumps` of the whole dict; the caller's part is serialised once per principal
     (`_caller_facts`) when nothing else sits between them (no query, outcome text or names)."""
-    if query is None and outcome_desc is None and names == _NO_NAMES:
+    if query is None and outcome_desc is None and (names is _NO_NAMES or names == _NO_NAMES):
         head = _caller_facts(principal, source)
     else:
         head = orjson.dumps(_caller_dict(principal, source, query, outcome_desc, names))
@@ -354,7 +358,6 @@ def audit_facts(principal: Principal, *, source: Source, patients: Sequence[Pati
     return head[:-1] + b"," + b",".join(tail) + b"}" if tail else head
 
 
-_NO_NAMES = OrgNames()
 #: `_caller_facts` by principal: a token's `Principal` is one object for all its requests
 #: (akson.access.tokens), so a caller's facts are serialised once per token, not per record.
 #: An entry holds its principal, so its `id` is not reused while the entry lives. Bounded.

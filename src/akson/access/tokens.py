@@ -119,6 +119,35 @@ class _Verified:
     key: PublicJwk
     #: (issuer entry, policy, principal) of the last mapping without an attestation.
     mapped: tuple[TrustedIssuer, TokenPolicy, Principal] | None = None
+    #: Set once the token was accepted unbound and without an attestation: what a later use
+    #: must still check (`verify_access_token`'s hit path).
+    accepted: _Accepted | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """An accepted token's outcome and the checks that depend on the moment: its issuer entry
+    and policy must be the same objects, its key still the issuer's, and `now` inside its
+    times. Everything else that was checked (type, algorithm, audience, binding, claims) is a
+    function of the token's bytes and those objects."""
+
+    issuer: TrustedIssuer
+    policy: TokenPolicy
+    iss: str
+    kid: str | None
+    alg: str
+    exp: float
+    start: float | None  # the later of nbf and iat, when either is given
+    principal: Principal
+
+    def holds(self, issuers: TrustedIssuers, policy: TokenPolicy, key: PublicJwk, now: float,
+              dpop: DpopRequest | None) -> bool:
+        leeway = policy.leeway_seconds
+        return (self.policy is policy and issuers.get(self.iss) is self.issuer
+                and now < self.exp + leeway  # as `_check_times` tests them
+                and (self.start is None or not self.start > now + leeway)
+                and (dpop is None or not dpop.uses_dpop_scheme)
+                and self.issuer.key_for(self.kid, self.alg, now) is key)
 
 
 _VERIFIED = VerifiedSignatures()
@@ -146,6 +175,9 @@ def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
     """
     policy = policy or TokenPolicy()
     seen = _VERIFIED.get(raw)
+    if seen is not None and seen.accepted is not None \
+            and seen.accepted.holds(issuers, policy, seen.key, now, dpop):
+        return seen.accepted.principal
     jws = seen.jws if seen is not None else split_jws(raw)
     typ = jws.header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in _TYPES:
@@ -179,6 +211,12 @@ def verify_access_token(raw: str, *, issuers: TrustedIssuers, now: float,
         if principal.care_relationship is None:
             seen.mapped = (issuer, policy, principal)
     _check_dpop(raw, jkt, dpop, policy, now)
+    if jkt is None and principal.care_relationship is None and not policy.require_dpop:
+        # A bound token's proof, and an attestation's age, are checked on every use.
+        nbf, iat = claims.get("nbf"), claims.get("iat")
+        starts = [t for t in (nbf, iat) if t is not None]
+        seen.accepted = _Accepted(issuer, policy, str(iss), kid, alg, claims["exp"],
+                                  max(starts) if starts else None, principal)
     return principal
 
 

@@ -105,6 +105,7 @@ class Authenticator:
         self.policy = policy
         self.dpop = dpop
         self.clock = clock
+        self._views: dict[int, tuple[TrustedIssuer | None, TrustedIssuers]] = {}
 
     async def authenticate(self, req: FhirRequest) -> Principal:
         """The caller of `req`; `TokenError` (401) when there is no valid token."""
@@ -113,8 +114,8 @@ class Authenticator:
             raise TokenError("invalid_token", scheme="DPoP" if self.policy.require_dpop
                              else "Bearer")
         scheme, raw = parts
-        issuers = _WithBuiltin(self.issuers, self.builtin.for_base(req.base_url)
-                               if self.builtin is not None else None)
+        issuers = self._with(self.builtin.for_base(req.base_url)
+                             if self.builtin is not None else None)
         # A Bearer token needs no proof: unbound it passes, bound it is refused (dpop_required),
         # with or without a DpopRequest; only the DPoP scheme has a proof to check.
         dpop = (DpopRequest(scheme, req.header("dpop"), req.method, req.url or req.base_url,
@@ -127,6 +128,17 @@ class Authenticator:
         if self._may_fetch(raw, issuers):
             return await asyncio.to_thread(verify)
         return verify()
+
+    def _with(self, builtin: TrustedIssuer | None) -> TrustedIssuers:
+        """The configured issuers plus `builtin`: one view per built-in issuer entry (one per
+        origin, `BuiltinIssuer.for_base`), kept instead of built per request."""
+        found = self._views.get(id(builtin))
+        if found is not None and found[0] is builtin:
+            return found[1]
+        view = _WithBuiltin(self.issuers, builtin)
+        if len(self._views) <= _MAX_ORIGINS:
+            self._views[id(builtin)] = (builtin, view)
+        return view
 
     @staticmethod
     def _may_fetch(raw: str, issuers: TrustedIssuers) -> bool:
