@@ -17,10 +17,11 @@ from pathlib import Path
 SERVING = Path(__file__).resolve().parent.parent / "src" / "akson" / "serving.py"
 
 
-def serve(argv: list[str]) -> int:
+def serve(argv: list[str], app: str = "akson.app:create_app") -> int:
+    """`akson serve --host --port --workers` for the ASGI app factory `app` (an import path)."""
     import uvicorn
 
-    ap = argparse.ArgumentParser(prog="base_server.py serve")
+    ap = argparse.ArgumentParser(prog="serve")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=2)
@@ -29,7 +30,7 @@ def serve(argv: list[str]) -> int:
     assert spec is not None and spec.loader is not None
     serving = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serving)
-    config = uvicorn.Config("akson.app:create_app", factory=True, host=args.host, port=args.port,
+    config = uvicorn.Config(app, factory=True, host=args.host, port=args.port,
                             access_log=False, log_level="warning", lifespan="on",
                             server_header=False)
     return 0 if serving.Workers(config, args.workers).run() else 1

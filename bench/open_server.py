@@ -10,13 +10,12 @@ every later change to search, indexing and storage. For benchmarks only: never a
 The handlers still call the gate's `GuardedSession`, which with nothing to check and nothing
 to audit forwards to the store: its session wrapper, plan check and redaction test, a few
 Python calls per request, stay in both builds (≈ 10 µs of a read's ≈ 250, docs/performance.md).
-`serve` runs in `akson.serving.Workers` like `akson serve`; every other command (`db upgrade`)
-is the `akson` CLI.
+`serve` runs in `akson.serving.Workers` like `akson serve` (`base_server.serve`); every other
+command (`db upgrade`) is the `akson` CLI. Run with the `bench` directory on `PYTHONPATH`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from akson.app import Akson
 from akson.store.access_sql import Restriction
 from akson.store.database import Tx
 from akson.store.repository import Session
+from base_server import serve
 
 #: The caller of every request.
 CALLER = Principal(kind="system", issuer="bench", subject="akson-bench", client_id="akson-bench",
@@ -89,25 +89,9 @@ def create_app() -> OpenAkson:
     return OpenAkson()
 
 
-def serve(argv: list[str]) -> int:
-    import uvicorn
-
-    from akson.serving import Workers
-
-    ap = argparse.ArgumentParser(prog="open_server.py serve")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args(argv)
-    config = uvicorn.Config("open_server:create_app", factory=True, host=args.host,
-                            port=args.port, access_log=False, log_level="warning",
-                            lifespan="on", server_header=False)
-    return 0 if Workers(config, args.workers).run() else 1
-
-
 def main() -> int:
     if sys.argv[1:2] == ["serve"]:
-        return serve(sys.argv[2:])
+        return serve(sys.argv[2:], app="open_server:create_app")
     from akson.cli import main as akson_main
 
     akson_main()

@@ -26,7 +26,7 @@ unit is an Organization with the unit's orgnr that is the legal entity itself or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from akson.fhir.naming import HPR_SYSTEM, ORGNR_SYSTEM
@@ -125,10 +125,12 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-def restrict(r: Restriction, alias: str, res_type: str, *, one_row: bool = False) -> Where:
+def restrict(r: Restriction, alias: str, res_type: str, *, one_row: bool = False,
+             labels: bool = True) -> Where:
     """The predicates on `resource` row `alias` of `res_type` ("" when any type) for `r`;
     `one_row`: the statement tests a single row (a read by id), so each label is probed for
-    that row rather than collected for all rows of the type."""
+    that row rather than collected for all rows of the type; not `labels`: without `r.labels`
+    (the caller applies them to the row's JSON, `read_visible`)."""
     where = Where()
     if r.unrestricted:
         return where
@@ -143,7 +145,7 @@ def restrict(r: Restriction, alias: str, res_type: str, *, one_row: bool = False
                 return where
             where.add(f"{alias}.res_type IN ({_marks(types)})", *types)
     _patients(where, r, alias, res_type)
-    for rule in r.labels:
+    for rule in r.labels if labels else ():
         _label(where, rule, alias, "" if one_row else res_type)
     if r.block is not None:
         _block(where, r.block, alias)
@@ -344,9 +346,8 @@ async def read_visible(s: Session, r: Restriction, res_type: str, res_id: str, *
     except `r.labels`, which the caller checks on the row's own JSON (the same rule,
     `akson.access.policy.labels_hide`): for one row whose bytes are at hand that costs less
     than a probe of the label index in the statement."""
-    unlabelled = replace(r, labels=()) if r.labels else r
-    return await s.read_checked(res_type, res_id, restrict(unlabelled, "r", res_type,
-                                                            one_row=True), for_update=for_update)
+    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type, one_row=True,
+                                                            labels=False), for_update=for_update)
 
 
 async def patient_of(s: Session, res_type: str, res_id: str) -> str | None:
