@@ -42,8 +42,6 @@ OPEN_PLAN = pol.Plan(True, "benchmark without the trust services", Restriction(a
 class NoAuthentication:
     """Takes every request as `CALLER`'s, without reading a token."""
 
-    issuers: tuple[()] = ()
-
     async def authenticate(self, req: Any) -> Principal:
         return CALLER
 

@@ -217,9 +217,9 @@ def test_a_system_clients_plan_is_kept_for_its_token_and_never_given_to_another(
     assert pol.plan(wide, NOW + timedelta(hours=1), pol.Facts()) is first
     assert first.restriction.types is None
     assert pol.plan(narrow, NOW, pol.Facts()).restriction.types == frozenset({"Patient"})
-    for _ in range(pol._SYSTEM_PLANS_MAX + 1):  # bounded: a full memo starts again
+    for _ in range(pol._SYSTEM_PLANS.size + 1):  # bounded: a full memo starts again
         pol.plan(client("system/Observation.rs"), NOW, pol.Facts())
-    assert len(pol._SYSTEM_PLANS) <= pol._SYSTEM_PLANS_MAX
+    assert len(pol._SYSTEM_PLANS) <= pol._SYSTEM_PLANS.size
     assert pol.plan(wide, NOW, pol.Facts()).restriction.types is None
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from akson.access.memo import ByIdentity
 from akson.access.principal import CareRelationship, Kind, Principal
 from akson.fhir.dates import to_instant
 from akson.store.audit_log import AuditEntry, AuditLog, AuditRecord
@@ -358,22 +359,14 @@ def audit_facts(principal: Principal, *, source: Source, patients: Sequence[Pati
     return head[:-1] + b"," + b",".join(tail) + b"}" if tail else head
 
 
-#: `_caller_facts` by principal: a token's `Principal` is one object for all its requests
-#: (akson.access.tokens), so a caller's facts are serialised once per token, not per record.
-#: An entry holds its principal, so its `id` is not reused while the entry lives. Bounded.
-_CALLER_FACTS: dict[int, tuple[Principal, Source, bytes]] = {}
-_CALLER_FACTS_MAX = 1024
+#: The caller's facts, serialised once per token (and source), not per record.
+_CALLER_FACTS: ByIdentity[bytes] = ByIdentity()
 
 
 def _caller_facts(principal: Principal, source: Source) -> bytes:
-    found = _CALLER_FACTS.get(id(principal))
-    if found is not None and found[0] is principal and found[1] == source:
-        return found[2]
-    made = orjson.dumps(_caller_dict(principal, source, None, None, _NO_NAMES))
-    if len(_CALLER_FACTS) >= _CALLER_FACTS_MAX:
-        _CALLER_FACTS.clear()  # tokens last minutes: a full memo is mostly expired ones
-    _CALLER_FACTS[id(principal)] = (principal, source, made)
-    return made
+    return _CALLER_FACTS.get(
+        principal, lambda: orjson.dumps(_caller_dict(principal, source, None, None, _NO_NAMES)),
+        extra=source)
 
 
 def _caller_dict(principal: Principal, source: Source, query: str | None,

@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from akson.access.memo import ByIdentity
 from akson.access.principal import PURPOSES_OF_USE, Principal
 from akson.access.scopes import Scope
 from akson.fhir import jsonio
@@ -221,22 +222,12 @@ def _usable(scopes: tuple[Scope, ...]) -> tuple[Scope, ...]:
 
 
 #: System clients' plans by principal: a system client's plan follows from its scopes alone,
-#: and a client's `Principal` is one object for every request with the same token
-#: (akson.access.tokens), so the plan is built once per token instead of per request (~10 µs).
-#: An entry holds its principal, so its `id` is not reused while the entry lives. Bounded.
-_SYSTEM_PLANS: dict[int, tuple[Principal, Plan]] = {}
-_SYSTEM_PLANS_MAX = 1024
+#: so it is built once per token instead of per request (~10 µs).
+_SYSTEM_PLANS: ByIdentity[Plan] = ByIdentity()
 
 
 def _system_plan(principal: Principal) -> Plan:
-    found = _SYSTEM_PLANS.get(id(principal))
-    if found is not None and found[0] is principal:
-        return found[1]
-    made = _system(principal)
-    if len(_SYSTEM_PLANS) >= _SYSTEM_PLANS_MAX:
-        _SYSTEM_PLANS.clear()  # tokens last minutes: a full memo is mostly expired ones
-    _SYSTEM_PLANS[id(principal)] = (principal, made)
-    return made
+    return _SYSTEM_PLANS.get(principal, lambda: _system(principal))
 
 
 def _system(principal: Principal) -> Plan:
@@ -372,21 +363,12 @@ def redact(resource: dict[str, Any], p: Plan, current: AbstractSet[tuple[str, st
     return out
 
 
-_CODE_BYTES: dict[str, bytes] = {}  # a label code as JSON: the bytes `labels_hide` looks for
-
-
 def labels_hide(r: Restriction, content: bytes | None, patient_id: str | None) -> bool:
     """`hidden_by_labels` for a stored version's JSON. Stored JSON is orjson's, which writes a
     label's code as plain `"CODE"`: JSON without any rule's code in its bytes needs no parse."""
     if not r.labels or content is None:
         return False
-    for rule in r.labels:
-        needle = _CODE_BYTES.get(rule.code)
-        if needle is None:
-            needle = _CODE_BYTES.setdefault(rule.code, orjson.dumps(rule.code))
-        if needle in content:
-            break
-    else:
+    if not any(orjson.dumps(rule.code) in content for rule in r.labels):
         return False
     return hidden_by_labels(r, security_labels(jsonio.loads(content)), patient_id)
 

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from akson.access.dpop import DpopPolicy, DpopRequest
 from akson.access.issuers import FileJwks, HttpJwks, KeySource, TrustedIssuer, TrustedIssuers
+from akson.access.memo import ByIdentity
 from akson.access.principal import Principal
 from akson.access.token_error import TokenError
 from akson.access.tokens import (
@@ -105,7 +106,7 @@ class Authenticator:
         self.policy = policy
         self.dpop = dpop
         self.clock = clock
-        self._views: dict[int, tuple[TrustedIssuer | None, TrustedIssuers]] = {}
+        self._views: ByIdentity[TrustedIssuers] = ByIdentity(_MAX_ORIGINS + 1)
 
     async def authenticate(self, req: FhirRequest) -> Principal:
         """The caller of `req`; `TokenError` (401) when there is no valid token."""
@@ -132,13 +133,7 @@ class Authenticator:
     def _with(self, builtin: TrustedIssuer | None) -> TrustedIssuers:
         """The configured issuers plus `builtin`: one view per built-in issuer entry (one per
         origin, `BuiltinIssuer.for_base`), kept instead of built per request."""
-        found = self._views.get(id(builtin))
-        if found is not None and found[0] is builtin:
-            return found[1]
-        view = _WithBuiltin(self.issuers, builtin)
-        if len(self._views) <= _MAX_ORIGINS:
-            self._views[id(builtin)] = (builtin, view)
-        return view
+        return self._views.get(builtin, lambda: _WithBuiltin(self.issuers, builtin))
 
     @staticmethod
     def _may_fetch(raw: str, issuers: TrustedIssuers) -> bool:

@@ -517,16 +517,9 @@ def compartment(resource: dict, registry: SearchParamRegistry | None = None) -> 
     """`patient_compartment(resource, extract(resource, registry))`, extracting only the
     parameters it reads: the access gate asks this of every resource written, before the
     store extracts all of them (a whole extraction is 60-120 µs; a Patient needs none)."""
+    rows = IndexRows()
     rtype = resource.get("resourceType")
-    if rtype.__class__ is not str or rtype in _NO_COMPARTMENT:
-        return None
-    if rtype == "Patient":
-        rid = resource.get("id")
-        return rid if rid.__class__ is str else None
-    for param, fn in _compartment_plan(registry or SearchParamRegistry.default(), rtype):
-        rows = IndexRows()
-        _add_references(param, fn(resource), rows)
-        for _, target_type, target_id, url in rows.references:
-            if target_type == "Patient" and url is None and target_id:
-                return target_id
-    return None
+    if rtype.__class__ is str:
+        for param, fn in _compartment_plan(registry or SearchParamRegistry.default(), rtype):
+            _add_references(param, fn(resource), rows)
+    return patient_compartment(resource, rows)
