@@ -362,6 +362,18 @@ def test_audit_log_pages_newest_first(world):
         assert not _ids(first) & _ids(second)
         times = [e["resource"]["recorded"] for e in first["entry"] + second["entry"]]
         assert times == sorted(times, reverse=True)
+        # The three reads were written together, as one block (ADR 0014): each is an event of
+        # its own, with an id of its own that reads back.
+        newest = first["entry"][:2] + second["entry"][:1]
+        assert len({e["resource"]["id"].rsplit("-", 1)[0] for e in newest}) == 1
+        for entry in newest:
+            one = anna.get(f"/AuditEvent/{entry['resource']['id']}")
+            assert one.status_code == 200
+            assert one.json()["recorded"] == entry["resource"]["recorded"]
+            assert entry["fullUrl"].endswith("/AuditEvent/" + entry["resource"]["id"])
+        block_id = newest[0]["resource"]["id"].rsplit("-", 1)[0]
+        for alias in (block_id, block_id + "-0", block_id + "-4", block_id + "-01x"):
+            assert anna.get(f"/AuditEvent/{alias}").status_code == 403
 
 
 def test_every_request_is_audited_and_the_chain_verifies(world):

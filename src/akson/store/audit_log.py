@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import itertools
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,10 +54,14 @@ _NONE = (2**64 - 1).to_bytes(8, "big")  # length prefix of an absent field (dist
 _VERSION = b"akson-audit-v1"
 
 _EVENT_COLS = ("e.chain, e.seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose, "
-               "e.user_selected, e.org, e.unit, e.agent, e.content, e.prev_hash, e.hash")
+               "e.user_selected, e.org, e.unit, e.agent, e.content, e.prev_hash, e.hash, e.items")
 _INTO_EVENT = ("INSERT INTO audit_event (chain, seq, recorded, action, subtype, outcome, purpose, "
-               "user_selected, org, unit, agent, content, prev_hash, hash)")
-_INSERT_EVENT = _INTO_EVENT + " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+               "user_selected, org, unit, agent, content, prev_hash, hash, items)")
+_INSERT_EVENT = _INTO_EVENT + " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+#: How a block's stored bytes begin (`block`): `{"block":[[recorded,[patient ids],facts],…]}`.
+BLOCK_PREFIX = b'{"block":['
+#: Records in one block at most, so a citizen's log reads (and decompresses) small rows.
+BLOCK_ITEMS = 100
 _INTO_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded)"
 _INSERT_PATIENT = _INTO_PATIENT + " VALUES (%s,%s,%s,%s)"
 
@@ -73,9 +77,10 @@ _APPEND_IF_HEAD = (
     "WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
     "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
     f"ev AS ({_INTO_EVENT} SELECT %s::int, e.s, e.r, e.a, e.st, e.o, e.p, e.us, e.org, e.unit, "
-    "e.ag, decode(e.c, 'hex'), decode(e.ph, 'hex'), decode(e.h, 'hex') FROM json_to_recordset("
+    "e.ag, decode(e.c, 'hex'), decode(e.ph, 'hex'), decode(e.h, 'hex'), e.n FROM json_to_recordset("
     "%s::json) AS e(s bigint, r bigint, a text, st text, o text, p text, us boolean, org text, "
-    "unit text, ag text, c text, ph text, h text) WHERE EXISTS (SELECT FROM head) RETURNING 1), "
+    "unit text, ag text, c text, ph text, h text, n int) WHERE EXISTS (SELECT FROM head) "
+    "RETURNING 1), "
     f"pa AS ({_INTO_PATIENT} SELECT %s::int, p.s, p.p, p.r FROM json_to_recordset(%s::json) "
     "AS p(s bigint, p text, r bigint) WHERE EXISTS (SELECT FROM head) RETURNING 1) "
     "SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)")
@@ -101,27 +106,33 @@ class AuditEntry:
     unit: str | None = None  # the actor's point of care (orgnr)
     agent: str | None = None  # non-personal actor key: "hpr:…", "sub:…", "client:…"
     patients: tuple[str, ...] = ()
+    items: int = 1  # > 1: a block of that many records (`block`)
 
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """An entry as stored: its place in its chain and its hashes."""
+    """An entry as stored: its place in its chain and its hashes. A record of a block (`item`
+    from 1) shares the block's place and hashes; `placed` is the block's `recorded`."""
 
     chain: int
     seq: int
     entry: AuditEntry
     prev_hash: bytes
     hash: bytes
+    item: int = 0
+    placed: int | None = None
 
     @property
     def id(self) -> str:
-        """The AuditEvent's logical id as served: `<chain>-<seq>`, stable and unique."""
-        return f"{self.chain}-{self.seq}"
+        """The AuditEvent's logical id as served: `<chain>-<seq>`, or `<chain>-<seq>-<item>` for
+        a record of a block; stable and unique."""
+        return f"{self.chain}-{self.seq}-{self.item}" if self.item else f"{self.chain}-{self.seq}"
 
     @property
-    def cursor(self) -> tuple[int, int, int]:
-        """The keyset position of this record in a newest-first log."""
-        return (self.entry.recorded, self.chain, self.seq)
+    def cursor(self) -> tuple[int, int, int, int]:
+        """The keyset position of this record in a newest-first log (`patient_log`)."""
+        placed = self.entry.recorded if self.placed is None else self.placed
+        return (placed, self.chain, self.seq, self.item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +216,10 @@ def record_hash(chain: int, seq: int, prev_hash: bytes, entry: AuditEntry) -> by
     for patient in sorted(entry.patients):
         _field(h, patient.encode())
     _field(h, entry.content)
+    if entry.items != 1 or entry.content.startswith(BLOCK_PREFIX):
+        # Only blocks hash their count, so every other record's hash is as before ADR 0014;
+        # a block's bytes say it is one, so its count cannot be edited to 1 unseen either.
+        h.update(entry.items.to_bytes(8, "big"))
     return h.digest()
 
 
@@ -216,6 +231,66 @@ def checkpoint_key(secret: bytes) -> bytes:
 def _mac(key: bytes, chain: int, seq: int, head_hash: bytes) -> bytes:
     msg = _VERSION + chain.to_bytes(8, "big", signed=True) + seq.to_bytes(8, "big") + head_hash
     return hmac.digest(key, msg, "sha256")
+
+
+# ---------------------------------------------------------------- blocks (ADR 0014)
+
+
+def _columns(entry: AuditEntry) -> tuple[Any, ...]:
+    return (entry.action, entry.subtype, entry.outcome, entry.purpose, entry.user_selected,
+            entry.org, entry.unit, entry.agent)
+
+
+def block(entries: Sequence[AuditEntry]) -> AuditEntry:
+    """Entries with the same columns, each holding JSON (the facts, ADR 0013), as one entry: a
+    block whose bytes hold each one's time, patients and facts in order, stored, chained and
+    hashed as one record. Its time is the latest of theirs and its patients all of theirs."""
+    first = entries[0]
+    if len(entries) < 2 or any(_columns(e) != _columns(first) for e in entries):
+        raise ValueError("a block holds two or more entries with the same columns")
+    items = b",".join(orjson.dumps([e.recorded, list(e.patients)])[:-1] + b"," + e.content + b"]"
+                      for e in entries)
+    return replace(first, content=BLOCK_PREFIX + items + b"]}",
+                   recorded=max(e.recorded for e in entries),
+                   patients=tuple(sorted({p for e in entries for p in e.patients})),
+                   items=len(entries))
+
+
+def blocks(entries: Sequence[AuditEntry], packable: Callable[[AuditEntry], bool]
+           ) -> list[AuditEntry]:
+    """`entries` with the `packable` ones that share their columns gathered into blocks of at
+    most `BLOCK_ITEMS`. An entry that is not packable keeps its place: a block holds only
+    entries from between two such, so nothing moves past one."""
+    out: list[AuditEntry] = []
+    groups: dict[tuple[Any, ...], list[AuditEntry]] = {}
+
+    def gathered() -> None:
+        for group in groups.values():
+            for start in range(0, len(group), BLOCK_ITEMS):
+                part = group[start:start + BLOCK_ITEMS]
+                out.append(block(part) if len(part) > 1 else part[0])
+        groups.clear()
+
+    for entry in entries:
+        if packable(entry):
+            groups.setdefault(_columns(entry), []).append(entry)
+        else:
+            gathered()
+            out.append(entry)
+    gathered()
+    return out
+
+
+def unpack(record: AuditRecord) -> list[AuditRecord]:
+    """The records a block holds, in order (item 1, 2, …); a record that is no block, alone."""
+    if record.entry.items == 1:
+        return [record]
+    doc = orjson.loads(record.entry.content)
+    return [AuditRecord(record.chain, record.seq,
+                        replace(record.entry, content=orjson.dumps(facts), recorded=int(recorded),
+                                patients=tuple(patients), items=1),
+                        record.prev_hash, record.hash, item=n, placed=record.entry.recorded)
+            for n, (recorded, patients, facts) in enumerate(doc["block"], start=1)]
 
 
 # ---------------------------------------------------------------- appending
@@ -235,7 +310,7 @@ def _chained(chain: int, seq: int, prev: bytes, entries: Sequence[AuditEntry]
         digest = record_hash(chain, seq, prev, entry)
         e = entry
         events.append((chain, seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose,
-                       e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest))
+                       e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest, e.items))
         patient_rows += [(chain, seq, p, e.recorded) for p in patients]
         out.append(AuditRecord(chain, seq, entry, prev, digest))
         prev = digest
@@ -382,7 +457,7 @@ class AuditLog:
         out, events, patient_rows = _chained(chain, known[0], known[1], entries)
         head = out[-1]
         event_rows = [{**dict(zip(_EVENT_KEYS, e[1:11], strict=True)), "c": e[11].hex(),
-                       "ph": e[12].hex(), "h": e[13].hex()} for e in events]
+                       "ph": e[12].hex(), "h": e[13].hex(), "n": e[14]} for e in events]
         params = [head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(),
                   chain, known[0], known[1], chain, orjson.dumps(event_rows).decode(), chain,
                   orjson.dumps([{"s": s, "p": p, "r": r} for _, s, p, r in patient_rows]).decode()]
@@ -414,7 +489,7 @@ class AuditLog:
 def _record(row: Row, patients: tuple[str, ...] = ()) -> AuditRecord:
     entry = AuditEntry(content=bytes(row[11]), recorded=int(row[2]), action=row[3], subtype=row[4],
                        outcome=row[5], purpose=row[6], user_selected=bool(row[7]), org=row[8],
-                       unit=row[9], agent=row[10], patients=patients)
+                       unit=row[9], agent=row[10], patients=patients, items=int(row[14]))
     return AuditRecord(int(row[0]), int(row[1]), entry, bytes(row[12]), bytes(row[13]))
 
 
@@ -434,25 +509,38 @@ async def _with_patients(tx: Tx, rows: list[Row]) -> list[AuditRecord]:
     return [_record(r, tuple(by_key.get(k, ()))) for r, k in zip(rows, keys, strict=True)]
 
 
-async def read(tx: Tx, chain: int, seq: int) -> AuditRecord | None:
-    """One record by its place, or None."""
+async def read(tx: Tx, chain: int, seq: int, item: int = 0) -> AuditRecord | None:
+    """One record by its place (and, in a block, its item from 1), or None."""
     row = await tx.fetchone(f"SELECT {_EVENT_COLS} FROM audit_event e "
                             "WHERE e.chain = %s AND e.seq = %s", (chain, seq))
-    return (await _with_patients(tx, [row]))[0] if row else None
+    if row is None:
+        return None
+    record = (await _with_patients(tx, [row]))[0]
+    if record.entry.items == 1:
+        return record if item == 0 else None
+    records = unpack(record)
+    return records[item - 1] if 1 <= item <= len(records) else None
 
 
 async def patient_log(tx: Tx, patient_id: str, *, limit: int = 50,
-                      before: tuple[int, int, int] | None = None) -> list[AuditRecord]:
-    """The events concerning `patient_id`, newest first: the citizen's access log.
+                      before: tuple[int, int, int, int] | None = None) -> list[AuditRecord]:
+    """The events concerning `patient_id`, newest first: the citizen's access log, with the
+    records of a block that concern the patient in place of the block.
 
-    Keyset-paged: pass the last record's `cursor` as `before` for the next page.
+    Keyset-paged: pass the last record's `cursor` as `before` for the next page (a page may
+    end inside a block: its earlier records open the next).
     """
     params: list[object] = [patient_id]
-    after = ""
+    after, rows_wanted = "", limit
     if before is not None:
-        after = " AND (p.recorded, p.chain, p.seq) < (%s, %s, %s)"
-        params.extend(before)
-    params.append(limit)
+        recorded, chain, seq, item = before
+        # Inside a block, its records before `item` are still to come: read that row again
+        # (one more, as it may hold none of this patient's).
+        op = "<=" if item > 1 else "<"
+        after = f" AND (p.recorded, p.chain, p.seq) {op} (%s, %s, %s)"
+        params += [recorded, chain, seq]
+        rows_wanted += op == "<="
+    params.append(rows_wanted)
     rows = await tx.fetchall(
         f"SELECT {_EVENT_COLS} FROM audit_patient p "
         "JOIN audit_event e ON e.chain = p.chain AND e.seq = p.seq "
@@ -460,7 +548,16 @@ async def patient_log(tx: Tx, patient_id: str, *, limit: int = 50,
         "ORDER BY p.recorded DESC, p.chain DESC, p.seq DESC LIMIT %s",
         params,
     )
-    return await _with_patients(tx, rows)
+    out: list[AuditRecord] = []
+    for record in await _with_patients(tx, rows):
+        if record.entry.items == 1:
+            out.append(record)
+            continue
+        for rec in reversed(unpack(record)):  # newest first
+            if patient_id in rec.entry.patients and (
+                    before is None or rec.cursor[1:3] != before[1:3] or rec.item < before[3]):
+                out.append(rec)
+    return out[:limit]
 
 
 async def _org_events(tx: Tx, org: str, start: int, end: int, condition: str,
@@ -498,7 +595,7 @@ async def unusual_volumes(tx: Tx, org: str, start: int, end: int,
         (org, start, end, threshold),
     )
     events = await tx.fetchall(
-        "SELECT e.agent, COUNT(*) FROM audit_event e WHERE e.org = %s AND e.recorded >= %s "
+        "SELECT e.agent, SUM(e.items) FROM audit_event e WHERE e.org = %s AND e.recorded >= %s "
         "AND e.recorded < %s AND e.agent IS NOT NULL GROUP BY e.agent",
         (org, start, end),
     )
@@ -570,7 +667,7 @@ class _Walk:
         self.last, self.prev = seq, rec.hash
         if seq == self.anchor_seq:
             self.anchor_hash = rec.hash
-        self.report.events += 1
+        self.report.events += rec.entry.items
 
 
 async def _walk(tx: Tx, walk: _Walk, batch: int, upto: int | None = None) -> None:
@@ -632,5 +729,6 @@ async def _patients_between(tx: Tx, chain: int, after: int,
 
 
 __all__ = ["AuditEntry", "AuditLog", "AuditRecord", "Problem", "VerifyReport", "Volume",
-           "break_glass", "chain_for", "checkpoint_key", "heads", "installed", "patient_log",
-           "read", "record_hash", "self_declared", "unusual_volumes", "verify"]
+           "block", "blocks", "break_glass", "chain_for", "checkpoint_key", "heads", "installed",
+           "patient_log", "read", "record_hash", "self_declared", "unpack", "unusual_volumes",
+           "verify"]

@@ -142,6 +142,8 @@ audit_event = sa.Table(
     sa.Column("content", sa.LargeBinary, nullable=False),  # the event's facts (ADR 0013) as JSON
     sa.Column("prev_hash", sa.LargeBinary, nullable=False),
     sa.Column("hash", sa.LargeBinary, nullable=False),
+    # > 1: a block of that many routine reads' records (ADR 0014, akson.store.audit_log.block)
+    sa.Column("items", sa.Integer, nullable=False, server_default="1"),
     sa.Index("ix_audit_event_org_recorded", "org", "recorded"),
     sa.Index("ix_audit_event_recorded", "recorded"),
 )

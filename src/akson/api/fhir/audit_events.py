@@ -82,12 +82,16 @@ def _patient_param(value: str) -> str:
     return ref
 
 
-def _cursor(value: str) -> tuple[int, int, int]:
+def _cursor(value: str) -> tuple[int, int, int, int]:
+    """A `next` link's position (`AuditRecord.cursor`); one of three parts predates blocks."""
+    parts = value.split(".")
     try:
-        recorded, chain, seq = (int(v) for v in value.split("."))
+        if len(parts) not in (3, 4):
+            raise ValueError
+        recorded, chain, seq, item = (int(v) for v in [*parts, "0"][:4])
     except ValueError:
         raise FhirError(400, "_cursor is not a cursor this server issued", "invalid") from None
-    return recorded, chain, seq
+    return recorded, chain, seq, item
 
 
 async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirResponse:
@@ -95,7 +99,7 @@ async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirR
     allowed = _allowed_patients(s)
     patient: str | None = None
     count = ctx.settings.default_page_size
-    before: tuple[int, int, int] | None = None
+    before: tuple[int, int, int, int] | None = None
     for key, value in req.query:
         if key == "patient":
             patient = _patient_param(value)
@@ -133,14 +137,15 @@ async def search(ctx: FhirContext, s: GuardedSession, req: FhirRequest) -> FhirR
 
 async def read(ctx: FhirContext, s: GuardedSession, req: FhirRequest, res_id: str
                ) -> FhirResponse:
-    """GET [base]/AuditEvent/<chain>-<seq>: one event of a record the caller may read the log of;
-    403 for any other (and for one that does not exist: the answer is the same)."""
+    """GET [base]/AuditEvent/<chain>-<seq>[-<item>]: one event of a record the caller may read
+    the log of; 403 for any other (and for one that does not exist: the answer is the same)."""
     allowed = set(_allowed_patients(s))
-    chain, _, seq = res_id.partition("-")
+    parts = res_id.split("-")
     record = None
-    if (chain.isascii() and chain.isdigit() and seq.isascii() and seq.isdigit()
-            and len(chain) < 10 and len(seq) < 19):  # fits the columns; longer ids never exist
-        record = await audit_log.read(s.bookkeeping.tx, int(chain), int(seq))
+    if (len(parts) in (2, 3) and all(p.isascii() and p.isdigit() for p in parts)
+            and len(parts[0]) < 10 and len(parts[1]) < 19 and parts[2:] != ["0"]
+            and all(len(p) < 4 for p in parts[2:])):  # as ids are made; no other id exists
+        record = await audit_log.read(s.bookkeeping.tx, *(int(p) for p in parts))
     if record is None or not allowed.intersection(record.entry.patients):
         raise FhirError(403, DENIED, "forbidden")
     event = reader_view(served(record), allowed)
