@@ -346,6 +346,9 @@ def test_odd_numbers_in_audit_log_requests_are_4xx(world):
             assert anna.get("/AuditEvent", params=params).status_code == 400
         assert anna.get("/AuditEvent/99999999999999999999-1").status_code == 403
         assert anna.get("/AuditEvent/1-99999999999999999999999").status_code == 403
+        for cursor in ("99999999999999999999.1.1", "1.1.1.-1", "1.2", "1.1.1.1.1", "a.b.c"):
+            assert anna.get("/AuditEvent", params={"patient": "anna", "_cursor": cursor}
+                            ).status_code == 400
     with _as(srv, _gp()) as gp:
         assert gp.get("/Patient", params={"_count": "²"}).status_code == 400
 

@@ -550,12 +550,9 @@ async def patient_log(tx: Tx, patient_id: str, *, limit: int = 50,
     )
     out: list[AuditRecord] = []
     for record in await _with_patients(tx, rows):
-        if record.entry.items == 1:
-            out.append(record)
-            continue
-        for rec in reversed(unpack(record)):  # newest first
+        for rec in reversed(unpack(record)):  # a block's records newest first
             if patient_id in rec.entry.patients and (
-                    before is None or rec.cursor[1:3] != before[1:3] or rec.item < before[3]):
+                    before is None or rec.cursor[1:3] != before[1:3] or 0 < rec.item < before[3]):
                 out.append(rec)
     return out[:limit]
 

@@ -89,6 +89,8 @@ def _cursor(value: str) -> tuple[int, int, int, int]:
         if len(parts) not in (3, 4):
             raise ValueError
         recorded, chain, seq, item = (int(v) for v in [*parts, "0"][:4])
+        if not all(0 <= v < 2**63 for v in (recorded, chain, seq, item)):
+            raise ValueError  # no such place: the columns are 64-bit
     except ValueError:
         raise FhirError(400, "_cursor is not a cursor this server issued", "invalid") from None
     return recorded, chain, seq, item
