@@ -94,7 +94,8 @@ PURPOSE_TEXT = {"TREAT": "Behandling", "ETREAT": "Akutt behandling",
 ACTION_TEXT = {"C": "Opprettet", "R": "Lest", "U": "Endret", "D": "Slettet", "E": "Utført"}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as AuditIntent and AuditEntry: made per access (akson.access.gate).
+@dataclass(slots=True)
 class PatientRef:
     """A patient an event concerns: the Patient's logical id, and its national id if known."""
 

@@ -50,7 +50,9 @@ _ROLE_CODE_V3 = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 PARENTAL_RESPONSIBILITY_EXT = "https://akson.no/fhir/StructureDefinition/parental-responsibility"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 1.3 µs
+# for 18 fields against 0.17, and one is made per access. Nothing changes one once made.
+@dataclass(slots=True)
 class AuditIntent:
     """One access to hand to the audit log: who, what, which records, why, and the outcome.
 

@@ -25,7 +25,7 @@ class ByIdentity(Generic[V]):
 
     def get(self, obj: object, make: Callable[[], V], extra: Hashable = None) -> V:
         found = self._entries.get(id(obj))
-        if found is not None and found[0] is obj and found[1] == extra:
+        if found is not None and found[0] is obj and (found[1] is extra or found[1] == extra):
             return found[2]
         value = make()
         if len(self._entries) >= self.size:
