@@ -224,7 +224,7 @@ def test_a_stored_record_renders_the_audit_event_built_at_the_time(principal: Pr
     assert served(record)["agent"] == build_event(principal, **args)["agent"]
     assert len(entry.content) < len(orjson.dumps(build_event(principal, **args))) / 2
     # Without query, outcome text or names the caller's part is serialised once per principal
-    # and source (audit._caller_facts): the second record of the same caller renders alike.
+    # and source (audit._caller): the second record of the same caller renders alike.
     for key in ("query", "outcome_desc", "names"):
         del args[key]
     for source in (args["source"], args["source"], SOURCE, args["source"]):

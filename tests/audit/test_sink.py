@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import orjson
 import pytest
 
 from akson.access.audit import (
+    _INTENT_ACTIONS,
     ChainedAuditSink,
     GroupCommit,
+    PatientRef,
     Source,
+    _intent_principal,
+    audit_entry,
     audit_event,
     citizen_view,
     entry_for_intent,
@@ -49,6 +54,25 @@ def test_gate_intents_map_to_actions_and_subtypes(action: str, code: str, subtyp
     assert entry.patients == ("pat-1",) and entry.agent == "hpr:9144897"
     event = audit_event(entry)
     assert {"reference": "Observation/o1"} in [e.get("what") for e in event["entity"]]
+
+
+@pytest.mark.parametrize("action", ["read", "search", "history", "everything", "create"])
+@pytest.mark.parametrize("kind", ["practitioner", "system"])
+def test_an_intents_entry_is_the_one_audit_entry_makes(action: str, kind: str) -> None:
+    """`entry_for_intent` builds its entry directly (one per access); it is the entry the
+    general `audit_entry` makes from the same facts, byte for byte."""
+    for patients, ids, rtype in ((("b", "a", "a"), ("o1", "o2"), "Observation"), ((), (), None),
+                                 (("a",), ("Patient/a", "Observation/o"), None)):
+        it = replace(intent(action, patients=patients), kind=kind, resource_ids=ids,
+                     resource_type=rtype)
+        who = _intent_principal(it)
+        code, subtype = _INTENT_ACTIONS[action]
+        if subtype == "history":
+            subtype = "history-instance" if ids else "history-type" if rtype else "history-system"
+        expected = audit_entry(who, action=code, subtype=subtype, recorded=it.at, source=SOURCE,
+                               patients=[PatientRef(p) for p in patients],
+                               resources=[f"{rtype}/{i}" if rtype else i for i in ids])
+        assert entry_for_intent(it, source=SOURCE, principal=who) == expected
 
 
 def test_a_denial_is_a_minor_failure_and_break_glass_stays_plain() -> None:

@@ -316,19 +316,19 @@ def audit_entry(principal: Principal, *, action: str, subtype: str, recorded: in
                 outcome_desc: str | None = None, names: OrgNames = _NO_NAMES) -> AuditEntry:
     """The event ready to append: its facts (`audit_facts`) with the columns the store indexes.
     `build_event`'s checks run here too, so a record that could not be rendered is refused."""
+    _check(action, subtype, outcome)
+    c = _caller(principal, source)
+    return AuditEntry(
+        audit_facts(principal, source=source, patients=patients, resources=resources,
+                    query=query, outcome_desc=outcome_desc, names=names),
+        recorded, action, subtype, outcome, c.purpose, c.user_selected, c.org, c.unit, c.agent,
+        tuple(sorted({p.id for p in patients})))
+
+
+def _check(action: str, subtype: str, outcome: str) -> None:
     if (action, subtype, outcome) not in _CHECKED:
         _checked_types(action, subtype, outcome)  # raises for an unknown one
         _CHECKED.add((action, subtype, outcome))
-    cr = principal.care_relationship
-    return AuditEntry(
-        content=audit_facts(principal, source=source, patients=patients, resources=resources,
-                            query=query, outcome_desc=outcome_desc, names=names),
-        recorded=recorded, action=action, subtype=subtype,
-        outcome=outcome, purpose=cr.purpose_of_use if cr else None,
-        user_selected=bool(cr and cr.user_selected), org=principal.orgnr_parent,
-        unit=principal.orgnr_child, agent=agent_key(principal),
-        patients=tuple(sorted({p.id for p in patients})),
-    )
 
 
 # ---------------------------------------------------------------- the stored form (ADR 0013)
@@ -346,28 +346,50 @@ def audit_facts(principal: Principal, *, source: Source, patients: Sequence[Pati
 
     The caller's facts come first and the patients and resources last, so the bytes are
     `orjson.dumps` of the whole dict; the caller's part is serialised once per principal
-    (`_caller_facts`) when nothing else sits between them (no query, outcome text or names)."""
+    (`_caller`) when nothing else sits between them (no query, outcome text or names)."""
     if query is None and outcome_desc is None and (names is _NO_NAMES or names == _NO_NAMES):
-        head = _caller_facts(principal, source)
+        head = _caller(principal, source).head
     else:
         head = orjson.dumps(_caller_dict(principal, source, query, outcome_desc, names))
+    return _with_tail(head, [[p.id, p.national_id] if p.national_id else [p.id]
+                             for p in patients], resources)
+
+
+def _with_tail(head: bytes, patients: list[list[str]], resources: Sequence[str]) -> bytes:
+    """The caller's facts `head` (a JSON object) with the patients and resources last."""
     tail = []
     if patients:
-        tail.append(b'"patients":' + orjson.dumps(
-            [[p.id, p.national_id] if p.national_id else [p.id] for p in patients]))
+        tail.append(b'"patients":' + orjson.dumps(patients))
     if resources:
         tail.append(b'"resources":' + orjson.dumps(list(resources)))
     return head[:-1] + b"," + b",".join(tail) + b"}" if tail else head
 
 
-#: The caller's facts, serialised once per token (and source), not per record.
-_CALLER_FACTS: ByIdentity[bytes] = ByIdentity()
+# Not frozen, as AuditEntry: one is made per token.
+@dataclass(slots=True)
+class _Caller:
+    """What every record of one caller (principal and source) shares: the head of its facts
+    and its columns."""
+
+    head: bytes
+    purpose: str | None
+    user_selected: bool
+    org: str | None
+    unit: str | None
+    agent: str
 
 
-def _caller_facts(principal: Principal, source: Source) -> bytes:
-    return _CALLER_FACTS.get(
-        principal, lambda: orjson.dumps(_caller_dict(principal, source, None, None, _NO_NAMES)),
-        extra=source)
+#: Callers' shared parts, worked out once per token (and source), not per record.
+_CALLERS: ByIdentity[_Caller] = ByIdentity()
+
+
+def _caller(principal: Principal, source: Source) -> _Caller:
+    def make() -> _Caller:
+        cr = principal.care_relationship
+        return _Caller(orjson.dumps(_caller_dict(principal, source, None, None, _NO_NAMES)),
+                       cr.purpose_of_use if cr else None, bool(cr and cr.user_selected),
+                       principal.orgnr_parent, principal.orgnr_child, agent_key(principal))
+    return _CALLERS.get(principal, make, extra=source)
 
 
 def _caller_dict(principal: Principal, source: Source, query: str | None,
@@ -519,12 +541,16 @@ def entry_for_intent(intent: AuditIntent, *, source: Source,
     if subtype == "history":
         subtype = ("history-instance" if intent.resource_ids else
                    "history-type" if intent.resource_type else "history-system")
-    who = principal or _intent_principal(intent)
-    resources = [f"{intent.resource_type}/{rid}" if intent.resource_type else rid
-                 for rid in intent.resource_ids]
-    return audit_entry(who, action=action, subtype=subtype, recorded=intent.at, source=source,
-                       outcome="0" if intent.outcome == "allowed" else "4",
-                       patients=[PatientRef(p) for p in intent.patients], resources=resources)
+    outcome = "0" if intent.outcome == "allowed" else "4"
+    _check(action, subtype, outcome)
+    # `audit_entry` for an intent (no national ids, names, query or outcome text), without
+    # the PatientRefs and checks it needs in general: one is made per access.
+    c = _caller(principal or _intent_principal(intent), source)
+    rtype = intent.resource_type
+    resources = [f"{rtype}/{rid}" for rid in intent.resource_ids] if rtype else intent.resource_ids
+    return AuditEntry(_with_tail(c.head, [[p] for p in intent.patients], resources), intent.at,
+                      action, subtype, outcome, c.purpose, c.user_selected, c.org, c.unit,
+                      c.agent, tuple(sorted(set(intent.patients))))
 
 
 class ChainedAuditSink:

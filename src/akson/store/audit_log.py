@@ -253,9 +253,9 @@ def block(entries: Sequence[AuditEntry]) -> AuditEntry:
     columns = _columns(first)
     if len(entries) < 2 or any(_columns(e) != columns for e in entries[1:]):
         raise ValueError("a block holds two or more entries with the same columns")
-    items = b",".join(orjson.dumps([e.recorded, list(e.patients)])[:-1] + b"," + e.content + b"]"
-                      for e in entries)
-    return replace(first, content=BLOCK_PREFIX + items + b"]}",
+    content = orjson.dumps({"block": [[e.recorded, e.patients, orjson.Fragment(e.content)]
+                                      for e in entries]})
+    return replace(first, content=content,
                    recorded=max(e.recorded for e in entries),
                    patients=tuple(sorted({p for e in entries for p in e.patients})),
                    items=len(entries))
