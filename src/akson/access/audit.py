@@ -365,8 +365,7 @@ def _with_tail(head: bytes, patients: list[list[str]], resources: Sequence[str])
     return head[:-1] + b"," + b",".join(tail) + b"}" if tail else head
 
 
-# Not frozen, as AuditEntry: one is made per token.
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Caller:
     """What every record of one caller (principal and source) shares: the head of its facts
     and its columns."""
