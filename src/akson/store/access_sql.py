@@ -346,8 +346,8 @@ async def read_visible(s: Session, r: Restriction, res_type: str, res_id: str, *
     except `r.labels`, which the caller checks on the row's own JSON (the same rule,
     `akson.access.policy.labels_hide`): for one row whose bytes are at hand that costs less
     than a probe of the label index in the statement."""
-    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type, one_row=True,
-                                                            labels=False), for_update=for_update)
+    return await s.read_checked(res_type, res_id, restrict(r, "r", res_type, labels=False),
+                                for_update=for_update)
 
 
 async def patient_of(s: Session, res_type: str, res_id: str) -> str | None:
