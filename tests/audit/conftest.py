@@ -64,6 +64,14 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path,
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def sqlite_audit_url(tmp_path: Path, audit_templates: _Templates) -> str:
+    """`audit_url` on SQLite alone: for what only SQLite has (its patient index, ADR 0015)."""
+    path = tmp_path / "akson_audit.db"
+    shutil.copyfile(audit_templates.url("sqlite").split(":///", 1)[1], path)
+    return f"sqlite:///{path}"
+
+
 @asynccontextmanager
 async def opened(url: str, *, chains: int = 4,
                  pool_size: int = 4) -> AsyncIterator[tuple[Database, AuditLog]]:

@@ -162,21 +162,23 @@ def test_the_database_refuses_update_delete_and_truncate(audit_url: str) -> None
             await log.record(entry(1), route="r")
 
     run(append())
-    attempts = ["UPDATE audit_event SET action = 'C'", "DELETE FROM audit_event",
-                "DELETE FROM audit_patient", "UPDATE audit_patient SET patient_id = 'other'"]
-    if audit_url.startswith("sqlite"):
+    attempts = ["UPDATE audit_event SET action = 'C'", "DELETE FROM audit_event"]
+    if audit_url.startswith("sqlite"):  # and SQLite's patient index (ADR 0015)
         conn = sqlite3.connect(audit_url.split(":///", 1)[1])
-        for sql in attempts:
+        for sql in [*attempts, "UPDATE audit_event SET patients = '[]'", "DELETE FROM audit_patient",
+                    "UPDATE audit_patient SET patient_id = 'other'"]:
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 conn.execute(sql)
         count = conn.execute("SELECT count(*) FROM audit_patient").fetchone()
         conn.close()
     else:
         with psycopg.connect(pg_conninfo(audit_url), autocommit=True) as conn:
-            for sql in [*attempts, "TRUNCATE audit_event CASCADE"]:
+            for sql in [*attempts, "UPDATE audit_event SET patients = '{}'",
+                        "TRUNCATE audit_event CASCADE"]:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                     conn.execute(sql)
-            count = conn.execute("SELECT count(*) FROM audit_patient").fetchone()
+            count = conn.execute("SELECT count(*) FROM audit_event "
+                                 "WHERE patients @> ARRAY['p1']::varchar[]").fetchone()
     assert count == (1,)
 
 

@@ -1,10 +1,12 @@
 """The append-only, hash-chained audit log: append, read, report and verify (the SQL side).
 
 Tables (migration 0006): `audit_event` holds each event's stored bytes (the facts its AuditEvent is
-rendered from, ADR 0013; before it, the AuditEvent JSON) and the columns the readers'
-reports need; `audit_patient` one row per patient an event concerns (so a citizen's access log,
-`AuditEvent?patient=`, is an index range scan); `audit_chain` one head row per chain. Nothing in
-this module updates or deletes an event; PostgreSQL (and SQLite) refuse it with a trigger.
+rendered from, ADR 0013; before it, the AuditEvent JSON), the ids of the patients it concerns
+(`patients`, migration 0019) and the columns the readers' reports need; `audit_chain` one head
+row per chain. A citizen's access log (`AuditEvent?patient=`) finds a patient's events through a
+GIN index on `patients` on PostgreSQL, and through `audit_patient` (one row per patient an event
+concerns, written beside it) on SQLite, which has no GIN (ADR 0015). Nothing in this module
+updates or deletes an event; PostgreSQL (and SQLite) refuse it with a trigger.
 
 **Chains.** Events are spread over N independent chains (default 16) so auditing does not
 serialise the server: a writer picks a chain from a routing key (request id, connection) and
@@ -18,7 +20,7 @@ opens a transaction of its own.
 **Hashes.** `hash = SHA-256(canonical(chain, seq, prev_hash, recorded, action, subtype, outcome,
 purpose, user_selected, org, unit, agent, sorted patient ids, JSON bytes))`, every field length-
 prefixed so no two records encode alike; `prev_hash` of seq 1 is 32 zero bytes. Editing any
-field, the JSON or a patient row, deleting or reordering records breaks a recomputed hash, a link
+field, the JSON or a patient id, deleting or reordering records breaks a recomputed hash, a link
 or the sequence.
 
 **Checkpoints (truncation).** Deleting the newest records of a chain leaves a valid, shorter
@@ -54,16 +56,17 @@ _NONE = (2**64 - 1).to_bytes(8, "big")  # length prefix of an absent field (dist
 _VERSION = b"akson-audit-v1"
 
 _EVENT_COLS = ("e.chain, e.seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose, "
-               "e.user_selected, e.org, e.unit, e.agent, e.content, e.prev_hash, e.hash, e.items")
+               "e.user_selected, e.org, e.unit, e.agent, e.content, e.prev_hash, e.hash, e.items, "
+               "e.patients")
 _INTO_EVENT = ("INSERT INTO audit_event (chain, seq, recorded, action, subtype, outcome, purpose, "
-               "user_selected, org, unit, agent, content, prev_hash, hash, items)")
-_INSERT_EVENT = _INTO_EVENT + " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+               "user_selected, org, unit, agent, content, prev_hash, hash, items, patients)")
+_INSERT_EVENT = _INTO_EVENT + " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 #: How a block's stored bytes begin (`block`): `{"block":[[recorded,[patient ids],facts],…]}`.
 BLOCK_PREFIX = b'{"block":['
 #: Records in one block at most, so a citizen's log reads (and decompresses) small rows.
 BLOCK_ITEMS = 100
-_INTO_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded)"
-_INSERT_PATIENT = _INTO_PATIENT + " VALUES (%s,%s,%s,%s)"
+#: SQLite's patient index (PostgreSQL's is GIN on audit_event.patients; ADR 0015).
+_INSERT_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded) VALUES (%s,%s,%s,%s)"
 
 #: PostgreSQL: append a batch to a chain only if its head is still (known seq, known hash), in
 #: one statement (`AuditLog.record_many`). The inserts read the head update's RETURNING, so
@@ -76,17 +79,15 @@ _INSERT_PATIENT = _INTO_PATIENT + " VALUES (%s,%s,%s,%s)"
 #: cast, then the rows), ~1 µs per record in it; as a `bytea[]` psycopg's list dumper cost
 #: 9 µs per statement, which a write pays alone.
 #: Parameters: new seq, hash, mac, updated; chain, known seq, known hash; chain, contents,
-#: event rows; chain, patient rows.
+#: event rows.
 _APPEND_IF_HEAD = (
     "WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
     "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
     f"ev AS ({_INTO_EVENT} SELECT %s::int, e.s, e.r, e.a, e.st, e.o, e.p, e.us, e.org, e.unit, "
     "e.ag, substring(%s::bytea FROM e.co FOR e.cl), decode(e.ph, 'hex'), decode(e.h, 'hex'), "
-    "e.n FROM json_to_recordset(%s::json) AS e(s bigint, r bigint, a text, st text, o text, "
-    "p text, us boolean, org text, unit text, ag text, co int, cl int, ph text, h text, n int) "
-    "WHERE EXISTS (SELECT FROM head) RETURNING 1), "
-    f"pa AS ({_INTO_PATIENT} SELECT %s::int, p.s, p.p, p.r FROM json_to_recordset(%s::json) "
-    "AS p(s bigint, p text, r bigint) WHERE EXISTS (SELECT FROM head) RETURNING 1) "
+    "e.n, e.pa FROM json_to_recordset(%s::json) AS e(s bigint, r bigint, a text, st text, "
+    "o text, p text, us boolean, org text, unit text, ag text, co int, cl int, ph text, h text, "
+    "n int, pa varchar(64)[]) WHERE EXISTS (SELECT FROM head) RETURNING 1) "
     "SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)")
 _EVENT_KEYS = ("s", "r", "a", "st", "o", "p", "us", "org", "unit", "ag")
 
@@ -304,11 +305,11 @@ def unpack(record: AuditRecord) -> list[AuditRecord]:
 
 
 def _chained(chain: int, seq: int, prev: bytes, entries: Sequence[AuditEntry]
-             ) -> tuple[list[AuditRecord], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """`entries` as records after (seq, prev) on `chain`, with their event and patient rows."""
+             ) -> tuple[list[AuditRecord], list[tuple[Any, ...]]]:
+    """`entries` as records after (seq, prev) on `chain`, with their event rows (the patient
+    ids last, sorted)."""
     out: list[AuditRecord] = []
     events: list[tuple[Any, ...]] = []
-    patient_rows: list[tuple[Any, ...]] = []
     for entry in entries:
         seq += 1
         patients = tuple(sorted(set(entry.patients)))
@@ -317,11 +318,11 @@ def _chained(chain: int, seq: int, prev: bytes, entries: Sequence[AuditEntry]
         digest = record_hash(chain, seq, prev, entry)
         e = entry
         events.append((chain, seq, e.recorded, e.action, e.subtype, e.outcome, e.purpose,
-                       e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest, e.items))
-        patient_rows += [(chain, seq, p, e.recorded) for p in patients]
+                       e.user_selected, e.org, e.unit, e.agent, e.content, prev, digest, e.items,
+                       patients))
         out.append(AuditRecord(chain, seq, entry, prev, digest))
         prev = digest
-    return out, events, patient_rows
+    return out, events
 
 
 class AuditLog:
@@ -417,9 +418,14 @@ class AuditLog:
                              ) -> tuple[list[AuditRecord], tuple[int, bytes]]:
         """Append under the chain's lock; also returns the head found."""
         seq, prev = await self._lock_head(tx, chain)
-        out, events, patient_rows = _chained(chain, seq, prev, entries)
-        await tx.executemany(_INSERT_EVENT, events)
-        await tx.executemany(_INSERT_PATIENT, patient_rows)
+        out, events = _chained(chain, seq, prev, entries)
+        if tx.dialect == "postgresql":
+            await tx.executemany(_INSERT_EVENT, [(*e[:15], list(e[15])) for e in events])
+        else:
+            await tx.executemany(_INSERT_EVENT, [(*e[:15], orjson.dumps(e[15]).decode())
+                                                 for e in events])
+            await tx.executemany(_INSERT_PATIENT, [(chain, e[1], p, e[2])
+                                                   for e in events for p in e[15]])
         head = out[-1]
         await tx.execute(
             "UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s WHERE chain = %s",
@@ -461,17 +467,17 @@ class AuditLog:
 
     async def _append_if_head(self, tx: Tx, chain: int, known: tuple[int, bytes],
                               entries: Sequence[AuditEntry]) -> list[AuditRecord] | None:
-        out, events, patient_rows = _chained(chain, known[0], known[1], entries)
+        out, events = _chained(chain, known[0], known[1], entries)
         head = out[-1]
         event_rows, start = [], 1
         for e in events:
             event_rows.append({**dict(zip(_EVENT_KEYS, e[1:11], strict=True)), "co": start,
-                               "cl": len(e[11]), "ph": e[12].hex(), "h": e[13].hex(), "n": e[14]})
+                               "cl": len(e[11]), "ph": e[12].hex(), "h": e[13].hex(), "n": e[14],
+                               "pa": e[15]})
             start += len(e[11])
         params = [head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(),
                   chain, known[0], known[1], chain, b"".join(e[11] for e in events),
-                  orjson.dumps(event_rows).decode(), chain,
-                  orjson.dumps([{"s": s, "p": p, "r": r} for _, s, p, r in patient_rows]).decode()]
+                  orjson.dumps(event_rows).decode()]
         row = await tx.fetchone(_APPEND_IF_HEAD, params)
         if not row or not row[0]:
             self._heads.pop(chain, None)
@@ -497,27 +503,17 @@ class AuditLog:
 # ---------------------------------------------------------------- reading
 
 
-def _record(row: Row, patients: tuple[str, ...] = ()) -> AuditRecord:
+def _patients(value: Any) -> tuple[str, ...]:
+    """`audit_event.patients` as read: an array on PostgreSQL, JSON text on SQLite."""
+    return tuple(orjson.loads(value) if isinstance(value, str) else value)
+
+
+def _record(row: Row) -> AuditRecord:
     entry = AuditEntry(content=bytes(row[11]), recorded=int(row[2]), action=row[3], subtype=row[4],
                        outcome=row[5], purpose=row[6], user_selected=bool(row[7]), org=row[8],
-                       unit=row[9], agent=row[10], patients=patients, items=int(row[14]))
+                       unit=row[9], agent=row[10], patients=_patients(row[15]),
+                       items=int(row[14]))
     return AuditRecord(int(row[0]), int(row[1]), entry, bytes(row[12]), bytes(row[13]))
-
-
-async def _with_patients(tx: Tx, rows: list[Row]) -> list[AuditRecord]:
-    """Records for event rows, each with its patient ids (one query for the whole page)."""
-    if not rows:
-        return []
-    keys = [(int(r[0]), int(r[1])) for r in rows]
-    where = " OR ".join(["(chain = %s AND seq = %s)"] * len(keys))
-    found = await tx.fetchall(
-        f"SELECT chain, seq, patient_id FROM audit_patient WHERE {where} ORDER BY patient_id",
-        [v for k in keys for v in k],
-    )
-    by_key: dict[tuple[int, int], list[str]] = {}
-    for chain, seq, patient in found:
-        by_key.setdefault((int(chain), int(seq)), []).append(patient)
-    return [_record(r, tuple(by_key.get(k, ()))) for r, k in zip(rows, keys, strict=True)]
 
 
 async def read(tx: Tx, chain: int, seq: int, item: int = 0) -> AuditRecord | None:
@@ -526,7 +522,7 @@ async def read(tx: Tx, chain: int, seq: int, item: int = 0) -> AuditRecord | Non
                             "WHERE e.chain = %s AND e.seq = %s", (chain, seq))
     if row is None:
         return None
-    record = (await _with_patients(tx, [row]))[0]
+    record = _record(row)
     if record.entry.items == 1:
         return record if item == 0 else None
     records = unpack(record)
@@ -542,25 +538,30 @@ async def patient_log(tx: Tx, patient_id: str, *, limit: int = 50,
     end inside a block: its earlier records open the next).
     """
     params: list[object] = [patient_id]
+    # PostgreSQL finds the patient's events by the GIN index on their ids and sorts them;
+    # SQLite walks its patient index in order (ADR 0015).
+    if tx.dialect == "postgresql":
+        t, source = "e", "audit_event e WHERE e.patients @> ARRAY[%s]::varchar(64)[]"
+    else:
+        t, source = "p", ("audit_patient p JOIN audit_event e ON e.chain = p.chain "
+                          "AND e.seq = p.seq WHERE p.patient_id = %s")
     after, rows_wanted = "", limit
     if before is not None:
         recorded, chain, seq, item = before
         # Inside a block, its records before `item` are still to come: read that row again
         # (one more, as it may hold none of this patient's).
         op = "<=" if item > 1 else "<"
-        after = f" AND (p.recorded, p.chain, p.seq) {op} (%s, %s, %s)"
+        after = f" AND ({t}.recorded, {t}.chain, {t}.seq) {op} (%s, %s, %s)"
         params += [recorded, chain, seq]
         rows_wanted += op == "<="
     params.append(rows_wanted)
     rows = await tx.fetchall(
-        f"SELECT {_EVENT_COLS} FROM audit_patient p "
-        "JOIN audit_event e ON e.chain = p.chain AND e.seq = p.seq "
-        f"WHERE p.patient_id = %s{after} "
-        "ORDER BY p.recorded DESC, p.chain DESC, p.seq DESC LIMIT %s",
+        f"SELECT {_EVENT_COLS} FROM {source}{after} "
+        f"ORDER BY {t}.recorded DESC, {t}.chain DESC, {t}.seq DESC LIMIT %s",
         params,
     )
     out: list[AuditRecord] = []
-    for record in await _with_patients(tx, rows):
+    for record in map(_record, rows):
         for rec in reversed(unpack(record)):  # a block's records newest first
             if patient_id in rec.entry.patients and (
                     before is None or rec.cursor[1:3] != before[1:3] or 0 < rec.item < before[3]):
@@ -575,7 +576,7 @@ async def _org_events(tx: Tx, org: str, start: int, end: int, condition: str,
         f"AND e.recorded < %s AND {condition} ORDER BY e.recorded, e.chain, e.seq LIMIT %s",
         (org, start, end, limit),
     )
-    return await _with_patients(tx, rows)
+    return [_record(r) for r in rows]
 
 
 async def break_glass(tx: Tx, org: str, start: int, end: int, *,
@@ -594,12 +595,13 @@ async def unusual_volumes(tx: Tx, org: str, start: int, end: int,
                           threshold: int) -> list[Volume]:
     """Principals of `org` whose events in [start, end) µs concern more than `threshold`
     distinct patients, the most first."""
+    ids, patient = (("unnest(e.patients) AS p(id)", "p.id") if tx.dialect == "postgresql"
+                    else ("json_each(e.patients) AS p", "p.value"))
     rows = await tx.fetchall(
-        "SELECT e.agent, COUNT(DISTINCT p.patient_id), COUNT(*) FROM audit_event e "
-        "JOIN audit_patient p ON p.chain = e.chain AND p.seq = e.seq "
+        f"SELECT e.agent, COUNT(DISTINCT {patient}) FROM audit_event e, {ids} "
         "WHERE e.org = %s AND e.recorded >= %s AND e.recorded < %s AND e.agent IS NOT NULL "
-        "GROUP BY e.agent HAVING COUNT(DISTINCT p.patient_id) > %s "
-        "ORDER BY COUNT(DISTINCT p.patient_id) DESC, e.agent",
+        f"GROUP BY e.agent HAVING COUNT(DISTINCT {patient}) > %s "
+        f"ORDER BY COUNT(DISTINCT {patient}) DESC, e.agent",
         (org, start, end, threshold),
     )
     events = await tx.fetchall(
@@ -608,7 +610,7 @@ async def unusual_volumes(tx: Tx, org: str, start: int, end: int,
         (org, start, end),
     )
     per_agent = {agent: int(n) for agent, n in events}
-    return [Volume(agent, int(n), per_agent.get(agent, 0)) for agent, n, _ in rows]
+    return [Volume(agent, int(n), per_agent.get(agent, 0)) for agent, n in rows]
 
 
 async def installed(db: Database) -> bool:
@@ -660,9 +662,13 @@ class _Walk:
         self.anchor_seq = anchor_seq
         self.anchor_hash: bytes | None = None  # the stored hash at `anchor_seq`
 
-    def check(self, rec: AuditRecord, patient_rows: list[tuple[str, int]]) -> None:
+    def check(self, rec: AuditRecord, index_rows: list[tuple[str, int]] | None) -> None:
+        """Judge `rec`; `index_rows` are its rows in SQLite's patient index (None: no such
+        index to check, PostgreSQL's GIN is the database's own)."""
         problems, chain, seq = self.report.problems, self.chain, rec.seq
-        if any(recorded != rec.entry.recorded for _, recorded in patient_rows):
+        if index_rows is not None and (
+                sorted(p for p, _ in index_rows) != sorted(set(rec.entry.patients))
+                or any(recorded != rec.entry.recorded for _, recorded in index_rows)):
             problems.append(Problem(chain, seq, "patients-mismatch"))
         if seq != self.last + 1:
             problems.append(Problem(chain, seq, "gap"))
@@ -687,11 +693,10 @@ async def _walk(tx: Tx, walk: _Walk, batch: int, upto: int | None = None) -> Non
             f"ORDER BY e.seq LIMIT {int(batch)}", params)
         if not rows:
             return
-        patients = await _patients_between(tx, walk.chain, walk.last, int(rows[-1][1]))
+        index = (None if tx.dialect == "postgresql" else
+                 await _patients_between(tx, walk.chain, walk.last, int(rows[-1][1])))
         for row in rows:
-            seq = int(row[1])
-            walk.check(_record(row, tuple(p for p, _ in patients.get(seq, ()))),
-                       patients.get(seq, []))
+            walk.check(_record(row), None if index is None else index.get(int(row[1]), []))
 
 
 async def _verify_chain(tx: Tx, key: bytes, chain: int, anchor: tuple[int, bytes] | None,
@@ -727,6 +732,7 @@ async def _verify_chain(tx: Tx, key: bytes, chain: int, anchor: tuple[int, bytes
 
 async def _patients_between(tx: Tx, chain: int, after: int,
                             upto: int) -> dict[int, list[tuple[str, int]]]:
+    """SQLite's patient index rows of `chain` in (after, upto]: seq → [(patient, recorded)]."""
     rows = await tx.fetchall(
         "SELECT seq, patient_id, recorded FROM audit_patient WHERE chain = %s AND seq > %s "
         "AND seq <= %s ORDER BY seq, patient_id", (chain, after, upto))

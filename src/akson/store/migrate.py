@@ -21,14 +21,23 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         path = ""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    here = Path(__file__).parent
-    cfg = Config(str(here / "alembic.ini"))
-    cfg.set_main_option("script_location", str(here / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
-    command.upgrade(cfg, revision)
+    command.upgrade(_config(database_url), revision)
     if path:
         conn = sqlite3.connect(path, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Take the database at `database_url` back down to `revision` (tests of migrations)."""
+    command.downgrade(_config(database_url), revision)
+
+
+def _config(database_url: str) -> Config:
+    here = Path(__file__).parent
+    cfg = Config(str(here / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    return cfg

@@ -7,6 +7,7 @@ same schema can later be distributed by patient (ARCHITECTURE.md, Storage).
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 
@@ -144,9 +145,17 @@ audit_event = sa.Table(
     sa.Column("hash", sa.LargeBinary, nullable=False),
     # > 1: a block of that many routine reads' records (ADR 0014, akson.store.audit_log.block)
     sa.Column("items", sa.Integer, nullable=False, server_default="1"),
+    # The Patient logical ids the record concerns, sorted (migration 0019, ADR 0015): an array
+    # with a GIN index (the citizen's access log) on PostgreSQL, a JSON array on SQLite.
+    sa.Column("patients", postgresql.ARRAY(sa.String(64)).with_variant(sa.Text, "sqlite"),
+              nullable=False),
     sa.Index("ix_audit_event_org_recorded", "org", "recorded"),
     sa.Index("ix_audit_event_recorded", "recorded"),
+    sa.Index("ix_audit_event_patients", "patients", postgresql_using="gin"),
 )
+
+# SQLite only (PostgreSQL dropped it in migration 0019): SQLite's index of audit_event.patients,
+# one row per patient per record, which it has no GIN for.
 
 audit_patient = sa.Table(
     "audit_patient",
