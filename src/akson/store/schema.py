@@ -151,7 +151,8 @@ audit_event = sa.Table(
               nullable=False),
     sa.Index("ix_audit_event_org_recorded", "org", "recorded"),
     sa.Index("ix_audit_event_recorded", "recorded"),
-    sa.Index("ix_audit_event_patients", "patients", postgresql_using="gin"),
+    sa.Index("ix_audit_event_patients", "patients", postgresql_using="gin",
+             postgresql_with={"gin_pending_list_limit": 512}),
 )
 
 # SQLite only (PostgreSQL dropped it in migration 0019): SQLite's index of audit_event.patients,
