@@ -107,6 +107,12 @@ _PAGE_COLS = "r.pk, r." + _COLS.replace(", ", ", r.")
 _OTHER_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(?!pk\b)")
 
 
+def _few_rows(drv: Driver) -> bool:
+    """Does the driver clause match a few rows at most (an `identifier`)? Then its plain page
+    (`Session._driven_page_sql`) is the answer, not a bounded walk (ADR 0010, amended)."""
+    return drv.clause.name == "identifier"
+
+
 def _counts(query: SearchQuery) -> bool:
     """Does the search's `_total` call for an exact count (search.html#total)?"""
     return query.total == "accurate" or (query.total == "auto" and query.count == 0)
@@ -439,9 +445,8 @@ class Session:
         if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
             # the planner, for the values at hand; an identifier alone is prepared (one plan
             # fits every value: its few rows, each probing its resource).
-            lone_identifier = drv is not None and drv.clause.name == "identifier" and len(
-                query.clauses) == 1
-            rows = await self.tx.fetchall(*page(), prepare=None if lone_identifier else False)
+            lone = drv is not None and _few_rows(drv) and len(query.clauses) == 1
+            rows = await self.tx.fetchall(*page(), prepare=None if lone else False)
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
@@ -499,7 +504,7 @@ class Session:
         has a few rows at most: `_driven_page_sql` alone is cheaper (bind and run 13 µs less
         in PostgreSQL)."""
         if (self.dialect != "postgresql" or narrowing(query.clauses, drv.clause)
-                or drv.clause.name == "identifier"):  # few rows: the plain page is cheaper
+                or _few_rows(drv)):
             return None
         bound = bound or WALK
         order = "DESC" if backwards else "ASC"
