@@ -30,7 +30,7 @@ from akson.fhir.outcome import FhirError
 from akson.fhir.search import parse
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.database import connect
-from akson.store.repository import ResourceStore
+from akson.store.repository import ResourceStore, Stored
 from tests.conftest import fresh_database
 
 T = TypeVar("T")
@@ -675,6 +675,47 @@ def test_the_chained_audit_log_gets_reads_writes_and_denials_that_survive_rollba
     # rolled back with the denial left no record
     assert added == 3
     assert sorted(gina) == ["create", "read"]
+
+
+def test_a_write_whose_audit_chain_moved_runs_again_and_lands_once(env: Env) -> None:
+    """`Gate.run` checks a write's audit append at its commit (ADR 0017). When another process
+    appended to the same chain in between, PostgreSQL fails that commit and the write runs
+    again on the chain's lock: one resource, one record, an intact log. SQLite takes the lock
+    from the start, so its write runs once."""
+    from akson.access.audit import ChainedAuditSink, Source
+    from akson.store import audit_log
+
+    async def go(gate: Gate) -> tuple[list[int], bool, list[str], bool]:
+        db = gate.store.db
+        key = audit_log.checkpoint_key(b"gate test")
+        log = audit_log.AuditLog(db, key=key, chains=1)
+        chained = Gate(gate.store, ChainedAuditSink(log, Source(site="gate-test")), Policy(),
+                       clock=lambda: NOW)
+        runs: list[int] = []
+
+        def create(res_id: str) -> Callable[[GuardedSession], Awaitable[Stored]]:
+            async def work(gs: GuardedSession) -> Stored:
+                runs.append(len(runs))
+                return await gs.create("Observation", obs(res_id, "gina"), res_id=res_id)
+            return work
+
+        await chained.run(GP, create("o-run-1"), write=True)  # this process now knows the head
+        other = audit_log.AuditLog(db, key=key, chains=1)
+        await other.record_many([audit_log.AuditEntry(content=b"{}", recorded=1, action="R",
+                                                      subtype="read")], chain=0)
+        runs.clear()
+        stored = await chained.run(GP, create("o-run-2"), write=True)
+        async with gate.store.session(write=False) as s:
+            versions = await s.tx.fetchall(
+                "SELECT version FROM resource_version WHERE res_id = 'o-run-2'")
+            gina = await audit_log.patient_log(s.tx, "gina")
+        once = [r.entry.subtype for r in gina if b"o-run-2" in r.entry.content]
+        return runs, stored.version == 1 and len(versions) == 1, once, \
+            (await audit_log.verify(db, key)).ok
+
+    runs, one_version, records, intact = env.run(go)
+    assert len(runs) == (2 if env.url.startswith("postgresql") else 1)
+    assert one_version and records == ["create"] and intact
 
 
 def test_every_version_records_the_municipality_and_unit_that_wrote_it(env: Env) -> None:

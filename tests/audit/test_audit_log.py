@@ -209,6 +209,47 @@ def test_a_write_and_its_audit_record_commit_or_roll_back_together(audit_url: st
     run(go())
 
 
+def test_an_append_checked_at_commit_fails_its_write_when_another_process_moved_the_chain(
+        audit_url: str) -> None:
+    """ADR 0017: a write that does not read its compare-and-set before COMMIT must still never
+    commit without its record. When another process moved the chain's head, the transaction
+    fails with the head-moved error and writes nothing — neither the resource nor the record;
+    run again after `forget`, it takes the lock and lands after the other process's record.
+    SQLite always takes the lock."""
+    from akson.fhir.searchparams import SearchParamRegistry
+    from akson.store.repository import ResourceStore
+
+    async def go() -> None:
+        async with opened(audit_url, chains=1) as (db, first), \
+                opened(audit_url, chains=1) as (_, second):
+            store = ResourceStore(db, SearchParamRegistry.default())
+
+            async def write(n: int) -> audit_log.AuditRecord:
+                async with store.session(write=True) as s:
+                    await s.create("Patient", {"resourceType": "Patient"}, res_id=f"p{n}")
+                    return (await first.append_many(s.tx, [entry(n, patients=(f"p{n}",))],
+                                                    chain=0, checked_at_commit=True))[0]
+
+            assert [(await write(n)).seq for n in (1, 2)] == [1, 2]  # the lock, then the head
+            await second.record_many([entry(3, patients=("p3",))], chain=0)
+            if db.dialect == "postgresql":
+                with pytest.raises(psycopg.Error) as failed:
+                    await write(4)
+                assert audit_log.head_moved(failed.value)
+                first.forget(0)
+                async with store.session(write=False) as s:
+                    assert await s.read("Patient", "p4") is None
+                    assert await audit_log.patient_log(s.tx, "p4") == []
+            fourth = await write(4)
+            assert fourth.seq == 4
+            async with db.transaction(write=False) as tx:
+                assert [r.seq for r in await audit_log.patient_log(tx, "p4")] == [4]
+            report = await audit_log.verify(db, first.key)
+            assert report.ok and report.events == 4, [p.describe() for p in report.problems]
+
+    run(go())
+
+
 def test_two_processes_sharing_a_chain_lose_nothing_and_learn_that_it_moved(
         audit_url: str) -> None:
     """Each process's log remembers the head it last wrote (on PostgreSQL a batch is then one

@@ -749,12 +749,17 @@ class SessionAuditSink:
         else:
             self._after.append(entry)
 
-    async def before_commit(self, tx: Tx) -> None:
+    async def before_commit(self, tx: Tx, *, checked_at_commit: bool = False) -> None:
         entries, self._in_tx = self._in_tx, []
         if entries:  # one chain for the transaction's records, free of this process's others
             if self._chain is None:
                 self._chain = self.log.hold_chain()
-            await self.log.append_many(tx, entries, chain=self._chain)
+            await self.log.append_many(tx, entries, chain=self._chain,
+                                       checked_at_commit=checked_at_commit)
+
+    def rolled_back(self) -> None:
+        if self._chain is not None:  # the head its records assumed was not written
+            self.log.forget(self._chain)
 
     async def flush(self) -> None:
         if self._chain is not None:  # the transaction has ended: its chain is free again

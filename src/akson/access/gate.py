@@ -14,8 +14,9 @@ never fails for lack of access to a patient: the patient's resources are simply 
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from akson.fhir.search import Clause, SearchQuery
 from akson.store import access_sql as acl
 from akson.store import export as store_export
 from akson.store import purge as store_purge
+from akson.store.audit_log import head_moved
 from akson.store.bulk import (
     CopyReady,
     Prepared,
@@ -99,8 +101,13 @@ class AuditSink(Protocol):
 class BufferedSink(AuditSink, Protocol):
     """A sink of one session that holds a write transaction's records until its end."""
 
-    async def before_commit(self, tx: Tx) -> None:
-        """Append the held records of the write transaction `tx`, as its last statements."""
+    async def before_commit(self, tx: Tx, *, checked_at_commit: bool = False) -> None:
+        """Append the held records of the write transaction `tx`, as its last statements
+        (`checked_at_commit`: AuditLog.append_many)."""
+        ...
+
+    def rolled_back(self) -> None:
+        """The write transaction ended without committing (called before `flush`)."""
         ...
 
 
@@ -126,6 +133,8 @@ class MemoryAuditSink:
 
 
 _Found = TypeVar("_Found", Page, Included)
+_T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
@@ -145,23 +154,51 @@ class Gate:
         self._per_session = isinstance(sink, RequestSinks)
 
     @asynccontextmanager
-    async def session(self, principal: Principal, *, write: bool = False, bulk: bool = False
-                      ) -> AsyncIterator[GuardedSession]:
+    async def session(self, principal: Principal, *, write: bool = False, bulk: bool = False,
+                      checked_at_commit: bool = False) -> AsyncIterator[GuardedSession]:
         """One transaction as `principal` sees it; the sink is flushed after it ends.
 
         With a sink that buffers per request (`RequestSinks.begin()`, e.g. the chained log's),
         this session gets a buffer of its own: a write session's records are appended as the
         transaction's last statements (`before_commit`), the rest after it ended (`flush`).
+        `checked_at_commit` is for `run`, which can run the body again.
         """
         sink = cast(RequestSinks, self.sink).begin() if self._per_session else self.sink
+        buffered = write and self._per_session
         try:
             async with self.store.session(write=write, bulk=bulk) as s:
                 guarded = await self.guard(s, principal, write=write, sink=sink)
                 yield guarded
-                if write and self._per_session:
-                    await cast(BufferedSink, sink).before_commit(s.tx)
+                if buffered:
+                    await cast(BufferedSink, sink).before_commit(
+                        s.tx, checked_at_commit=checked_at_commit)
+        except BaseException:
+            if buffered:
+                cast(BufferedSink, sink).rolled_back()
+            raise
         finally:
             await sink.flush()
+
+    async def run(self, principal: Principal, work: Callable[[GuardedSession], Awaitable[_T]],
+                  *, write: bool = False) -> _T:
+        """`work(session)` in a session as `principal`; its result.
+
+        A write's audit append is checked at its commit (AuditLog.append_many), so a pipelined
+        write is one round trip (ADR 0017). When another process had moved the audit chain's
+        head meanwhile, the commit fails, nothing is written, and `work` runs once more, with
+        the chain locked. So `work` may run twice: it must change nothing but the database,
+        through the session.
+        """
+        if write:
+            try:
+                async with self.session(principal, write=True, checked_at_commit=True) as s:
+                    return await work(s)
+            except Exception as exc:
+                if not head_moved(exc):
+                    raise
+                log.info("a write ran again: its audit chain had moved")
+        async with self.session(principal, write=write) as s:
+            return await work(s)
 
     async def settle(self) -> None:
         """Wait until the audit records this process handed over are in the log (a sink that

@@ -80,15 +80,23 @@ _INSERT_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded) 
 #: 9 µs per statement, which a write pays alone.
 #: Parameters: new seq, hash, mac, updated; chain, known seq, known hash; chain, contents,
 #: event rows.
-_APPEND_IF_HEAD = (
+_APPEND_CTES = (
     "WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
     "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
     f"ev AS ({_INTO_EVENT} SELECT %s::int, e.s, e.r, e.a, e.st, e.o, e.p, e.us, e.org, e.unit, "
     "e.ag, substring(%s::bytea FROM e.co FOR e.cl), decode(e.ph, 'hex'), decode(e.h, 'hex'), "
     "e.n, e.pa FROM json_to_recordset(%s::json) AS e(s bigint, r bigint, a text, st text, "
     "o text, p text, us boolean, org text, unit text, ag text, co int, cl int, ph text, h text, "
-    "n int, pa varchar(64)[]) WHERE EXISTS (SELECT FROM head) RETURNING 1) "
-    "SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)")
+    "n int, pa varchar(64)[]) WHERE EXISTS (SELECT FROM head) RETURNING 1)")
+_APPEND_IF_HEAD = _APPEND_CTES + " SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)"
+#: The same append, for a write transaction that does not read its result before COMMIT
+#: (`AuditLog.append_many(checked_at_commit=True)`): a head that moved fails the statement with
+#: HEAD_MOVED (migration 0020), so the transaction cannot commit without its records.
+_APPEND_IF_HEAD_OR_FAIL = (
+    _APPEND_CTES + " SELECT CASE WHEN EXISTS (SELECT FROM head) THEN 1 "
+    "ELSE akson_audit_head_moved() END")
+#: SQLSTATE of `akson_audit_head_moved()` (class 40, transaction rollback).
+HEAD_MOVED = "40A01"
 _EVENT_KEYS = ("s", "r", "a", "st", "o", "p", "us", "org", "unit", "ag")
 
 
@@ -387,24 +395,37 @@ class AuditLog:
         return (await self.append_many(tx, [entry], route=route))[0]
 
     async def append_many(self, tx: Tx, entries: Sequence[AuditEntry], *,
-                          route: str | None = None, chain: int | None = None
-                          ) -> list[AuditRecord]:
+                          route: str | None = None, chain: int | None = None,
+                          checked_at_commit: bool = False) -> list[AuditRecord]:
         """`append` for several entries, in order, on one chain: the head is locked, read and
         written once and the rows go in as one batch. The chain is the one `route` picks, else
         `chain` (a write transaction's, from `hold_chain`). On PostgreSQL, when this process
         knows that chain's head, it is one statement: the compare-and-set of `record_many`,
         inside `tx` — it waits for a transaction holding the chain and, when that moved the
         head, writes nothing and takes the lock instead (READ COMMITTED re-reads the row it
-        waited for)."""
+        waited for).
+
+        `checked_at_commit=True` does not read the compare-and-set's result, so a pipelined
+        write sends it with its COMMIT in one flush: a head that moved then fails the
+        transaction with an error `head_moved` recognises, and the caller runs the whole write
+        again without this flag (ADR 0017). If the transaction ends without committing for any
+        reason, call `forget(chain)`: the head this assumed was not written.
+        """
         if not entries:
             return []
         chain = self._chain(route, chain)
         known = self._heads.get(chain)
         if known is not None and tx.dialect == "postgresql":
+            if checked_at_commit:
+                return await self._append_unless_moved(tx, chain, known, entries)
             out = await self._append_if_head(tx, chain, known, entries)
             if out is not None:
                 return out
         return (await self._append_locked(tx, chain, entries))[0]
+
+    def forget(self, chain: int) -> None:
+        """A transaction that appended to `chain` did not commit: its head is not known."""
+        self._heads.pop(chain, None)
 
     def _chain(self, route: str | None, chain: int | None) -> int:
         """The chain `route` picks, else `chain`; one of them is needed."""
@@ -467,6 +488,27 @@ class AuditLog:
 
     async def _append_if_head(self, tx: Tx, chain: int, known: tuple[int, bytes],
                               entries: Sequence[AuditEntry]) -> list[AuditRecord] | None:
+        out, params = self._if_head(chain, known, entries)
+        row = await tx.fetchone(_APPEND_IF_HEAD, params)
+        if not row or not row[0]:
+            self._heads.pop(chain, None)
+            return None
+        self._heads[chain] = (out[-1].seq, out[-1].hash)
+        return out
+
+    async def _append_unless_moved(self, tx: Tx, chain: int, known: tuple[int, bytes],
+                                   entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        out, params = self._if_head(chain, known, entries)
+        await tx.execute(_APPEND_IF_HEAD_OR_FAIL, params)
+        # Assumed until the commit says otherwise (`forget`): a later transaction of this
+        # process on this chain chains on, and its compare-and-set waits for this one's commit.
+        self._heads[chain] = (out[-1].seq, out[-1].hash)
+        return out
+
+    def _if_head(self, chain: int, known: tuple[int, bytes], entries: Sequence[AuditEntry]
+                 ) -> tuple[list[AuditRecord], list[object]]:
+        """The records `entries` become after head `known`, and the compare-and-set's
+        parameters."""
         out, events = _chained(chain, known[0], known[1], entries)
         head = out[-1]
         event_rows, start = [], 1
@@ -478,12 +520,7 @@ class AuditLog:
         params = [head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(),
                   chain, known[0], known[1], chain, b"".join(e[11] for e in events),
                   orjson.dumps(event_rows).decode()]
-        row = await tx.fetchone(_APPEND_IF_HEAD, params)
-        if not row or not row[0]:
-            self._heads.pop(chain, None)
-            return None
-        self._heads[chain] = (head.seq, head.hash)
-        return out
+        return out, params
 
     async def _lock_head(self, tx: Tx, chain: int) -> tuple[int, bytes]:
         lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
@@ -501,6 +538,12 @@ class AuditLog:
 
 
 # ---------------------------------------------------------------- reading
+
+
+def head_moved(exc: BaseException) -> bool:
+    """Did a write fail because its audit append found its chain's head moved (an append
+    checked at commit, `AuditLog.append_many`)? Running it again takes the chain's lock."""
+    return getattr(exc, "sqlstate", None) == HEAD_MOVED
 
 
 def _patients(value: Any) -> tuple[str, ...]:

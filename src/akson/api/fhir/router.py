@@ -136,5 +136,4 @@ async def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
         return await _bundle(ctx, None, req)
     if req.path[:1] == ["AuditEvent"]:
         await ctx.gate.settle()  # this process's newest records, before the session's snapshot
-    async with ctx.gate.session(principal, write=write) as s:
-        return await handler(ctx, s, req, *args)
+    return await ctx.gate.run(principal, lambda s: handler(ctx, s, req, *args), write=write)
