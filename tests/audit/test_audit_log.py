@@ -209,6 +209,40 @@ def test_a_write_and_its_audit_record_commit_or_roll_back_together(audit_url: st
     run(go())
 
 
+def test_a_write_is_there_for_the_next_statement_and_a_refused_one_fails_its_transaction(
+        audit_url: str) -> None:
+    """On PostgreSQL a resource write is held and sent with the transaction's next statement
+    or at its end (HeldWrites, ADR 0017): a read after it in the same transaction still sees
+    it, a write at the end still commits, and a write the database refuses (an id taken)
+    still fails its transaction, records and all."""
+    from akson.fhir.searchparams import SearchParamRegistry
+    from akson.store.database import is_retryable
+    from akson.store.repository import ResourceStore
+
+    async def go() -> None:
+        async with opened(audit_url) as (db, log):
+            store = ResourceStore(db, SearchParamRegistry.default())
+            async with store.session(write=True) as s:
+                await s.create("Patient", {"resourceType": "Patient"}, res_id="first")
+                found = await s.read("Patient", "first")
+                assert found is not None and found.version == 1
+                await s.create("Patient", {"resourceType": "Patient"}, res_id="last")
+                await log.append_many(s.tx, [entry(1, patients=("last",))], chain=0)
+            with pytest.raises(Exception) as refused:  # the head is known: one statement
+                async with store.session(write=True) as s:
+                    await s.create("Patient", {"resourceType": "Patient"}, res_id="last")
+                    await log.append_many(s.tx, [entry(2, patients=("last",))], chain=0,
+                                          checked_at_commit=True)
+            assert is_retryable(refused.value)
+            log.forget(0)
+            async with store.session(write=False) as s:
+                assert await s.read("Patient", "last") is not None
+                assert [r.seq for r in await audit_log.patient_log(s.tx, "last")] == [1]
+            assert (await audit_log.verify(db, log.key)).ok
+
+    run(go())
+
+
 def test_an_append_checked_at_commit_fails_its_write_when_another_process_moved_the_chain(
         audit_url: str) -> None:
     """ADR 0017: a write that does not read its compare-and-set before COMMIT must still never

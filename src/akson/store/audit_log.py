@@ -39,12 +39,12 @@ import itertools
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from akson.fhir.dates import now_us
-from akson.store.database import Database, Row, Tx
+from akson.store.database import Database, HeldWrites, Row, Tx
 
 DEFAULT_CHAINS = 16
 #: Chains of a process's own for its write transactions (AuditLog.hold_chain).
@@ -78,23 +78,24 @@ _INSERT_PATIENT = "INSERT INTO audit_patient (chain, seq, patient_id, recorded) 
 #: (offset `o`, length `l`): in the JSON, as hex, a block's 12 kB were parsed twice over (the
 #: cast, then the rows), ~1 µs per record in it; as a `bytea[]` psycopg's list dumper cost
 #: 9 µs per statement, which a write pays alone.
-#: Parameters: new seq, hash, mac, updated; chain, known seq, known hash; chain, contents,
-#: event rows.
+#: Parameters (named `a_…`, apart from a held write's, `HeldWrites`): the new head's seq, hash,
+#: mac and time; the chain and its known seq and hash; the contents and the event rows.
 _APPEND_CTES = (
-    "WITH head AS (UPDATE audit_chain SET seq = %s, hash = %s, mac = %s, updated = %s "
-    "WHERE chain = %s AND seq = %s AND hash = %s RETURNING chain), "
-    f"ev AS ({_INTO_EVENT} SELECT %s::int, e.s, e.r, e.a, e.st, e.o, e.p, e.us, e.org, e.unit, "
-    "e.ag, substring(%s::bytea FROM e.co FOR e.cl), decode(e.ph, 'hex'), decode(e.h, 'hex'), "
-    "e.n, e.pa FROM json_to_recordset(%s::json) AS e(s bigint, r bigint, a text, st text, "
+    "WITH head AS (UPDATE audit_chain SET seq = %(a_seq)s, hash = %(a_hash)s, mac = %(a_mac)s, "
+    "updated = %(a_updated)s WHERE chain = %(a_chain)s AND seq = %(a_known_seq)s "
+    "AND hash = %(a_known_hash)s RETURNING chain), "
+    f"ev AS ({_INTO_EVENT} SELECT %(a_chain)s::int, e.s, e.r, e.a, e.st, e.o, e.p, e.us, e.org, "
+    "e.unit, e.ag, substring(%(a_contents)s::bytea FROM e.co FOR e.cl), decode(e.ph, 'hex'), "
+    "decode(e.h, 'hex'), e.n, e.pa FROM json_to_recordset(%(a_rows)s::json) AS e(s bigint, "
+    "r bigint, a text, st text, "
     "o text, p text, us boolean, org text, unit text, ag text, co int, cl int, ph text, h text, "
     "n int, pa varchar(64)[]) WHERE EXISTS (SELECT FROM head) RETURNING 1)")
 _APPEND_IF_HEAD = _APPEND_CTES + " SELECT (SELECT count(*) FROM head), (SELECT count(*) FROM ev)"
-#: The same append, for a write transaction that does not read its result before COMMIT
-#: (`AuditLog.append_many(checked_at_commit=True)`): a head that moved fails the statement with
-#: HEAD_MOVED (migration 0020), so the transaction cannot commit without its records.
-_APPEND_IF_HEAD_OR_FAIL = (
-    _APPEND_CTES + " SELECT CASE WHEN EXISTS (SELECT FROM head) THEN 1 "
-    "ELSE akson_audit_head_moved() END")
+#: The same append's last SELECT for a write transaction that does not read its result before
+#: COMMIT (`AuditLog.append_many(checked_at_commit=True)`): a head that moved fails the
+#: statement with HEAD_MOVED (migration 0020), so the transaction cannot commit without its
+#: records. It joins the transaction's held write (HeldWrites): one statement for both.
+_OR_FAIL = "SELECT CASE WHEN EXISTS (SELECT FROM head) THEN 1 ELSE akson_audit_head_moved() END"
 #: SQLSTATE of `akson_audit_head_moved()` (class 40, transaction rollback).
 HEAD_MOVED = "40A01"
 _EVENT_KEYS = ("s", "r", "a", "st", "o", "p", "us", "org", "unit", "ag")
@@ -408,15 +409,19 @@ class AuditLog:
         `checked_at_commit=True` does not read the compare-and-set's result, so a pipelined
         write sends it with its COMMIT in one flush: a head that moved then fails the
         transaction with an error `head_moved` recognises, and the caller runs the whole write
-        again without this flag (ADR 0017). If the transaction ends without committing for any
-        reason, call `forget(chain)`: the head this assumed was not written.
+        again without this flag (ADR 0017). It applies when this process's transactions hold
+        the chain once at most (`hold_chain`); a chain shared by two of them is appended to as
+        without it. If the transaction ends without committing for any reason, call
+        `forget(chain)`: the head this assumed was not written.
         """
         if not entries:
             return []
         chain = self._chain(route, chain)
         known = self._heads.get(chain)
         if known is not None and tx.dialect == "postgresql":
-            if checked_at_commit:
+            # Only while no other transaction of this process holds the chain: one that does
+            # may not have reached the server with the head this one chains on.
+            if checked_at_commit and self._holding.get(chain, 0) <= 1:
                 return await self._append_unless_moved(tx, chain, known, entries)
             out = await self._append_if_head(tx, chain, known, entries)
             if out is not None:
@@ -499,14 +504,14 @@ class AuditLog:
     async def _append_unless_moved(self, tx: Tx, chain: int, known: tuple[int, bytes],
                                    entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         out, params = self._if_head(chain, known, entries)
-        await tx.execute(_APPEND_IF_HEAD_OR_FAIL, params)
+        await cast(HeldWrites, tx).execute_with_held(_APPEND_CTES, _OR_FAIL, params)
         # Assumed until the commit says otherwise (`forget`): a later transaction of this
         # process on this chain chains on, and its compare-and-set waits for this one's commit.
         self._heads[chain] = (out[-1].seq, out[-1].hash)
         return out
 
     def _if_head(self, chain: int, known: tuple[int, bytes], entries: Sequence[AuditEntry]
-                 ) -> tuple[list[AuditRecord], list[object]]:
+                 ) -> tuple[list[AuditRecord], dict[str, object]]:
         """The records `entries` become after head `known`, and the compare-and-set's
         parameters."""
         out, events = _chained(chain, known[0], known[1], entries)
@@ -517,9 +522,12 @@ class AuditLog:
                                "cl": len(e[11]), "ph": e[12].hex(), "h": e[13].hex(), "n": e[14],
                                "pa": e[15]})
             start += len(e[11])
-        params = [head.seq, head.hash, _mac(self.key, chain, head.seq, head.hash), now_us(),
-                  chain, known[0], known[1], chain, b"".join(e[11] for e in events),
-                  orjson.dumps(event_rows).decode()]
+        params: dict[str, object] = {
+            "a_seq": head.seq, "a_hash": head.hash,
+            "a_mac": _mac(self.key, chain, head.seq, head.hash), "a_updated": now_us(),
+            "a_chain": chain, "a_known_seq": known[0], "a_known_hash": known[1],
+            "a_contents": b"".join(e[11] for e in events),
+            "a_rows": orjson.dumps(event_rows).decode()}
         return out, params
 
     async def _lock_head(self, tx: Tx, chain: int) -> tuple[int, bytes]:

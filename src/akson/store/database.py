@@ -69,6 +69,20 @@ class Tx(Protocol):
     async def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None: ...
 
 
+class HeldWrites(Protocol):
+    """A PostgreSQL write transaction's way to send a write with the statement after it.
+
+    A write whose result nobody reads — data-modifying CTEs, `WITH a AS (…), b AS (…)` — is
+    held (`hold`) and sent just before the transaction's next statement, or at its end. The
+    access gate's audit append joins it instead (`execute_with_held`): one statement for the
+    write and its record, so a create is BEGIN, one statement and COMMIT (ADR 0017).
+    """
+
+    async def hold(self, ctes: str, params: Mapping[str, Any]) -> None: ...
+    async def execute_with_held(self, ctes: str, final: str, params: Mapping[str, Any]
+                                ) -> None: ...
+
+
 class Database(Protocol):
     """Opens units of work; `write=True` ones may change data."""
 
@@ -230,13 +244,38 @@ def _pg_values() -> Iterator[None]:
 
 
 class _PgTx:
+    """Tx and HeldWrites on one psycopg connection."""
+
     dialect = "postgresql"
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        self._held: tuple[str, Mapping[str, Any]] | None = None
+
+    async def hold(self, ctes: str, params: Mapping[str, Any]) -> None:
+        await self.send_held()
+        self._held = (ctes, params)
+
+    async def execute_with_held(self, ctes: str, final: str, params: Mapping[str, Any]
+                                ) -> None:
+        held, self._held = self._held, None
+        if held is not None:  # ctes begins with WITH: the held ones go first, in its list
+            ctes, params = f"{held[0]},\n{ctes.removeprefix('WITH ')}", {**held[1], **params}
+        with _pg_values():
+            await self._conn.execute(f"{ctes}\n{final}", params)
+
+    async def send_held(self) -> None:
+        """Send the held write now (before any other statement, and at the end)."""
+        if self._held is not None:
+            ctes, params = self._held
+            self._held = None
+            with _pg_values():
+                await self._conn.execute(f"{ctes}\nSELECT 1", params)
 
     async def fetchall(self, sql: str, params: Params = (), *, prepare: bool | None = None
                        ) -> list[Row]:
+        if self._held is not None:
+            await self.send_held()
         with _pg_values():
             # Binary results: stored JSON (bytea) arrives as bytes, without hex decoding.
             # `prepare=False`: planned for these values every time (see Tx docstring).
@@ -246,17 +285,23 @@ class _PgTx:
 
     async def fetchone(self, sql: str, params: Params = (), *, prepare: bool | None = None
                        ) -> Row | None:
+        if self._held is not None:
+            await self.send_held()
         with _pg_values():
             cur = await self._conn.execute(sql, params, binary=True, prepare=prepare)
             row: Row | None = await cur.fetchone()
         return row
 
     async def execute(self, sql: str, params: Params = ()) -> int:
+        if self._held is not None:
+            await self.send_held()
         with _pg_values():
             cur = await self._conn.execute(sql, params)
         return int(cur.rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._held is not None:
+            await self.send_held()
         if rows:
             with _pg_values():
                 async with self._conn.cursor() as cur:
@@ -266,6 +311,7 @@ class _PgTx:
     async def copy_rows(self, table: str, columns: Sequence[str],
                         rows: Sequence[Sequence[Any]]) -> None:
         """Bulk insert with COPY: the fastest way into PostgreSQL, still inside the transaction."""
+        await self.send_held()
         if not rows:
             return
         with _pg_values():
@@ -278,6 +324,7 @@ class _PgTx:
 
     async def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None:
         """COPY rows already in PostgreSQL's text format (one line per row) into `table`."""
+        await self.send_held()
         async with self._conn.cursor() as cur, cur.copy(
             f"COPY {table} ({', '.join(columns)}) FROM STDIN"
         ) as copy:
@@ -319,11 +366,14 @@ class PostgresDatabase:
                 await self._pool.putconn(read)
             return
         async with self._pool.connection() as conn:
+            tx = _PgTx(conn)
             if bulk:  # COPY cannot run in pipeline mode
                 async with conn.transaction():
-                    yield _PgTx(conn)
+                    yield tx
+                    await tx.send_held()
             else:
                 # Pipeline mode: BEGIN, the statements whose results nobody reads, and COMMIT
                 # leave in one flush; a plain create is one round trip instead of three.
                 async with conn.pipeline(), conn.transaction():
-                    yield _PgTx(conn)
+                    yield tx
+                    await tx.send_held()

@@ -52,9 +52,10 @@ _UPDATE_RESOURCE = (
 
 @lru_cache(maxsize=256)
 def statement(update: bool, filled: tuple[int, ...]) -> str:
-    """The write statement for a resource whose index lists `filled` (positions in _TABLES) hold
-    rows. Only those tables get an INSERT: an empty CTE still costs the server an executor node.
-    The JSON parameter is parsed once, as jsonb, and indexed per table."""
+    """The write for a resource whose index lists `filled` (positions in _TABLES) hold rows,
+    as data-modifying CTEs (`WITH …`, for `HeldWrites.hold`: nothing reads their result). Only
+    those tables get an INSERT: an empty CTE still costs the server an executor node. The JSON
+    parameter is parsed once, as jsonb, and indexed per table."""
     ctes = [_UPDATE_RESOURCE if update else _INSERT_RESOURCE, "j AS (SELECT %(idx)s::jsonb AS doc)"]
     if update:
         ctes += [f"d_{table} AS (DELETE FROM {table} WHERE res_pk = (SELECT pk FROM r))"
@@ -74,7 +75,7 @@ def statement(update: bool, filled: tuple[int, ...]) -> str:
             f"SELECT r.pk, %(t)s, e->>0, {values} "
             f"FROM r, j, jsonb_array_elements(j.doc -> {i}) AS e)"
         )
-    return "WITH " + ",\n".join(ctes) + "\nSELECT pk FROM r"
+    return "WITH " + ",\n".join(ctes)
 
 
 def write(
@@ -82,7 +83,8 @@ def write(
     content: bytes, method: str, rows: IndexRows, extra: ExtraRows | None = None, *,
     writer: tuple[str | None, str | None] = (None, None),
 ) -> tuple[str, dict[str, Any]]:
-    """The statement and its bind values; `idx` holds every index row, one list per table."""
+    """The write's CTEs and their bind values; `idx` holds every index row, one list per
+    table."""
     extra = extra or ExtraRows()
     index = [getattr(rows, field) if hasattr(rows, field) else getattr(extra, field)
              for _, field, _, _ in _TABLES]

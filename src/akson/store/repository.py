@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 from akson.fhir import dates, indexing, jsonio, valuesets
@@ -22,7 +22,7 @@ from akson.fhir.outcome import FhirError
 from akson.fhir.search import ExtraRows, SearchQuery, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
-from akson.store.database import Database, Tx
+from akson.store.database import Database, HeldWrites, Tx
 from akson.store.schema import supersede_sql
 from akson.store.search_sql import (
     Driver,
@@ -274,9 +274,10 @@ class Session:
         patient_id = indexing.patient_compartment(doc, rows)
         content = jsonio.dumps(doc)
         if self.dialect == "postgresql":
-            await self.tx.execute(*pg_write.write(current is not None, res_type, res_id, version,
-                                                  now, patient_id, content, method, rows, extra,
-                                                  writer=self.writer))
+            # Held: sent with the next statement, or as one with the audit record (ADR 0017).
+            await cast(HeldWrites, self.tx).hold(*pg_write.write(
+                current is not None, res_type, res_id, version, now, patient_id, content,
+                method, rows, extra, writer=self.writer))
             return Stored(res_type, res_id, version, now, False, content, method)
         if current is None:
             row = await self.tx.fetchone(
