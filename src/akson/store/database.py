@@ -274,8 +274,7 @@ class _PgTx:
 
     async def fetchall(self, sql: str, params: Params = (), *, prepare: bool | None = None
                        ) -> list[Row]:
-        if self._held is not None:
-            await self.send_held()
+        await self.send_held()
         with _pg_values():
             # Binary results: stored JSON (bytea) arrives as bytes, without hex decoding.
             # `prepare=False`: planned for these values every time (see Tx docstring).
@@ -285,23 +284,20 @@ class _PgTx:
 
     async def fetchone(self, sql: str, params: Params = (), *, prepare: bool | None = None
                        ) -> Row | None:
-        if self._held is not None:
-            await self.send_held()
+        await self.send_held()
         with _pg_values():
             cur = await self._conn.execute(sql, params, binary=True, prepare=prepare)
             row: Row | None = await cur.fetchone()
         return row
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        if self._held is not None:
-            await self.send_held()
+        await self.send_held()
         with _pg_values():
             cur = await self._conn.execute(sql, params)
         return int(cur.rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if self._held is not None:
-            await self.send_held()
+        await self.send_held()
         if rows:
             with _pg_values():
                 async with self._conn.cursor() as cur:
@@ -373,7 +369,8 @@ class PostgresDatabase:
                     await tx.send_held()
             else:
                 # Pipeline mode: BEGIN, the statements whose results nobody reads, and COMMIT
-                # leave in one flush; a plain create is one round trip instead of three.
+                # go out without waiting for each other; a plain create is one round trip
+                # instead of three.
                 async with conn.pipeline(), conn.transaction():
                     yield tx
                     await tx.send_held()
