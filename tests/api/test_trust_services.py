@@ -10,6 +10,7 @@ server's own provider (`tests.conftest.mint_token`), as its token endpoint issue
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -22,8 +23,10 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import ThreadServer, fresh_database, mint_token
 
+from akson.api.fhir.paging import audit_key
 from akson.audit_cli import audit
 from akson.config import Settings
+from akson.fhir.dates import now_us
 from akson.fhir.identifiers import make_fnr, make_orgnr
 from akson.fhir.naming import FNR_SYSTEM, HPR_SYSTEM, ORGNR_SYSTEM
 from akson.idp import attestation
@@ -287,17 +290,61 @@ def test_routine_read_records_pending_at_shutdown_are_written(backend, tmp_path)
             anna = next(r for r in _data() if r["id"] == "anna")
             assert system.put("/Patient/anna", json=anna).status_code in (200, 201)
             assert system.get("/Patient/anna").status_code == 200
-        assert asyncio.run(_logged_reads(url, "anna")) == 1
+        assert asyncio.run(_logged(url, "anna", "read")) == 1
         result = CliRunner().invoke(audit, ["verify"], env={"AKSON_DATABASE_URL": url})
         assert result.exit_code == 0 and "intact" in result.output, result.output
 
 
-async def _logged_reads(url: str, patient: str) -> int:
+def test_a_create_whose_audit_chain_another_process_moved_lands_once(backend, tmp_path, caplog):
+    """A REST write's audit append is checked at its commit (ADR 0017). When another process
+    (an import, the CLI) appended to the server's chain in between, PostgreSQL refuses that
+    commit and the server runs the create again on the chain's lock: the client sees one 201,
+    one version and one record, and the log verifies. SQLite locks from the start."""
+    with fresh_database(backend, tmp_path, "akson_trust_moved", migrate=True) as url:
+        settings = Settings(database_url=url, export_dir=str(tmp_path / "export"))
+        with ThreadServer(settings) as srv, httpx.Client(
+                base_url=srv.url + "/fhir", timeout=30, auth=srv.auth()) as system:
+            anna = next(r for r in _data() if r["id"] == "anna")
+            for _ in range(audit_log.OWN_CHAINS):  # the server knows its write chains' heads
+                assert system.put("/Patient/anna", json=anna).status_code in (200, 201)
+            asyncio.run(_append_to_every_chain(url, settings.audit_chains))
+            with caplog.at_level(logging.INFO, logger="akson.access.gate"):
+                created = system.post("/Observation", json={
+                    "resourceType": "Observation", "status": "final",
+                    "subject": _ref("Patient", "anna"),
+                    "code": {"coding": [{"system": LOINC, "code": CODE}]}})
+            assert created.status_code == 201, created.text
+            history = system.get(f"/Observation/{created.json()['id']}/_history").json()
+            assert [e["response"]["status"] for e in history["entry"]] == ["201"]
+        ran_again = [r for r in caplog.records if "ran again" in r.getMessage()]
+        assert len(ran_again) == (1 if backend == "postgresql" else 0)
+        assert asyncio.run(_logged(url, "anna", "create")) == 1
+        result = CliRunner().invoke(audit, ["verify"], env={"AKSON_DATABASE_URL": url})
+        assert result.exit_code == 0 and "intact" in result.output, result.output
+
+
+async def _append_to_every_chain(url: str, chains: int) -> None:
+    """What another process writing to the log does: one record on each chain."""
+    db = connect(url)
+    await db.open()
+    try:
+        log = audit_log.AuditLog(db, key=audit_key(url), chains=chains)
+        for chain in range(chains):
+            await log.record_many([audit_log.AuditEntry(
+                content=b'{"by":"another process"}', recorded=now_us(), action="E",
+                subtype="login")], chain=chain)
+    finally:
+        await db.close()
+
+
+async def _logged(url: str, patient: str, subtype: str) -> int:
+    """How many of `patient`'s records in the log are of `subtype`."""
     db = connect(url)
     await db.open()
     try:
         async with db.transaction(write=False) as tx:
-            return sum(r.entry.subtype == "read" for r in await audit_log.patient_log(tx, patient))
+            return sum(r.entry.subtype == subtype
+                       for r in await audit_log.patient_log(tx, patient))
     finally:
         await db.close()
 
