@@ -368,3 +368,58 @@ def test_cli_reindex_of_a_composite_keeps_its_rows(fhir: httpx.Client, db_url: s
     assert _ids(fhir.get("/Observation", params={
         "code": f"https://akson.test/{tag}|bp", "component-code": "http://loinc.org|8480-6"}
     ).json()) == {obs_id}
+
+
+def _pairs_of(db_url: str, res_id: str) -> list[str]:
+    sql = ("SELECT c.param FROM sp_composite c JOIN resource r ON r.pk = c.res_pk "
+           "WHERE r.res_id = %s AND c.param LIKE %s ORDER BY 1")
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            return [r[0] for r in conn.execute(sql.replace("%s", "?"), (res_id, "%+%"))]
+    import psycopg
+
+    with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
+        return [r[0] for r in conn.execute(sql, (res_id, "%+%"))]
+
+
+def _drop_pairs(db_url: str) -> None:
+    sql = "DELETE FROM sp_composite WHERE param LIKE '%+%'"
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(sql)
+        return
+    import psycopg
+
+    with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
+        conn.execute(sql)
+
+
+def test_cli_reindex_of_a_paired_parameter_keeps_and_rebuilds_the_pairs(
+        fhir: httpx.Client, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paired rows (akson.fhir.pairs) are built from both their parameters: a reindex of the
+    date rebuilds them, and one of the code builds them where they are missing (what
+    migration 0021 queues for a database that holds Observations)."""
+    from click.testing import CliRunner
+
+    from akson.cli import main
+
+    tag = uuid.uuid4().hex[:8]
+    patient = fhir.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
+    obs = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2019-05-01",
+           "code": {"coding": [{"system": "http://loinc.org", "code": f"p-{tag}"}]},
+           "subject": {"reference": f"Patient/{patient}"}}
+    obs_id = fhir.post("/Observation", json=obs).json()["id"]
+    both = ["code+date", "code+patient"]
+    assert _pairs_of(db_url, obs_id) == both
+    monkeypatch.setenv("AKSON_DATABASE_URL", db_url)
+    result = CliRunner().invoke(main, ["reindex", "--param", "date", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _pairs_of(db_url, obs_id) == both
+    _drop_pairs(db_url)
+    result = CliRunner().invoke(main, ["reindex", "--param", "code", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _pairs_of(db_url, obs_id) == both
+    query = {"code": f"http://loinc.org|p-{tag}", "date": "2019"}
+    assert _ids(fhir.get("/Observation", params=query).json()) == {obs_id}
+    assert _ids(fhir.get("/Patient", params={
+        "_has:Observation:patient:code": f"http://loinc.org|p-{tag}"}).json()) == {patient}

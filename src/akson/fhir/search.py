@@ -24,6 +24,7 @@ from typing import Any
 from akson.fhir import dates, shaping
 from akson.fhir.indexing import IndexRows, canonical_quantity, extract
 from akson.fhir.outcome import FhirError, Issue
+from akson.fhir.pairs import pair_rows
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry
 from akson.fhir.text import normalize
 from akson.fhir.validation import RESOURCE_TYPES
@@ -500,10 +501,15 @@ _EXTRA_PLANS: dict[tuple[int, int, str], list[tuple[str, str, Any, Any]]] = {}
 
 
 def index_rows(resource: dict, registry: SearchParamRegistry) -> tuple[IndexRows, ExtraRows]:
-    """Every index row of `resource`: `indexing.extract`'s and `extra_index_rows`', each
-    parameter's values extracted once for both."""
+    """Every index row of `resource`: `indexing.extract`'s, `extra_index_rows`' and the paired
+    rows derived from them (akson.fhir.pairs), each parameter's values extracted once."""
     seen: dict[str, list[Any]] = {}
-    return extract(resource, registry, seen), extra_index_rows(resource, registry, seen)
+    rows = extract(resource, registry, seen)
+    extra = extra_index_rows(resource, registry, seen)
+    rtype = resource.get("resourceType")
+    if rtype.__class__ is str:
+        extra.composites += pair_rows(rtype, rows)
+    return rows, extra
 
 
 def extra_index_rows(resource: dict, registry: SearchParamRegistry,

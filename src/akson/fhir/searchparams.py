@@ -75,6 +75,9 @@ def compile_param(resource: Mapping[str, Any]) -> tuple[SearchParam, str | None]
     code = resource.get("code")
     if not isinstance(code, str) or not code:
         raise _invalid("SearchParameter.code", "SearchParameter.code is required")
+    if "+" in code:  # the index rows of akson.fhir.pairs are named `token+other`
+        raise _invalid("SearchParameter.code", "SearchParameter.code may not contain '+' "
+                       "(Akson names its paired index rows with it)")
     ptype = resource.get("type")
     if not isinstance(ptype, str) or ptype not in PARAM_TYPES:
         raise _invalid("SearchParameter.type", "SearchParameter.type must be an R4 search type")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from akson.fhir import indexing, jsonio
+from akson.fhir import indexing, jsonio, pairs
 from akson.fhir.search import ExtraRows, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store.repository import _INSERT, Session
@@ -201,7 +201,7 @@ async def index_batch(s: Session, registry: SearchParamRegistry, res_type: str |
 def _only(idx: indexing.IndexRows, extra: ExtraRows, codes: Sequence[str]
           ) -> tuple[indexing.IndexRows, ExtraRows]:
     """The rows of the parameters named `codes` (each row starts with its parameter code)."""
-    names = {n for c in codes for n in (c, f"{c}:identifier")}
+    names = set(_row_names(codes))
     for rows in (idx, extra):
         for name, value in vars(rows).items():
             if isinstance(value, list):
@@ -209,9 +209,15 @@ def _only(idx: indexing.IndexRows, extra: ExtraRows, codes: Sequence[str]
     return idx, extra
 
 
+def _row_names(codes: Sequence[str]) -> list[str]:
+    """The `param` of every index row the parameters `codes` give: their own, a reference's
+    `:identifier` token rows (`code:identifier`) and the paired rows they are part of."""
+    return list(dict.fromkeys([n for c in codes for n in (c, f"{c}:identifier")]
+                              + [p.name for c in codes for p in pairs.involving(c)]))
+
+
 async def _delete_rows(s: Session, pks: list[int], codes: Sequence[str] | None) -> None:
-    # A reference parameter's `:identifier` rows are token rows named `code:identifier`.
-    names = None if codes is None else [n for c in codes for n in (c, f"{c}:identifier")]
+    names = None if codes is None else _row_names(codes)
     for i in range(0, len(pks), _IN_CHUNK):
         chunk = pks[i:i + _IN_CHUNK]
         marks = ", ".join(["%s"] * len(chunk))
@@ -224,14 +230,16 @@ async def _delete_rows(s: Session, pks: list[int], codes: Sequence[str] | None) 
 
 
 async def remove_rows(s: Session, code: str, res_types: Sequence[str] | None) -> None:
-    """Delete every index row of parameter `code` on these types (None: on all types)."""
-    names = (code, f"{code}:identifier")
+    """Delete every index row of parameter `code` on these types (None: on all types), and
+    the paired rows it is part of."""
+    names = _row_names([code])
+    marks = ", ".join(["%s"] * len(names))
     for table in _ROW_TABLES:
         if res_types is None:
-            await s.tx.execute(f"DELETE FROM {table} WHERE param IN (%s, %s)", names)
+            await s.tx.execute(f"DELETE FROM {table} WHERE param IN ({marks})", names)
             continue
         for t in res_types:
-            await s.tx.execute(f"DELETE FROM {table} WHERE res_type = %s AND param IN (%s, %s)",
+            await s.tx.execute(f"DELETE FROM {table} WHERE res_type = %s AND param IN ({marks})",
                                (t, *names))
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
-from akson.fhir import dates, indexing, jsonio, valuesets
+from akson.fhir import dates, indexing, jsonio, pairs, valuesets
 from akson.fhir.outcome import FhirError
-from akson.fhir.search import ExtraRows, SearchQuery, index_rows
+from akson.fhir.search import Clause, ExtraRows, SearchQuery, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import pg_write
 from akson.store.database import Database, HeldWrites, Tx
@@ -30,9 +30,12 @@ from akson.store.search_sql import (
     Where,
     compile_where,
     driver,
+    hull_of,
     leading_rows,
     narrowing,
     needs_index_row,
+    pair_date_rows,
+    pair_date_walk,
     sort_expressions,
     valueset_urls,
 )
@@ -377,9 +380,11 @@ class Session:
                 where.params += extra.params
             return where
 
+        ready = self._ready_pairs()
+
         def compiled(q: SearchQuery, probe_has: bool = False) -> Where:
             return with_extra(compile_where(q, base_url=base_url, valuesets=valuesets,
-                                            scope=scope, probe_has=probe_has))
+                                            scope=scope, probe_has=probe_has, pairs=ready))
 
         where = compiled(query)
         base_sql = "FROM resource r WHERE NOT r.deleted"
@@ -403,10 +408,12 @@ class Session:
             return Page([], None, None, await self._total(query, base_sql, params, counted))
         few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
         page: Callable[[], tuple[str, list[Any]]]
+        paired: tuple[str, list[Any], bool] | None = None  # few rows of a code in a date range
         if drv is not None and not query.sort:
             led = drv
             page = lambda: self._driven_page_sql(query, led, rest, backwards)  # noqa: E731
             walk = self._token_walk_sql(query, drv, rest, backwards)
+            paired = self._paired_page_sql(query, drv, ready, rest, backwards, compiled)
         else:
             index_page = self._index_page_sql(query, where, backwards)
             found = index_page or self._page_sql(query, base_sql, params, backwards)
@@ -416,7 +423,7 @@ class Session:
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
         if query.explain:
-            plan_sql, plan_params = walk or page()
+            plan_sql, plan_params = (paired[:2] if paired else None) or walk or page()
             return Page([], None, None, None, plan=await self._explain(plan_sql, plan_params))
         total = await self._total(query, base_sql, params, counted)
         token_walk = walk is not None and drv is not None and not query.sort
@@ -426,10 +433,17 @@ class Session:
         # So may a page of few leading rows with no other clause: its fences fix the plan.
         # Other clauses (a date range) are planned for their values, as every search is.
         alone = (token_walk and len(query.clauses) == 1) or (few is not None and few[2])
-        rows = (await self.tx.fetchall(*walk, prepare=None if alone else False)
-                if walk else [])
-        whole = False  # did a token walk see every index row of its code?
-        if token_walk and drv is not None:
+        rows: list[Any] = []
+        whole = False  # did a walk see every index row it could use?
+        if paired is not None and paired[2]:  # a code in a date range, walked by bucket
+            rows, whole = await self.tx.fetchall(*paired[:2], prepare=False), True
+        elif paired is not None:  # or read in range, the answer if they were few
+            rows, whole = self._walked(
+                await self.tx.fetchall(*paired[:2], prepare=False), FEW_IN_RANGE)
+        if whole or walk is None:
+            pass
+        elif token_walk and drv is not None:
+            rows = await self.tx.fetchall(*walk, prepare=None if alone else False)
             rows, whole = self._walked(rows, WALK)
             if len(rows) <= query.count and not whole and _reads_pk_only(rest):
                 # Rare matches among a common code's rows (a code in one year): a longer
@@ -440,9 +454,12 @@ class Session:
                 rows, whole = self._walked(
                     await self.tx.fetchall(*long_walk, prepare=False), LONG_WALK)
         elif few is not None:  # the whole answer, unless the leading rows were not few
-            rows, whole = self._walked(rows, FEW_IN_RANGE)
+            rows, whole = self._walked(
+                await self.tx.fetchall(*walk, prepare=None if alone else False), FEW_IN_RANGE)
             if not whole:
                 rows = []
+        else:
+            rows = await self.tx.fetchall(*walk, prepare=None if alone else False)
         if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
             # the planner, for the values at hand; an identifier alone is prepared (one plan
             # fits every value: its few rows, each probing its resource).
@@ -603,8 +620,52 @@ class Session:
                f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
         return sql, [*params, query.count + 1]
 
+    def _ready_pairs(self) -> frozenset[str]:
+        """The paired rows (akson.fhir.pairs) a search may use: none of whose parameters is
+        being reindexed, so every resource has its rows (migration 0021 queues that job)."""
+        pending = self.registry.pending
+        if not pending:
+            return _ALL_PAIRS
+        return frozenset(p.name for p in pairs.PAIRS if not any(
+            (param := self.registry.get(p.res_type, code)) is None or param.url in pending
+            for code in (p.token, p.other)))
+
+    def _paired_page_sql(self, query: SearchQuery, drv: Driver, ready: frozenset[str],
+                         rest: Where, backwards: bool,
+                         compiled: Callable[[SearchQuery], Where]
+                         ) -> tuple[str, list[Any], bool] | None:
+        """A page of a code in a date range from the code's paired date rows (akson.fhir.pairs)
+        on PostgreSQL, when the other predicates read only `r.pk`; the last item says whether
+        its rows are the whole answer. A range of a few years is walked bucket by bucket in pk
+        order (`pair_date_walk`): always the answer. A longer one reads up to PAIRED_ROWS rows
+        in range (`_few_page_sql`): the answer if they were fewer, else the token walk goes
+        on. The date clauses are checked on every row found (a hull is a superset)."""
+        res_type = query.resource_type
+        if self.dialect != "postgresql" or not res_type or not _reads_pk_only(rest):
+            return None
+        pair = next((p for p in pairs.pairs_of(res_type) if p.kind == "date"
+                     and p.token == drv.clause.name and p.name in ready), None)
+        dated = [c for c in query.clauses if pair is not None and c.name == pair.other
+                 and c.type == "date" and not c.modifier]
+        if pair is None or not dated:
+            return None
+        hull = hull_of(dated)
+        order = "DESC" if backwards else "ASC"
+        cursor = [abs(query.cursor)] if query.cursor is not None else []
+        walk = pair_date_walk(res_type, drv, pair.name, hull, _after(query, backwards, "res_pk"),
+                              cursor, order)
+        if walk is None:
+            few = self._few_page_sql(query, backwards, compiled,
+                                     ([drv.clause], *pair_date_rows(res_type, drv, pair.name, hull)))
+            return None if few is None else (few[0], few[1], False)
+        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT u.res_pk AS pk "
+               f"FROM ({walk[0]}) u) r WHERE {rest.render()} ORDER BY r.pk {order} LIMIT %s) m "
+               f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
+        return sql, [*walk[1], *rest.params, query.count + 1], True
+
     def _few_page_sql(self, query: SearchQuery, backwards: bool,
-                      compiled: Callable[[SearchQuery], Where]
+                      compiled: Callable[[SearchQuery], Where],
+                      lead: tuple[list[Clause], str, list[Any]] | None = None
                       ) -> tuple[str, list[Any], bool] | None:
         """`_index_page_sql` when the search's `leading_rows` (a date range, a name prefix)
         are few, in one statement (PostgreSQL): up to FEW_IN_RANGE of them are read from the
@@ -615,7 +676,8 @@ class Session:
         hashed and probed every Encounter's pk (20 → 1 ms at a million), a birth year and a
         gender probed every Patient born that year before sorting (5 → 0.6 ms). The last
         item says whether the leading clauses are the search's only ones."""
-        lead = leading_rows(query) if self.dialect == "postgresql" else None
+        if lead is None and self.dialect == "postgresql":
+            lead = leading_rows(query)
         if lead is None:
             return None
         group, rows, rows_params = lead
@@ -825,6 +887,8 @@ WALK = 2000
 LONG_WALK = 16000
 #: Leading index rows below which a page finds all its matches first (`_few_page_sql`).
 FEW_IN_RANGE = 5000
+#: Every pair's name: all are ready while nothing is being reindexed (`Session._ready_pairs`).
+_ALL_PAIRS = frozenset(p.name for p in pairs.PAIRS)
 #: Resources a `_has` walk probes (`Session._has_walk_sql`): about 0.06 ms each.
 HAS_WALK = 1000
 

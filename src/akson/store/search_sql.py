@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
 from typing import Any
 
-from akson.fhir import dates, text, ucum
+from akson.fhir import dates, pairs, text, ucum
 from akson.fhir.cardinality import single_date
 from akson.fhir.indexing import CANONICAL_SYSTEM
 from akson.fhir.outcome import FhirError
@@ -70,6 +70,7 @@ class _Ctx:
     valuesets: ValueSets
     scope: Scope | None
     probe_has: bool = False
+    pairs: frozenset[str] = frozenset()
     n: int = 0
 
     def alias(self, prefix: str) -> str:
@@ -78,11 +79,14 @@ class _Ctx:
 
 
 def compile_where(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets | None = None,
-                  scope: Scope | None = None, probe_has: bool = False) -> Where:
+                  scope: Scope | None = None, probe_has: bool = False,
+                  pairs: frozenset[str] = frozenset()) -> Where:
     """Predicates for every clause of `query` (resource type and deletion not included).
-    `probe_has`: `_has` as a per-row probe of a hashed set (see `_has`), for a bounded walk."""
+    `probe_has`: `_has` as a per-row probe (see `_has`), for a bounded walk. `pairs`: the
+    paired index rows (akson.fhir.pairs, by name) whose rows are complete, so a `_has` may use
+    them."""
     where = Where()
-    ctx = _Ctx(base_url, valuesets or {}, scope, probe_has)
+    ctx = _Ctx(base_url, valuesets or {}, scope, probe_has, pairs)
     res_type = query.resource_type or ""
     ranges = same_row_ranges(query)
     together = {id(c) for group in ranges for c in group}
@@ -272,6 +276,8 @@ def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None
     fenced probe of this row's references into one hashed set of matching T, built once per
     statement: 0.06 ms a row, against 0.35 ms joining T's rows for each (docs/adr/0011)."""
     assert clause.has is not None
+    if _has_by_pair(where, ctx, a, res_type, clause):
+        return
     h, hr = ctx.alias("h"), ctx.alias("hr")
     sub = Where()
     _clause(sub, ctx, h, clause.has.res_type, clause.has.inner)
@@ -288,6 +294,149 @@ def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None
     where.add(f"{a}.res_id IN (SELECT {hr}.target_id FROM sp_reference {hr} JOIN resource {h} "
               f"ON {h}.pk = {hr}.res_pk WHERE {hr}.res_type = %s AND {hr}.param = %s AND "
               f"{hr}.target_type = %s AND NOT {h}.deleted AND {inner})", *params)
+
+
+def _has_by_pair(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> bool:
+    """`_has:T:ref:code=x` from T's paired rows of code and reference (akson.fhir.pairs), when
+    they exist for these parameters, the inner clause is a plain token and a policy's
+    predicates on T read only its pk (as a label rule's do): one index lookup per resource,
+    where the general form joins every T with the code (52,000 at a million resources) to
+    their references. False: the general form is needed."""
+    assert clause.has is not None
+    inner = clause.has.inner
+    pair = pairs.find(clause.has.res_type, inner.name, clause.has.param.code)
+    if (pair is None or pair.kind != "reference" or pair.name not in ctx.pairs
+            or inner.type != "token" or inner.modifier):
+        return False
+    x, h = ctx.alias("x"), ctx.alias("h")
+    policy = Where()
+    _scoped(policy, ctx, h, pair.res_type)
+    if set(re.findall(rf"(?<![\w.]){h}\.(\w+)", policy.render())) - {"pk"}:
+        return False
+    frags, params = _ors(ctx, inner)
+    rows = (f"sp_composite {x} WHERE {x}.res_type = %s AND {x}.param = %s AND {x}.v_system = %s "
+            f"AND ({' OR '.join(frags)})")
+    if policy.sql:
+        rows += " AND " + re.sub(rf"(?<![\w.]){h}\.pk\b", f"{x}.res_pk", policy.render())
+    params = [pair.res_type, pair.name, res_type, *params, *policy.params]
+    if ctx.probe_has:
+        where.add(f"EXISTS (SELECT 1 FROM {rows} AND {x}.v_code = {a}.res_id)", *params)
+    else:
+        where.add(f"{a}.res_id IN (SELECT {x}.v_code FROM {rows})", *params)
+    return True
+
+
+#: Each date prefix as a condition on the hull [v_low, v_high] of a resource's date rows that
+#: holds whenever one of its rows meets the prefix (akson.fhir.pairs); then which bound of the
+#: search range that puts on `v_high` from below, and on `v_low` from above ("" none). `ne`
+#: says nothing about the hull.
+_HULL_SQL = {
+    "eq": ("v_high >= %s AND v_low <= %s", "lohi", "lo", "hi"),
+    "ne": ("1=1", "", "", ""),
+    "gt": ("v_high > %s", "hi", "hi", ""),
+    "ge": ("v_high >= %s", "lo", "lo", ""),
+    "lt": ("v_low < %s", "lo", "", "lo"),
+    "le": ("v_low <= %s", "hi", "", "hi"),
+    "sa": ("v_high > %s", "hi", "hi", ""),
+    "eb": ("v_low < %s", "lo", "", "lo"),
+}
+
+
+@dataclass
+class Hull:
+    """`clauses` (date clauses on a pair's date parameter, no modifier) as conditions on the
+    paired rows' hulls, met by a superset of the resources that match them; `start` bounds
+    every such hull's end from below and `end` its start from above (None: unbounded)."""
+
+    sql: str
+    params: list[Any]
+    start: int | None
+    end: int | None
+
+
+def hull_of(clauses: Sequence[Clause]) -> Hull:
+    """The `Hull` conditions of these date clauses (see `_HULL_SQL`)."""
+    conds: list[str] = []
+    params: list[Any] = []
+    start: int | None = None
+    end: int | None = None
+    for clause in clauses:
+        ors: list[str] = []
+        starts: list[int | None] = []
+        ends: list[int | None] = []
+        for value in clause.values:
+            plo, phi = dates.date_range(value.raw)
+            if value.prefix == "ap":
+                frag, frag_params = _date_value(value, "v_low", "v_high")
+                starts.append(frag_params[1])
+                ends.append(frag_params[0])
+            else:
+                frag, kind, start_kind, end_kind = _HULL_SQL[value.prefix]
+                frag_params = {"lohi": [plo, phi], "lo": [plo], "hi": [phi], "": []}[kind]
+                starts.append({"lo": plo, "hi": phi, "": None}[start_kind])
+                ends.append({"lo": plo - 1, "hi": phi, "": None}[end_kind])
+            ors.append(f"({frag})")
+            params += frag_params
+        conds.append(f"({' OR '.join(ors)})")
+        # A clause bounds the hull when each of its values does, by the loosest of them.
+        if None not in starts:
+            least = min(b for b in starts if b is not None)
+            start = least if start is None else max(start, least)
+        if None not in ends:
+            most = max(b for b in ends if b is not None)
+            end = most if end is None else min(end, most)
+    return Hull(" AND ".join(conds), params, start, end)
+
+
+def _pair_key(res_type: str, drv: Driver, pair_name: str) -> tuple[str, list[Any]]:
+    return ("res_type = %s AND param = %s AND code = %s AND system = %s AND v_code IS NULL",
+            [res_type, pair_name, drv.code, drv.system])
+
+
+def pair_date_rows(res_type: str, drv: Driver, pair_name: str, hull: Hull
+                   ) -> tuple[str, list[Any]]:
+    """`SELECT res_pk` of the paired rows (akson.fhir.pairs) of the driver's code whose hull
+    meets `hull`: a superset of the resources with the code that match its clauses, exact
+    when a resource has one date row. As in `same_row_sql`, a lower bound X on the hull's end
+    bounds the scan at both ends: short hulls from `v_low ≥ X − SHORT_SPAN`, long ones from
+    the partial index."""
+    key, head = _pair_key(res_type, drv, pair_name)
+    sql = f"SELECT res_pk FROM sp_composite WHERE {key} AND {hull.sql}"
+    if hull.start is None:
+        return sql, [*head, *hull.params]
+    return (f"{sql} AND v_low >= %s AND v_high - v_low <= {SHORT_SPAN} "
+            f"UNION ALL {sql} AND v_high - v_low > {SHORT_SPAN}",
+            [*head, *hull.params, hull.start - SHORT_SPAN, *head, *hull.params])
+
+
+#: A pair-date walk (`pair_date_walk`) reads at most this many buckets of 31 days, one
+#: subquery each: about three years. A longer range is read by `pair_date_rows`.
+MAX_BUCKETS = 40
+
+
+def pair_date_walk(res_type: str, drv: Driver, pair_name: str, hull: Hull, after: str,
+                   after_params: list[Any], order: str) -> tuple[str, list[Any]] | None:
+    """`SELECT res_pk` of the same rows as `pair_date_rows` in pk order (`order`), after the
+    cursor (`after` on `res_pk`), or None when the hull is not bounded at both ends or spans
+    more than MAX_BUCKETS buckets. Short hulls are kept by bucket (akson.fhir.pairs): one
+    index range per bucket, each already in pk order, merged — so a page reads its first
+    matches and stops, however many the range holds (a common code in a recent year: 8,000
+    rows at a million resources). Long hulls, few, come from the partial index."""
+    if hull.start is None or hull.end is None or hull.end < hull.start - SHORT_SPAN:
+        return None
+    first, last = (hull.start - SHORT_SPAN) // pairs.BUCKET, hull.end // pairs.BUCKET
+    if last - first + 1 > MAX_BUCKETS:
+        return None
+    key, head = _pair_key(res_type, drv, pair_name)
+    branch = (f"(SELECT res_pk FROM sp_composite WHERE {key} AND {{part}} AND {hull.sql}"
+              f"{after} ORDER BY res_pk {order})")
+    sqls, params = [], list[Any]()
+    for bucket in range(first, last + 1):
+        sqls.append(branch.format(part="v_value = %s"))
+        params += [*head, float(bucket), *hull.params, *after_params]
+    sqls.append(branch.format(part=f"v_high - v_low > {SHORT_SPAN}"))
+    params += [*head, *hull.params, *after_params]
+    return " UNION ALL ".join(sqls), params
 
 
 def _value_predicate(ctx: _Ctx, clause: Clause, value: Value) -> tuple[str, list[Any]]:

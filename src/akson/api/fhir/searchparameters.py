@@ -21,7 +21,7 @@ from akson.access.gate import GuardedSession
 from akson.api.fhir.context import FhirContext
 from akson.api.fhir.messages import FhirRequest, FhirResponse
 from akson.api.polling_worker import PollingWorker
-from akson.fhir import dates, jsonio
+from akson.fhir import dates, jsonio, pairs
 from akson.fhir.outcome import FhirError, Issue, where
 from akson.fhir.searchparams import SearchParam, SearchParamRegistry, compile_param
 from akson.fhir.validation import RESOURCE_TYPES
@@ -236,10 +236,14 @@ async def run_job(store: ResourceStore, registry: SearchParamRegistry, job: rein
         if param is None or param.code != job.param_code or set(param.base) != set(job.base):
             async with store.session(write=True) as s:
                 return await _finish(s, job, worker, "cancelled", "superseded")
-        # A composite's rows are built from its components: they must be in the registry too
-        # (only the composite's own rows are written; see reindex.index_batch).
+        # A composite's rows are built from its components, a pair's (akson.fhir.pairs) from
+        # both its parameters: they must be in the registry too (only the rows of this
+        # parameter and its pairs are written; see reindex.index_batch).
         components = [c for c in registry if c.url in {d for d, _ in param.components}]
-        rows_registry = SearchParamRegistry([param, *components])
+        partners = {registry.get(p.res_type, code) for p in pairs.involving(param.code)
+                    if p.res_type in param.base for code in (p.token, p.other)}
+        rows_registry = SearchParamRegistry(
+            [param, *components, *(p for p in partners if p is not None and p is not param)])
         codes, base = [param.code], param.base
     types: tuple[str | None, ...] = _types(base) or (None,)
     async with store.session(write=False) as s:
