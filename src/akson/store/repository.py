@@ -25,9 +25,11 @@ from akson.store import pg_write
 from akson.store.database import Database, HeldWrites, Tx
 from akson.store.schema import supersede_sql
 from akson.store.search_sql import (
+    ChainLead,
     Driver,
     Scope,
     Where,
+    chain_lead,
     compile_where,
     driver,
     hull_of,
@@ -108,6 +110,8 @@ _PAGE_COLS = "r.pk, r." + _COLS.replace(", ", ", r.")
 #: A column of the searched row `r` in compiled predicates other than `r.pk` (not of an alias
 #: ending in `r`, such as `x_r.…`).
 _OTHER_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(?!pk\b)")
+#: The searched row's pk in compiled predicates (to put another row's pk in its place).
+_PK = re.compile(r"(?<![\w.])r\.pk\b")
 
 
 def _few_rows(drv: Driver) -> bool:
@@ -419,6 +423,9 @@ class Session:
             found = index_page or self._page_sql(query, base_sql, params, backwards)
             page = lambda: found  # noqa: E731
             few = self._few_page_sql(query, backwards, compiled) if index_page else None
+            if few is None and index_page:
+                few = self._chain_page_sql(query, backwards, compiled, chain_lead(
+                    query, base_url=base_url, valuesets=valuesets, scope=scope, pairs=ready))
             walk = few[:2] if few else self._newest_walk_sql(query, where, backwards)
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
@@ -693,6 +700,35 @@ class Session:
                f"FROM c) k LEFT JOIN LATERAL ({page}) w ON k.n < %s ORDER BY w.pk {order}")
         return sql, [*rows_params, FEW_IN_RANGE, *rest.params, *cursor, query.count + 1,
                      FEW_IN_RANGE], not others
+
+    def _chain_page_sql(self, query: SearchQuery, backwards: bool,
+                        compiled: Callable[[SearchQuery], Where], lead: ChainLead | None
+                        ) -> tuple[str, list[Any], bool] | None:
+        """`_few_page_sql` for a search led by one chain (`Observation?subject:Patient.name=
+        x`), on PostgreSQL, when its targets are few (up to FEW_IN_RANGE) and the other
+        predicates read only `r.pk`: each target's referrers are read from the reference
+        index in pk order, at most a page of them (a fenced LATERAL), and the page is the first
+        of their union. The planner instead read every referrer of every target and looked up
+        each one's `resource` row: 2,400 Observations of 890 patients, 21 ms at a million."""
+        if lead is None or self.dialect != "postgresql":
+            return None
+        rest = compiled(replace(query, clauses=[c for c in query.clauses if c is not lead.clause]))
+        if not _reads_pk_only(rest):
+            return None
+        order = "DESC" if backwards else "ASC"
+        probe = _PK.sub("s.res_pk", rest.render())
+        cursor = [abs(query.cursor)] if query.cursor is not None else []
+        referrers = (f"SELECT s.res_pk FROM sp_reference s WHERE s.target_id = t.res_id AND "
+                     f"{lead.key} AND {probe}{_after(query, backwards, 's.res_pk')} "
+                     f"ORDER BY s.res_pk {order} LIMIT %s")
+        page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT DISTINCT x.res_pk FROM t "
+                f"CROSS JOIN LATERAL ({referrers}) x ORDER BY x.res_pk {order} LIMIT %s) m "
+                "JOIN resource r ON r.pk = m.res_pk")
+        sql = (f"WITH t AS MATERIALIZED ({lead.targets} LIMIT %s) SELECT w.*, k.n FROM (SELECT "
+               f"count(*) AS n FROM t) k LEFT JOIN LATERAL ({page}) w ON k.n < %s "
+               f"ORDER BY w.pk {order}")
+        return sql, [*lead.target_params, FEW_IN_RANGE, *lead.key_params, *rest.params, *cursor,
+                     query.count + 1, query.count + 1, FEW_IN_RANGE], False
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:

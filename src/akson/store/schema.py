@@ -106,7 +106,8 @@ sp_reference = sa.Table(
     sa.Column("target_type", sa.String(64)),
     sa.Column("target_id", sa.String(64)),
     sa.Column("url", BinaryText),
-    sa.Index("ix_sp_reference_target", "target_id", "target_type", "res_type", "param"),
+    # res_pk last: a target's referrers in pk order from the index alone (0022).
+    sa.Index("ix_sp_reference_target", "target_id", "target_type", "res_type", "param", "res_pk"),
     sa.Index("ix_sp_reference_url", "url"),
     sa.Index("ix_sp_reference_res", "res_pk"),
 )

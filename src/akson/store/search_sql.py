@@ -268,6 +268,41 @@ def _chain(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> No
               f"AND ({' OR '.join(ors)}))", *params)
 
 
+@dataclass
+class ChainLead:
+    """A search's one chain clause of one target type as the rows that can lead its page
+    (`chain_lead`): the live targets matching the chain's inner clause, and the condition on
+    a `sp_reference` row `s` pointing at one of them from the searched type."""
+
+    clause: Clause
+    targets: str  # SELECT t.res_id FROM resource t WHERE …
+    target_params: list[Any]
+    key: str  # on s, besides s.target_id
+    key_params: list[Any]
+
+
+def chain_lead(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets | None = None,
+               scope: Scope | None = None, pairs: frozenset[str] = frozenset()
+               ) -> ChainLead | None:
+    """The `ChainLead` of a search with exactly one chain clause, to one target type (None
+    otherwise). Its targets are compiled as `compile_where` compiles them, policy included."""
+    chains = [c for c in query.clauses if c.type == "chain"]
+    chain = chains[0].chain if len(chains) == 1 else None
+    if chain is None or len(chain.targets) != 1:
+        return None
+    clause, (target, inner) = chains[0], chain.targets[0]
+    ctx = _Ctx(base_url, valuesets or {}, scope, False, pairs)
+    t = ctx.alias("t")
+    sub = Where()
+    _clause(sub, ctx, t, target, inner)
+    _scoped(sub, ctx, t, target)
+    return ChainLead(clause,
+                     f"SELECT {t}.res_id FROM resource {t} WHERE {t}.res_type = %s AND NOT "
+                     f"{t}.deleted AND {sub.render()}", [target, *sub.params],
+                     "s.target_type = %s AND s.res_type = %s AND s.param = %s",
+                     [target, query.resource_type, chain.param.code])
+
+
 def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None:
     """`_has:T:ref:param=x`: some live T whose `ref` points here matches `param=x`.
 

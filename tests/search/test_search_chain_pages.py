@@ -1,0 +1,89 @@
+"""Pages led by a chain (`Observation?subject:Patient.name=x`, `Session._chain_page_sql`): on
+PostgreSQL each matching Patient's first referrers in pk order, merged; the same pages, links
+and order as the planner's statement on both databases, also when the targets are too many
+to lead (then the planner's statement runs)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from akson.store import repository
+from akson.store.repository import Session
+from tests.search.conftest import LOINC
+
+
+def _walk(client: httpx.Client, params: dict) -> tuple[list[str], list[str]]:
+    """Every id forward by `next`, and again backwards by `previous` from the last page."""
+    forward: list[list[str]] = []
+    url: str | None = "/Observation"
+    bundle: dict = {}
+    while url:
+        assert len(forward) < 30, "paging does not end"
+        bundle = client.get(url, params=params if not forward else None).json()
+        forward.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "next"), None)
+    back: list[list[str]] = [forward[-1]]
+    url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
+    while url:
+        bundle = client.get(url).json()
+        back.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
+    return [i for p in forward for i in p], [i for p in reversed(back) for i in p]
+
+
+@pytest.fixture
+def family(client: httpx.Client) -> tuple[str, list[str]]:
+    """Three patients of one new family and one of another; Observations of all of them,
+    interleaved, one of them deleted. Returns the family and its live Observations' ids."""
+    name = f"Kjede{uuid.uuid4().hex[:8]}"
+    patients = [client.post("/Patient", json={"resourceType": "Patient", "name": [
+        {"family": family}]}).json()["id"] for family in (name, name, f"X{name}", name)]
+    ours = []
+    for i in range(10):
+        patient = patients[i % 4]
+        obs = client.post("/Observation", json={
+            "resourceType": "Observation", "status": "final" if i % 3 else "preliminary",
+            "code": {"coding": [{"system": LOINC, "code": "8302-2"}]},
+            "subject": {"reference": f"Patient/{patient}"}}).json()["id"]
+        if patient != patients[2]:
+            ours.append(obs)
+    client.delete(f"/Observation/{ours.pop(3)}")
+    return name, ours
+
+
+@pytest.mark.parametrize("few", [repository.FEW_IN_RANGE, 2])
+def test_chain_pages_forward_and_back(client: httpx.Client, family: tuple[str, list[str]],
+                                      few: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With up to FEW_IN_RANGE targets the chain leads (PostgreSQL); with 2, its three
+    Patients are too many and the planner's statement answers. Every page size, a pk-only
+    clause besides, and the walk back give the same ids in pk order."""
+    monkeypatch.setattr(repository, "FEW_IN_RANGE", few)
+    name, ours = family
+    for count in ("1", "2", "50"):
+        forward, back = _walk(client, {"subject:Patient.name": name, "_count": count})
+        assert forward == ours and back == ours
+    final = [i for i in ours if client.get(f"/Observation/{i}").json()["status"] == "final"]
+    forward, back = _walk(client, {"subject:Patient.name": name, "status": "final",
+                                   "_count": "2"})
+    assert forward == final and back == final
+
+
+def test_the_chain_leads_on_postgresql(client: httpx.Client, family: tuple[str, list[str]],
+                                       backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AKSON_ENABLE_EXPLAIN", "1")
+    name, ours = family
+
+    def plan() -> str:
+        resp = client.get("/Observation", params={"subject:Patient.name": name,
+                                                  "_explain": "true"})
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["issue"][0]["diagnostics"])
+
+    assert ("CTE t" in plan()) == (backend == "postgresql")
+    monkeypatch.setattr(Session, "_chain_page_sql", lambda self, *args: None)
+    assert "CTE t" not in plan()
+    forward, _ = _walk(client, {"subject:Patient.name": name, "_count": "3"})
+    assert forward == ours
