@@ -32,6 +32,7 @@ from akson.api.openapi import openapi_document
 from akson.api.results import delivery as results_delivery
 from akson.api.results import lookup as results_lookup
 from akson.api.results.release_worker import ReleaseWorker
+from akson.api.token_count_worker import TokenCountWorker
 from akson.config import Settings
 from akson.export_worker import ExportWorker
 from akson.fhir.dates import now_us
@@ -67,6 +68,7 @@ class Akson:
         self.ctx: FhirContext | None = None
         self.exports: ExportWorker | None = None
         self.reindexer: ReindexWorker | None = None
+        self.token_counts: TokenCountWorker | None = None
         self.audit_log: AuditLog | None = None
         self.audit_sink: ChainedAuditSink | None = None
         self.ingestor: Ingestor | None = None
@@ -122,6 +124,9 @@ class Akson:
                                     retention_seconds=self.settings.export_retention_seconds,
                                     access=self._export_access, audit=self._export_audit)
         self.exports.start()
+        if db.dialect == "postgresql":
+            self.token_counts = TokenCountWorker(self.ctx.store)
+            self.token_counts.start()
         log.info("Akson requires an access token on every FHIR request but /fhir/metadata; "
                  "trusted issuers: %d configured%s", len(self.auth.issuers),
                  " plus the built-in provider under /auth" if self.builtin_idp
@@ -172,6 +177,9 @@ class Akson:
         if self.exports is not None:  # before the database closes: it requeues a running job
             await self.exports.stop()
             self.exports = None
+        if self.token_counts is not None:
+            await self.token_counts.stop()
+            self.token_counts = None
         if self.audit_sink is not None:  # before the database closes: routine read records
             await self.audit_sink.close()
             self.audit_sink = None

@@ -203,8 +203,11 @@ def _label(where: Where, rule: LabelRule, a: str, res_type: str) -> None:
     params: list[Any] = [rule.system, rule.code]
     if res_type:
         params.insert(0, res_type)
-        ors = [f"{a}.pk NOT IN (SELECT res_pk FROM sp_token WHERE res_type = %s "
-               "AND param = '_security' AND system = %s AND code = %s)"]
+        labelled = ("SELECT res_pk FROM sp_token WHERE res_type = %s AND param = '_security' "
+                    "AND system = %s AND code = %s")
+        ors = [f"{a}.pk NOT IN ({labelled})"]
+        if rule.only_patients is None and not rule.except_patients:  # a set of pks, no more
+            where.excluded.append((labelled, list(params)))
     else:
         # Rows of any type ($everything, export), or one row: probe each row's own labels
         # through the lookup index. An uncorrelated NOT IN over every type's labels has no

@@ -21,7 +21,7 @@ from akson.fhir import dates, indexing, jsonio, pairs, valuesets
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, ExtraRows, SearchQuery, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
-from akson.store import pg_write
+from akson.store import pg_write, token_counts
 from akson.store.database import Database, HeldWrites, Tx
 from akson.store.schema import supersede_sql
 from akson.store.search_sql import (
@@ -402,14 +402,23 @@ class Session:
         backwards = cursor is not None and cursor < 0
         # The driver clause leads unsorted pages; with or without a sort it can be counted.
         drv = driver(query) if query.resource_type else None
+        maintained: token_counts.Key | None = None  # `counted` reads this key's count
         rest = Where()
         if drv is not None:
             others = [c for c in query.clauses if c is not drv.clause]
             rest = compiled(replace(query, clauses=others)) if others else with_extra(Where())
         counted = (self._driven_count_sql(query, drv, rest)
                    if drv is not None and _counts(query) else None)
+        if (counted is not None and self.dialect == "postgresql" and len(query.clauses) == 1
+                and (extra is None or len(extra.excluded) == len(extra.sql))):
+            # The code alone, at most label rules besides: a maintained count (ADR 0019).
+            assert drv is not None and query.resource_type
+            key = (query.resource_type, drv.clause.name, drv.system, drv.code)
+            counted = token_counts.count_sql(key, extra or Where())
+            maintained = key
         if query.count == 0 and not query.explain:  # a count alone: no page to plan
-            return Page([], None, None, await self._total(query, base_sql, params, counted))
+            return Page([], None, None,
+                        await self._total(query, base_sql, params, counted, maintained))
         few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
         page: Callable[[], tuple[str, list[Any]]]
         paired: tuple[str, list[Any], bool] | None = None  # few rows of a code in a date range
@@ -432,7 +441,7 @@ class Session:
         if query.explain:
             plan_sql, plan_params = (paired[:2] if paired else None) or walk or page()
             return Page([], None, None, None, plan=await self._explain(plan_sql, plan_params))
-        total = await self._total(query, base_sql, params, counted)
+        total = await self._total(query, base_sql, params, counted, maintained)
         token_walk = walk is not None and drv is not None and not query.sort
         # A token walk of its code alone may be prepared: whatever the code's frequency, its
         # plan is the same (at most WALK index rows in pk order, each probing its resource),
@@ -827,8 +836,11 @@ class Session:
             [query.resource_type, drv.clause.name, drv.code, drv.system, *rest.params])
 
     async def _total(self, query: SearchQuery, base_sql: str, params: list[Any],
-                     counted: tuple[str, list[Any]] | None = None) -> int | None:
-        """search.html#total: `accurate` counts (with `counted`'s statement when given);
+                     counted: tuple[str, list[Any]] | None = None,
+                     maintained: token_counts.Key | None = None) -> int | None:
+        """search.html#total: `accurate` counts (with `counted`'s statement when given; with
+        `maintained`, it is `token_counts.count_sql` of that key, and a large live count
+        asks for the key to be promoted);
         `estimate` asks PostgreSQL's planner (SQLite counts up to ESTIMATE_CAP); `none` gives
         nothing; `auto` counts only for `_count=0`."""
         if query.total == "none":
@@ -851,6 +863,10 @@ class Session:
             return None
         sql, sql_params = counted or (f"SELECT COUNT(*) {base_sql}", params)
         row = await self.tx.fetchone(sql, sql_params, prepare=False)
+        if maintained is not None and row is not None:
+            if row[0] is None and row[1] >= token_counts.PROMOTE_AT:
+                token_counts.wanted.add(maintained)
+            return int(row[1])
         return int(row[0]) if row else 0
 
     # ---------------------------------------------------------------- history

@@ -44,10 +44,13 @@ TABLES = {"token": "sp_token", "string": "sp_string", "date": "sp_date",
 
 @dataclass
 class Where:
-    """SQL predicates on `r` with their bound parameters, ANDed together."""
+    """SQL predicates on `r` with their bound parameters, ANDed together. `excluded` names,
+    for each predicate that only excludes a set of pks (`r.pk NOT IN (…)`), that set as a
+    subquery and its parameters, so a maintained count can subtract it (ADR 0019)."""
 
     sql: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
+    excluded: list[tuple[str, list[Any]]] = field(default_factory=list)
 
     def add(self, sql: str, *params: Any) -> None:
         self.sql.append(sql)
