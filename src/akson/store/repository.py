@@ -421,7 +421,7 @@ class Session:
                         await self._total(query, base_sql, params, counted, maintained))
         few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
         page: Callable[[], tuple[str, list[Any]]]
-        paired: tuple[str, list[Any], bool] | None = None  # few rows of a code in a date range
+        paired: tuple[str, list[Any], bool] | None = None  # a code in a date range, by pairs
         if drv is not None and not query.sort:
             led = drv
             page = lambda: self._driven_page_sql(query, led, rest, backwards)  # noqa: E731
@@ -456,26 +456,22 @@ class Session:
         elif paired is not None:  # or read in range, the answer if they were few
             rows, whole = self._walked(
                 await self.tx.fetchall(*paired[:2], prepare=False), FEW_IN_RANGE)
-        if whole or walk is None:
-            pass
-        elif token_walk and drv is not None:
+        if not whole and walk is not None:
             rows = await self.tx.fetchall(*walk, prepare=None if alone else False)
-            rows, whole = self._walked(rows, WALK)
-            if len(rows) <= query.count and not whole and _reads_pk_only(rest):
-                # Rare matches among a common code's rows (a code in one year): a longer
-                # walk probes index rows only, so it costs what the code's rows cost, where
-                # the planner read every date row of the type (31 ms against 13 ms at 1M).
-                long_walk = self._token_walk_sql(query, drv, rest, backwards, LONG_WALK)
-                assert long_walk is not None
-                rows, whole = self._walked(
-                    await self.tx.fetchall(*long_walk, prepare=False), LONG_WALK)
-        elif few is not None:  # the whole answer, unless the leading rows were not few
-            rows, whole = self._walked(
-                await self.tx.fetchall(*walk, prepare=None if alone else False), FEW_IN_RANGE)
-            if not whole:
-                rows = []
-        else:
-            rows = await self.tx.fetchall(*walk, prepare=None if alone else False)
+            if token_walk and drv is not None:
+                rows, whole = self._walked(rows, WALK)
+                if len(rows) <= query.count and not whole and _reads_pk_only(rest):
+                    # Rare matches among a common code's rows (a code in one year): a longer
+                    # walk probes index rows only, so it costs what the code's rows cost,
+                    # where the planner read every date row of the type (31 against 13 ms).
+                    long_walk = self._token_walk_sql(query, drv, rest, backwards, LONG_WALK)
+                    assert long_walk is not None
+                    rows, whole = self._walked(
+                        await self.tx.fetchall(*long_walk, prepare=False), LONG_WALK)
+            elif few is not None:  # the whole answer, unless the leading rows were not few
+                rows, whole = self._walked(rows, FEW_IN_RANGE)
+                if not whole:
+                    rows = []
         if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
             # the planner, for the values at hand; an identifier alone is prepared (one plan
             # fits every value: its few rows, each probing its resource).
@@ -653,9 +649,9 @@ class Session:
         """A page of a code in a date range from the code's paired date rows (akson.fhir.pairs)
         on PostgreSQL, when the other predicates read only `r.pk`; the last item says whether
         its rows are the whole answer. A range of a few years is walked bucket by bucket in pk
-        order (`pair_date_walk`): always the answer. A longer one reads up to PAIRED_ROWS rows
-        in range (`_few_page_sql`): the answer if they were fewer, else the token walk goes
-        on. The date clauses are checked on every row found (a hull is a superset)."""
+        order (`pair_date_walk`): always the answer. A longer one reads up to FEW_IN_RANGE
+        rows in range (`_few_page_sql`): the answer if they were fewer, else the token walk
+        goes on. The date clauses are checked on every row found (a hull is a superset)."""
         res_type = query.resource_type
         if self.dialect != "postgresql" or not res_type or not _reads_pk_only(rest):
             return None
