@@ -466,13 +466,16 @@ def pair_date_walk(res_type: str, drv: Driver, pair_name: str, hull: Hull, after
     if last - first + 1 > MAX_BUCKETS:
         return None
     key, head = _pair_key(res_type, drv, pair_name)
-    branch = (f"(SELECT res_pk FROM sp_composite WHERE {key} AND {{part}} AND {hull.sql}"
-              f"{after} ORDER BY res_pk {order})")
+
+    def branch(part: str) -> str:
+        return (f"(SELECT res_pk FROM sp_composite WHERE {key} AND {part} AND {hull.sql}"
+                f"{after} ORDER BY res_pk {order})")
+
     sqls, params = [], list[Any]()
     for bucket in range(first, last + 1):
-        sqls.append(branch.format(part="v_value = %s"))
+        sqls.append(branch("v_value = %s"))
         params += [*head, float(bucket), *hull.params, *after_params]
-    sqls.append(branch.format(part=f"v_high - v_low > {SHORT_SPAN}"))
+    sqls.append(branch(f"v_high - v_low > {SHORT_SPAN}"))
     params += [*head, *hull.params, *after_params]
     return " UNION ALL ".join(sqls), params
 
