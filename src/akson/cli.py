@@ -122,6 +122,38 @@ def db_upgrade(revision: str) -> None:
     click.echo("Database is at revision " + revision)
 
 
+@db.command("counts")
+@click.option("--at-least", default=None, type=click.IntRange(1),
+              help="Promote codes with at least this many index rows (default: the server's "
+                   "threshold, akson.store.token_counts.PROMOTE_AT).")
+def db_counts(at_least: int | None) -> None:
+    """Maintain the counts of the common codes now (PostgreSQL; ADR 0019), e.g. after a bulk
+    load, rather than after the first `_total=accurate` search of each."""
+    import asyncio
+
+    from akson.store import token_counts
+    from akson.store.database import connect
+
+    async def promote_all() -> int:
+        db = connect(Settings.from_env().database_url, pool_size=1)
+        await db.open()
+        try:
+            if db.dialect != "postgresql":
+                return -1
+            async with db.transaction(write=False) as tx:
+                keys = await token_counts.common_keys(tx, at_least or token_counts.PROMOTE_AT)
+            for key in keys:  # one short lock each, not one long one
+                async with db.transaction(write=True) as tx:
+                    await token_counts.promote(tx, key)
+            return len(keys)
+        finally:
+            await db.close()
+
+    promoted = asyncio.run(promote_all())
+    click.echo("SQLite counts every total as it is asked: nothing to maintain" if promoted < 0
+               else f"counts maintained from now on for {promoted} more codes")
+
+
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def import_cmd(paths: tuple[str, ...]) -> None:

@@ -161,3 +161,28 @@ def test_a_large_live_count_gets_its_key_promoted(db_url: str,
             assert (await s.search(query)).total == 3
 
     _run(db_url, work)
+
+
+def test_the_operator_promotes_the_common_codes_at_once(db_url: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`akson db counts` after a bulk load: every code with enough rows, once; SQLite has
+    nothing to maintain."""
+    from click.testing import CliRunner
+
+    from akson.cli import main
+
+    async def write(store: ResourceStore) -> None:
+        async with store.session(write=True) as s:
+            for code in ("8302-2", "8302-2", "8302-2", "rare"):
+                await s.create("Observation", _obs(code))
+
+    _run(db_url, write)
+    monkeypatch.setenv("AKSON_DATABASE_URL", db_url)
+    result = CliRunner().invoke(main, ["db", "counts", "--at-least", "2"])
+    assert result.exit_code == 0, result.output
+    assert "for 2 more codes" in result.output  # `code` and `combo-code` both index 8302-2
+    assert _run(db_url, _counts) == (3, 3)
+    assert "for 0 more codes" in CliRunner().invoke(main, ["db", "counts", "--at-least", "2"]).output
+    monkeypatch.setenv("AKSON_DATABASE_URL", f"sqlite:///{tmp_path / 'lite.db'}")
+    result = CliRunner().invoke(main, ["db", "counts"])
+    assert result.exit_code == 0 and "SQLite" in result.output, result.output

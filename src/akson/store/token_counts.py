@@ -67,6 +67,17 @@ async def promote(tx: Tx, key: Key) -> bool:
     return True
 
 
+async def common_keys(tx: Tx, at_least: int) -> list[Key]:
+    """The `system|code` keys with at least `at_least` index rows that are not promoted yet
+    (one scan of `sp_token`: for an operator after a bulk load, `akson db counts`)."""
+    rows = await tx.fetchall(
+        "SELECT t.res_type, t.param, t.system, t.code FROM sp_token t WHERE t.system IS NOT NULL "
+        "AND t.code IS NOT NULL GROUP BY 1, 2, 3, 4 HAVING count(*) >= %s AND NOT EXISTS "
+        "(SELECT 1 FROM sp_token_count c WHERE c.res_type = t.res_type AND c.param = t.param "
+        "AND c.code = t.code AND c.system = t.system) ORDER BY 1, 2, 3, 4", [at_least])
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
 async def fold(tx: Tx) -> None:
     """Sum every key's rows into one. Rows appended meanwhile by transactions this one does
     not see are left alone, so the sums stay exact."""
