@@ -6,7 +6,8 @@ every statement that writes such rows, in that statement's transaction. A count 
 sum its snapshot sees instead of counting 50,000 index rows (9 ms at a million resources).
 
 A key is promoted when a live count found it large (`wanted`, then `promote` in the
-background): under a SHARE lock on `sp_token`, which waits for the writers in progress and
+background), or by an operator for every common code at once (`common_keys`, `akson db
+counts`): under a SHARE lock on `sp_token`, which waits for the writers in progress and
 holds new ones off for the few milliseconds of one count, so no write is counted twice or
 not at all. `fold` sums a key's rows into one now and then.
 """
@@ -27,12 +28,10 @@ PROMOTE_AT = 2000
 wanted: set[Key] = set()
 
 
-
 def _key(alias: str = "") -> str:
     """The condition on a row of a key (parameters: `_key_params`)."""
     a = f"{alias}." if alias else ""
     return f"{a}res_type = %s AND {a}param = %s AND {a}code = %s AND {a}system = %s"
-
 
 
 def _key_params(key: Key) -> list[Any]:
