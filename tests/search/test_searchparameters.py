@@ -115,18 +115,21 @@ def _patients(c: httpx.Client, tag: str, dates: list[str]) -> list[str]:
     return ids
 
 
-def _index_rows(db_url: str, code: str) -> int:
-    sql = ("SELECT (SELECT COUNT(*) FROM sp_date WHERE param = %s) + "
-           "(SELECT COUNT(*) FROM sp_token WHERE param = %s)")
+def _sql(db_url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on the module's database directly (committed); its rows."""
     if db_url.startswith("sqlite"):
         with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            return int(conn.execute(sql.replace("%s", "?"), (code, code)).fetchone()[0])
+            return [tuple(r) for r in conn.execute(sql.replace("%s", "?"), params).fetchall()]
     import psycopg
 
     with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
-        row = conn.execute(sql, (code, code)).fetchone()
-        assert row is not None
-        return int(row[0])
+        cur = conn.execute(sql, params)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+
+def _index_rows(db_url: str, code: str) -> int:
+    return int(_sql(db_url, "SELECT (SELECT COUNT(*) FROM sp_date WHERE param = %s) + "
+                            "(SELECT COUNT(*) FROM sp_token WHERE param = %s)", (code, code))[0][0])
 
 
 def test_posted_parameter_is_indexed_online_for_old_and_new_resources(
@@ -371,27 +374,13 @@ def test_cli_reindex_of_a_composite_keeps_its_rows(fhir: httpx.Client, db_url: s
 
 
 def _pairs_of(db_url: str, res_id: str) -> list[str]:
-    sql = ("SELECT c.param FROM sp_composite c JOIN resource r ON r.pk = c.res_pk "
-           "WHERE r.res_id = %s AND c.param LIKE %s ORDER BY 1")
-    if db_url.startswith("sqlite"):
-        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            return [r[0] for r in conn.execute(sql.replace("%s", "?"), (res_id, "%+%"))]
-    import psycopg
-
-    with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
-        return [r[0] for r in conn.execute(sql, (res_id, "%+%"))]
+    return [r[0] for r in _sql(
+        db_url, "SELECT c.param FROM sp_composite c JOIN resource r ON r.pk = c.res_pk "
+                "WHERE r.res_id = %s AND c.param LIKE %s ORDER BY 1", (res_id, "%+%"))]
 
 
 def _drop_pairs(db_url: str) -> None:
-    sql = "DELETE FROM sp_composite WHERE param LIKE '%+%'"
-    if db_url.startswith("sqlite"):
-        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            conn.execute(sql)
-        return
-    import psycopg
-
-    with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
-        conn.execute(sql)
+    _sql(db_url, "DELETE FROM sp_composite WHERE param LIKE %s", ("%+%",))
 
 
 def test_cli_reindex_of_a_paired_parameter_keeps_and_rebuilds_the_pairs(

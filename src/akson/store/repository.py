@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,8 +37,10 @@ from akson.store.search_sql import (
     needs_index_row,
     pair_date_rows,
     pair_date_walk,
+    reads_pk_only,
     sort_expressions,
     valueset_urls,
+    with_pk_from,
 )
 
 
@@ -107,11 +108,6 @@ _COLS = "res_type, res_id, version, last_updated, deleted, content"
 #: A search page's leading columns on `resource r`: its pk (the keyset), then `_COLS`.
 _PAGE_COLS = "r.pk, r." + _COLS.replace(", ", ", r.")
 
-#: A column of the searched row `r` in compiled predicates other than `r.pk` (not of an alias
-#: ending in `r`, such as `x_r.…`).
-_OTHER_ROW_COLUMN = re.compile(r"(?<![\w.])r\.(?!pk\b)")
-#: The searched row's pk in compiled predicates (to put another row's pk in its place).
-_PK = re.compile(r"(?<![\w.])r\.pk\b")
 
 
 def _few_rows(drv: Driver) -> bool:
@@ -134,7 +130,7 @@ def _reads_pk_only(where: Where) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _pk_only_sql(sql: str) -> bool:
     # A search asks up to four times, and its SQL (values are parameters) repeats by shape.
-    return _OTHER_ROW_COLUMN.search(sql) is None
+    return reads_pk_only(sql, "r")
 
 
 #: The same columns read from `resource_version v`. The current version's row holds no content
@@ -407,15 +403,16 @@ class Session:
         if drv is not None:
             others = [c for c in query.clauses if c is not drv.clause]
             rest = compiled(replace(query, clauses=others)) if others else with_extra(Where())
-        counted = (self._driven_count_sql(query, drv, rest)
-                   if drv is not None and _counts(query) else None)
-        if (counted is not None and self.dialect == "postgresql" and len(query.clauses) == 1
-                and (extra is None or len(extra.excluded) == len(extra.sql))):
-            # The code alone, at most label rules besides: a maintained count (ADR 0019).
-            assert drv is not None and query.resource_type
-            key = (query.resource_type, drv.clause.name, drv.system, drv.code)
-            counted = token_counts.count_sql(key, extra or Where())
-            maintained = key
+        counted: tuple[str, list[Any]] | None = None
+        if drv is not None and _counts(query):
+            if (self.dialect == "postgresql" and len(query.clauses) == 1
+                    and (extra is None or len(extra.excluded) == len(extra.sql))):
+                # The code alone, at most label rules besides: a maintained count (ADR 0019).
+                assert query.resource_type
+                maintained = (query.resource_type, drv.clause.name, drv.system, drv.code)
+                counted = token_counts.count_sql(maintained, extra or Where())
+            else:
+                counted = self._driven_count_sql(query, drv, rest)
         if query.count == 0 and not query.explain:  # a count alone: no page to plan
             return Page([], None, None,
                         await self._total(query, base_sql, params, counted, maintained))
@@ -657,13 +654,15 @@ class Session:
             return None
         pair = next((p for p in pairs.pairs_of(res_type) if p.kind == "date"
                      and p.token == drv.clause.name and p.name in ready), None)
-        dated = [c for c in query.clauses if pair is not None and c.name == pair.other
-                 and c.type == "date" and not c.modifier]
-        if pair is None or not dated:
+        if pair is None:
+            return None
+        dated = [c for c in query.clauses
+                 if c.name == pair.other and c.type == "date" and not c.modifier]
+        if not dated:
             return None
         hull = hull_of(dated)
         order = "DESC" if backwards else "ASC"
-        cursor = [abs(query.cursor)] if query.cursor is not None else []
+        cursor = _cursor(query)
         walk = pair_date_walk(res_type, drv, pair.name, hull, _after(query, backwards, "res_pk"),
                               cursor, order)
         if walk is None:
@@ -697,7 +696,7 @@ class Session:
         rest = compiled(replace(query, clauses=others))
         order = "DESC" if backwards else "ASC"
         after = _after(query, backwards)
-        cursor = [abs(query.cursor)] if query.cursor is not None else []
+        cursor = _cursor(query)
         page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT DISTINCT "
                 f"c.res_pk AS pk FROM c ORDER BY 1 {order} OFFSET 0) r WHERE {rest.render()}"
                 f"{after} ORDER BY 1 {order} LIMIT %s) m JOIN resource r ON r.pk = m.pk")
@@ -721,8 +720,8 @@ class Session:
         if not _reads_pk_only(rest):
             return None
         order = "DESC" if backwards else "ASC"
-        probe = _PK.sub("s.res_pk", rest.render())
-        cursor = [abs(query.cursor)] if query.cursor is not None else []
+        probe = with_pk_from(rest.render(), "r", "s.res_pk")
+        cursor = _cursor(query)
         referrers = (f"SELECT s.res_pk FROM sp_reference s WHERE s.target_id = t.res_id AND "
                      f"{lead.key} AND {probe}{_after(query, backwards, 's.res_pk')} "
                      f"ORDER BY s.res_pk {order} LIMIT %s")
@@ -900,6 +899,11 @@ class Session:
             total = len(rows)
         next_cursor = rows[-1][0] if more and rows else None
         return Page([_stored(r[1:]) for r in rows], next_cursor, None, total)
+
+
+def _cursor(query: SearchQuery) -> list[Any]:
+    """The parameter of `_after`'s condition, if the query has a cursor."""
+    return [abs(query.cursor)] if query.cursor is not None else []
 
 
 def _after(query: SearchQuery, backwards: bool, column: str = "r.pk") -> str:

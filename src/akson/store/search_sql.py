@@ -60,6 +60,17 @@ class Where:
         return " AND ".join(self.sql) if self.sql else "1=1"
 
 
+def reads_pk_only(sql: str, alias: str) -> bool:
+    """Do these predicates read no column of row `alias` but its pk? Then an index row can
+    stand in for the row: index rows exist only for live current versions (ADR 0011)."""
+    return set(re.findall(rf"(?<![\w.]){alias}\.(\w+)", sql)) <= {"pk"}
+
+
+def with_pk_from(sql: str, alias: str, column: str) -> str:
+    """`sql` reading row `alias`'s pk from `column` (an index row's `res_pk`) instead."""
+    return re.sub(rf"(?<![\w.]){alias}\.pk\b", column, sql)
+
+
 #: Predicates an access policy adds for a resource row reached through a chain or `_has`:
 #: called with the row's alias and resource type.
 Scope = Callable[[str, str], Where]
@@ -322,8 +333,8 @@ def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None
     _scoped(sub, ctx, h, clause.has.res_type)
     inner = sub.render()
     params = [clause.has.res_type, clause.has.param.code, res_type, *sub.params]
-    if ctx.probe_has and set(re.findall(rf"(?<![\w.]){h}\.(\w+)", inner)) <= {"pk"}:
-        inner = re.sub(rf"(?<![\w.]){h}\.pk\b", f"{hr}.res_pk", inner)
+    if ctx.probe_has and reads_pk_only(inner, h):
+        inner = with_pk_from(inner, h, f"{hr}.res_pk")
         # `IS TRUE` and `OFFSET 0` keep both sublinks from being flattened into joins.
         where.add(f"EXISTS (SELECT 1 FROM sp_reference {hr} WHERE {hr}.target_id = {a}.res_id "
                   f"AND {hr}.res_type = %s AND {hr}.param = %s AND {hr}.target_type = %s "
@@ -349,13 +360,13 @@ def _has_by_pair(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause)
     x, h = ctx.alias("x"), ctx.alias("h")
     policy = Where()
     _scoped(policy, ctx, h, pair.res_type)
-    if set(re.findall(rf"(?<![\w.]){h}\.(\w+)", policy.render())) - {"pk"}:
+    if not reads_pk_only(policy.render(), h):
         return False
     frags, params = _ors(ctx, inner)
     rows = (f"sp_composite {x} WHERE {x}.res_type = %s AND {x}.param = %s AND {x}.v_system = %s "
             f"AND ({' OR '.join(frags)})")
     if policy.sql:
-        rows += " AND " + re.sub(rf"(?<![\w.]){h}\.pk\b", f"{x}.res_pk", policy.render())
+        rows += " AND " + with_pk_from(policy.render(), h, f"{x}.res_pk")
     params = [pair.res_type, pair.name, res_type, *params, *policy.params]
     if ctx.probe_has:
         where.add(f"EXISTS (SELECT 1 FROM {rows} AND {x}.v_code = {a}.res_id)", *params)
