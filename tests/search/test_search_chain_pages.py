@@ -1,7 +1,7 @@
-"""Pages led by a chain (`Observation?subject:Patient.name=x`, `Session._chain_page_sql`): on
-PostgreSQL each matching Patient's first referrers in pk order, merged; the same pages, links
-and order as the planner's statement on both databases, also when the targets are too many
-to lead (then the planner's statement runs)."""
+"""Pages led by a chain (`Observation?subject:Patient.name=x`): on PostgreSQL from the chain's
+rows (`Session._chain_rows_page_sql`), else each matching Patient's first referrers in pk order,
+merged (`Session._chain_page_sql`); the same pages, links and order as the planner's statement
+on both databases, also when the targets are too many to lead (then the planner's runs)."""
 
 from __future__ import annotations
 
@@ -54,13 +54,17 @@ def family(client: httpx.Client) -> tuple[str, list[str]]:
     return name, ours
 
 
-@pytest.mark.parametrize("few", [repository.FEW_IN_RANGE, 2])
+@pytest.mark.parametrize("lead", ["rows", "targets", "planner"])
 def test_chain_pages_forward_and_back(client: httpx.Client, family: tuple[str, list[str]],
-                                      few: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With up to FEW_IN_RANGE targets the chain leads (PostgreSQL); with 2, its three
-    Patients are too many and the planner's statement answers. Every page size, a pk-only
-    clause besides, and the walk back give the same ids in pk order."""
-    monkeypatch.setattr(repository, "FEW_IN_RANGE", few)
+                                      lead: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL the chain's rows lead (akson.store.chain_rows); without them up to
+    FEW_IN_RANGE targets do; with 2, its three Patients are too many and the planner's
+    statement answers. Every page size, a pk-only clause besides, and the walk back give the
+    same ids in pk order."""
+    if lead != "rows":
+        monkeypatch.setattr(Session, "_chain_rows_page_sql", lambda self, *args: None)
+    if lead == "planner":
+        monkeypatch.setattr(repository, "FEW_IN_RANGE", 2)
     name, ours = family
     for count in ("1", "2", "50"):
         forward, back = _walk(client, {"subject:Patient.name": name, "_count": count})
@@ -82,8 +86,10 @@ def test_the_chain_leads_on_postgresql(client: httpx.Client, family: tuple[str, 
         assert resp.status_code == 200, resp.text
         return str(resp.json()["issue"][0]["diagnostics"])
 
+    assert ("sp_chain" in plan()) == (backend == "postgresql")
+    monkeypatch.setattr(Session, "_chain_rows_page_sql", lambda self, *args: None)
     assert ("CTE t" in plan()) == (backend == "postgresql")
     monkeypatch.setattr(Session, "_chain_page_sql", lambda self, *args: None)
-    assert "CTE t" not in plan()
+    assert "CTE t" not in plan() and "sp_chain" not in plan()
     forward, _ = _walk(client, {"subject:Patient.name": name, "_count": "3"})
     assert forward == ours

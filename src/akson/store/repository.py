@@ -20,15 +20,17 @@ from akson.fhir import dates, indexing, jsonio, pairs, valuesets
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, ExtraRows, SearchQuery, index_rows
 from akson.fhir.searchparams import SearchParamRegistry
-from akson.store import pg_write, token_counts
+from akson.store import chain_rows, pg_write, token_counts
 from akson.store.database import Database, HeldWrites, Tx
 from akson.store.schema import supersede_sql
 from akson.store.search_sql import (
     ChainLead,
+    ChainRowsLead,
     Driver,
     Scope,
     Where,
     chain_lead,
+    chain_rows_lead,
     compile_where,
     driver,
     hull_of,
@@ -417,6 +419,7 @@ class Session:
             return Page([], None, None,
                         await self._total(query, base_sql, params, counted, maintained))
         few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
+        few_bound = FEW_IN_RANGE  # from this count of leading rows on, `few` is not the answer
         page: Callable[[], tuple[str, list[Any]]]
         paired: tuple[str, list[Any], bool] | None = None  # a code in a date range, by pairs
         if drv is not None and not query.sort:
@@ -429,6 +432,10 @@ class Session:
             found = index_page or self._page_sql(query, base_sql, params, backwards)
             page = lambda: found  # noqa: E731
             few = self._few_page_sql(query, backwards, compiled) if index_page else None
+            if few is None and index_page:
+                few = self._chain_rows_page_sql(query, backwards, compiled,
+                                                chain_rows_lead(query, scope=scope))
+                few_bound = chain_rows.MAX_VALUES if few is not None else FEW_IN_RANGE
             if few is None and index_page:
                 few = self._chain_page_sql(query, backwards, compiled, chain_lead(
                     query, base_url=base_url, valuesets=valuesets, scope=scope, pairs=ready))
@@ -466,7 +473,7 @@ class Session:
                     rows, whole = self._walked(
                         await self.tx.fetchall(*long_walk, prepare=False), LONG_WALK)
             elif few is not None:  # the whole answer, unless the leading rows were not few
-                rows, whole = self._walked(rows, FEW_IN_RANGE)
+                rows, whole = self._walked(rows, few_bound)
                 if not whole:
                     rows = []
         if len(rows) <= query.count and not whole:  # no walk, or it did not fill the page:
@@ -733,6 +740,42 @@ class Session:
                f"ORDER BY w.pk {order}")
         return sql, [*lead.target_params, FEW_IN_RANGE, *lead.key_params, *rest.params, *cursor,
                      query.count + 1, query.count + 1, FEW_IN_RANGE], False
+
+    def _chain_rows_page_sql(self, query: SearchQuery, backwards: bool,
+                             compiled: Callable[[SearchQuery], Where],
+                             lead: ChainRowsLead | None) -> tuple[str, list[Any], bool] | None:
+        """A page of a search led by a chain kept as rows (akson.store.chain_rows, PostgreSQL)
+        when the other predicates read only `r.pk`: the distinct values in the clause's range
+        are found by a skip scan (one index descent each), then each value's rows are read in
+        pk order, at most a page of them, and the page is the first of their union. Its cost
+        follows the distinct values (one for a surname) and the page, not the targets (974
+        Patients named Jacobsen at a million resources). Its last column counts the values:
+        from MAX_VALUES on, the rows are not the answer."""
+        if lead is None or self.dialect != "postgresql":
+            return None
+        rest = compiled(replace(query, clauses=[c for c in query.clauses if c is not lead.clause]))
+        if not _reads_pk_only(rest):
+            return None
+        order = "DESC" if backwards else "ASC"
+        below = " AND c.value_norm < %s" if lead.high is not None else ""
+        bound = [lead.high] if lead.high is not None else []
+        first = ("SELECT min(c.value_norm) FROM sp_chain c WHERE c.chain = %s AND "
+                 "c.value_norm {}" + below)
+        rows = (f"SELECT c.res_pk FROM sp_chain c WHERE c.chain = %s AND c.value_norm = v.value "
+                f"AND {lead.target_policy} AND {with_pk_from(rest.render(), 'r', 'c.res_pk')}"
+                f"{_after(query, backwards, 'c.res_pk')} ORDER BY c.res_pk {order} LIMIT %s")
+        page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT DISTINCT x.res_pk FROM vs v "
+                f"CROSS JOIN LATERAL ({rows}) x ORDER BY x.res_pk {order} LIMIT %s) m "
+                "JOIN resource r ON r.pk = m.res_pk")
+        sql = (f"WITH RECURSIVE v(value) AS ({first.format('>= %s')} UNION ALL SELECT "
+               f"({first.format('> v.value')}) FROM v WHERE v.value IS NOT NULL), "
+               "vs AS MATERIALIZED (SELECT value FROM v WHERE value IS NOT NULL LIMIT %s) "
+               f"SELECT w.*, k.n FROM (SELECT count(*) AS n FROM vs) k LEFT JOIN LATERAL "
+               f"({page}) w ON k.n < %s ORDER BY w.pk {order}")
+        return sql, [lead.chain, lead.low, *bound, lead.chain, *bound,
+                     chain_rows.MAX_VALUES, lead.chain, *lead.target_params, *rest.params,
+                     *_cursor(query), query.count + 1, query.count + 1,
+                     chain_rows.MAX_VALUES], False
 
     def _page_sql(self, query: SearchQuery, base_sql: str, params: list[Any],
                   backwards: bool) -> tuple[str, list[Any]]:

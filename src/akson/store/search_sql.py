@@ -21,6 +21,7 @@ from akson.fhir.cardinality import single_date
 from akson.fhir.indexing import CANONICAL_SYSTEM
 from akson.fhir.outcome import FhirError
 from akson.fhir.search import Clause, SearchQuery, SortKey, Value, split_or
+from akson.store import chain_rows
 
 _DATE_SQL = {
     # Resource range [low, high] against the search range [plo, phi] (search.html#prefix).
@@ -315,6 +316,44 @@ def chain_lead(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets |
                      f"{t}.deleted AND {sub.render()}", [target, *sub.params],
                      "s.target_type = %s AND s.res_type = %s AND s.param = %s",
                      [target, query.resource_type, chain.param.code])
+
+
+@dataclass(frozen=True)
+class ChainRowsLead:
+    """A search's one chain clause as the `sp_chain` rows that answer it (`chain_rows_lead`):
+    the chain's name, the range of normalised values it matches, and the target's policy
+    predicates on `c.target_pk`."""
+
+    clause: Clause
+    chain: str
+    low: str
+    high: str | None  # None: no upper bound
+    target_policy: str
+    target_params: list[Any]
+
+
+def chain_rows_lead(query: SearchQuery, *, scope: Scope | None = None) -> ChainRowsLead | None:
+    """The `ChainRowsLead` of a search with exactly one chain clause, to one target type,
+    that akson.store.chain_rows declares, matching one string by its default (prefix) form,
+    when the target's policy reads only its pk (a label rule's does). None otherwise."""
+    chains = [c for c in query.clauses if c.type == "chain"]
+    chain = chains[0].chain if len(chains) == 1 else None
+    if chain is None or len(chain.targets) != 1 or not query.resource_type:
+        return None
+    target, inner = chain.targets[0]
+    declared = chain_rows.find(query.resource_type, chain.param.code, target, inner.name)
+    norm = text.normalize(inner.values[0].raw) if len(inner.values) == 1 else ""
+    if declared is None or inner.type != "string" or inner.modifier or not norm:
+        return None
+    ctx = _Ctx("", {}, scope)
+    t = ctx.alias("t")
+    policy = Where()
+    _scoped(policy, ctx, t, target)
+    rendered = policy.render()
+    if not reads_pk_only(rendered, t):
+        return None
+    return ChainRowsLead(chains[0], declared.name, norm, _successor(norm),
+                         with_pk_from(rendered, t, "c.target_pk"), policy.params)
 
 
 def _has(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> None:
