@@ -41,7 +41,7 @@ _ABSENT = ("NOT EXISTS (SELECT 1 FROM sp_chain c WHERE c.res_pk = x.res_pk AND c
 _REFERENCES_ADDED = (
     "INSERT INTO sp_chain (chain, value_norm, res_pk, target_pk) "
     "SELECT x.chain, x.value_norm, x.res_pk, x.target_pk FROM (SELECT DISTINCT d.chain, "
-    "n.value_norm, a.res_pk, t.pk AS target_pk FROM added a JOIN " + _DEF + " ON "
+    "n.value_norm, a.res_pk, t.pk AS target_pk FROM (SELECT NEW.*) a JOIN " + _DEF + " ON "
     "a.res_type = d.res_type AND a.param = d.param AND a.target_type = d.target_type "
     "JOIN resource t ON t.res_type = a.target_type AND t.res_id = a.target_id AND NOT t.deleted "
     "JOIN sp_string n ON n.res_pk = t.pk AND n.param = d.target_param) x WHERE " + _ABSENT + ";"
@@ -49,7 +49,7 @@ _REFERENCES_ADDED = (
 _STRINGS_ADDED = (
     "INSERT INTO sp_chain (chain, value_norm, res_pk, target_pk) "
     "SELECT x.chain, x.value_norm, x.res_pk, x.target_pk FROM (SELECT DISTINCT d.chain, "
-    "a.value_norm, s.res_pk, a.res_pk AS target_pk FROM added a JOIN " + _DEF + " ON "
+    "a.value_norm, s.res_pk, a.res_pk AS target_pk FROM (SELECT NEW.*) a JOIN " + _DEF + " ON "
     "a.res_type = d.target_type AND a.param = d.target_param "
     "JOIN resource t ON t.pk = a.res_pk AND NOT t.deleted "
     "JOIN sp_reference s ON s.target_id = t.res_id AND s.target_type = d.target_type "
@@ -57,7 +57,7 @@ _STRINGS_ADDED = (
 )
 _REFERENCES_REMOVED = (
     "DELETE FROM sp_chain c USING (SELECT DISTINCT o.res_pk, d.chain, d.param, d.target_type "
-    "FROM removed o JOIN " + _DEF + " ON o.res_type = d.res_type AND o.param = d.param "
+    "FROM (SELECT OLD.*) o JOIN " + _DEF + " ON o.res_type = d.res_type AND o.param = d.param "
     "AND o.target_type = d.target_type) o WHERE c.res_pk = o.res_pk AND c.chain = o.chain "
     "AND NOT EXISTS (SELECT 1 FROM sp_reference s JOIN resource t ON t.res_type = s.target_type "
     "AND t.res_id = s.target_id WHERE s.res_pk = c.res_pk AND s.param = o.param "
@@ -65,7 +65,7 @@ _REFERENCES_REMOVED = (
 )
 _STRINGS_REMOVED = (
     "DELETE FROM sp_chain c USING (SELECT DISTINCT o.res_pk, o.param, o.value_norm, d.chain "
-    "FROM removed o JOIN " + _DEF + " ON o.res_type = d.target_type AND o.param = "
+    "FROM (SELECT OLD.*) o JOIN " + _DEF + " ON o.res_type = d.target_type AND o.param = "
     "d.target_param) o WHERE c.target_pk = o.res_pk AND c.chain = o.chain "
     "AND c.value_norm = o.value_norm AND NOT EXISTS (SELECT 1 FROM sp_string n "
     "WHERE n.res_pk = o.res_pk AND n.param = o.param AND n.value_norm = o.value_norm);"
@@ -78,13 +78,24 @@ IMPLIED = (
     "JOIN sp_string n ON n.res_pk = t.pk AND n.param = d.target_param"
 )
 
-_TRIGGERS = (  # (table, event, transition table, function body)
-    ("sp_reference", "insert", "NEW TABLE AS added", _REFERENCES_ADDED),
-    ("sp_reference", "delete", "OLD TABLE AS removed", _REFERENCES_REMOVED),
-    ("sp_string", "insert", "NEW TABLE AS added", _STRINGS_ADDED),
-    ("sp_string", "delete", "OLD TABLE AS removed", _STRINGS_REMOVED),
-    ("sp_reference", "truncate", "", "TRUNCATE sp_chain;"),
-    ("sp_string", "truncate", "", "TRUNCATE sp_chain;"),
+
+def _when(row: str, table: str) -> str:
+    """The trigger's WHEN: the row belongs to a chain (others cost no function call)."""
+    if table == "sp_reference":
+        ors = [f"({row}.res_type = '{c[1]}' AND {row}.param = '{c[2]}' AND {row}.target_type = "
+               f"'{c[3]}')" for c in _CHAINS]
+    else:
+        ors = [f"({row}.res_type = '{c[3]}' AND {row}.param = '{c[4]}')" for c in _CHAINS]
+    return " OR ".join(ors)
+
+
+_TRIGGERS = (  # (table, event, function body); row triggers for a chain's rows only
+    ("sp_reference", "insert", _REFERENCES_ADDED),
+    ("sp_reference", "delete", _REFERENCES_REMOVED),
+    ("sp_string", "insert", _STRINGS_ADDED),
+    ("sp_string", "delete", _STRINGS_REMOVED),
+    ("sp_reference", "truncate", "TRUNCATE sp_chain;"),
+    ("sp_string", "truncate", "TRUNCATE sp_chain;"),
 )
 
 
@@ -98,20 +109,21 @@ def upgrade() -> None:
                "INCLUDE (target_pk)")
     op.execute("CREATE INDEX ix_sp_chain_res ON sp_chain (res_pk)")
     op.execute("CREATE INDEX ix_sp_chain_target ON sp_chain (target_pk)")
-    for table, event, transition, body in _TRIGGERS:
+    for table, event, body in _TRIGGERS:
         name = f"akson_chain_{table}_{event}"
         op.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ "
                    f"BEGIN {body} RETURN NULL; END $$")
-        referencing = f"REFERENCING {transition} " if transition else ""
+        row = {"insert": "NEW", "delete": "OLD"}.get(event)
+        level = f"FOR EACH ROW WHEN ({_when(row, table)})" if row else "FOR EACH STATEMENT"
         op.execute(f"CREATE TRIGGER {table}_chained_{event} AFTER {event.upper()} ON {table} "
-                   f"{referencing}FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
+                   f"{level} EXECUTE FUNCTION {name}()")
     op.execute(f"INSERT INTO sp_chain (chain, value_norm, res_pk, target_pk) {IMPLIED}")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for table, event, _, _ in _TRIGGERS:
+    for table, event, _ in _TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {table}_chained_{event} ON {table}")
         op.execute(f"DROP FUNCTION IF EXISTS akson_chain_{table}_{event}()")
     op.execute("DROP TABLE IF EXISTS sp_chain")
