@@ -32,6 +32,7 @@ from akson.store.search_sql import (
     chain_lead,
     chain_rows_lead,
     compile_where,
+    date_walk,
     driver,
     hull_of,
     leading_rows,
@@ -421,7 +422,9 @@ class Session:
         few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
         few_bound = FEW_IN_RANGE  # from this count of leading rows on, `few` is not the answer
         page: Callable[[], tuple[str, list[Any]]]
-        paired: tuple[str, list[Any], bool] | None = None  # a code in a date range, by pairs
+        # A code in a date range by its pairs, or a walked date range (the last item: the
+        # rows are the whole answer).
+        paired: tuple[str, list[Any], bool] | None = None
         if drv is not None and not query.sort:
             led = drv
             page = lambda: self._driven_page_sql(query, led, rest, backwards)  # noqa: E731
@@ -431,6 +434,7 @@ class Session:
             index_page = self._index_page_sql(query, where, backwards)
             found = index_page or self._page_sql(query, base_sql, params, backwards)
             page = lambda: found  # noqa: E731
+            paired = self._date_walk_page_sql(query, backwards, compiled) if index_page else None
             few = self._few_page_sql(query, backwards, compiled) if index_page else None
             if few is None and index_page:
                 few = self._chain_rows_page_sql(query, backwards, compiled,
@@ -455,7 +459,7 @@ class Session:
         alone = (token_walk and len(query.clauses) == 1) or (few is not None and few[2])
         rows: list[Any] = []
         whole = False  # did a walk see every index row it could use?
-        if paired is not None and paired[2]:  # a code in a date range, walked by bucket
+        if paired is not None and paired[2]:  # a date range walked by bucket
             rows, whole = await self.tx.fetchall(*paired[:2], prepare=False), True
         elif paired is not None:  # or read in range, the answer if they were few
             rows, whole = self._walked(
@@ -680,6 +684,31 @@ class Session:
                f"FROM ({walk[0]}) u) r WHERE {rest.render()} ORDER BY r.pk {order} LIMIT %s) m "
                f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
         return sql, [*walk[1], *rest.params, query.count + 1], True
+
+    def _date_walk_page_sql(self, query: SearchQuery, backwards: bool,
+                            compiled: Callable[[SearchQuery], Where]
+                            ) -> tuple[str, list[Any], bool] | None:
+        """A page of a date range alone on a walked parameter (`search_sql.DATE_WALKS`,
+        PostgreSQL), when the policy's predicates read only `r.pk`: its rows bucket by bucket
+        in pk order, merged (`date_walk`), so the page stops at its last match however many
+        the range holds (a month of Encounters: 1 ms in-process at a million resources, where
+        reading and sorting its 4,000 rows took 2.8). Always the whole answer."""
+        if self.dialect != "postgresql":
+            return None
+        order = "DESC" if backwards else "ASC"
+        walk = date_walk(query, _after(query, backwards, "res_pk"), _cursor(query), order)
+        if walk is None:
+            return None
+        group, rows, params = walk
+        if any(all(c is not g for g in group) for c in query.clauses):
+            return None  # another clause (a patient) is likelier to narrow: it leads
+        rest = compiled(replace(query, clauses=[]))  # the policy's predicates
+        if not _reads_pk_only(rest):
+            return None
+        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT u.res_pk AS pk "
+               f"FROM ({rows}) u) r WHERE {rest.render()} ORDER BY r.pk {order} LIMIT %s) m "
+               f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
+        return sql, [*params, *rest.params, query.count + 1], True
 
     def _few_page_sql(self, query: SearchQuery, backwards: bool,
                       compiled: Callable[[SearchQuery], Where],
