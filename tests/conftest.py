@@ -12,10 +12,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,7 +23,10 @@ import uvicorn
 
 from akson.app import Akson
 from akson.config import Settings
+from akson.fhir.searchparams import SearchParamRegistry
+from akson.store.database import connect
 from akson.store.migrate import upgrade
+from akson.store.repository import ResourceStore
 
 PG_ADMIN = os.environ.get("AKSON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
@@ -33,6 +36,23 @@ def _pg_admin_connect():
     import psycopg
 
     return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+
+
+T = TypeVar("T")
+
+
+def run_on_store(url: str, work: Callable[[ResourceStore], Awaitable[T]], *,
+                 pool_size: int = 2) -> T:
+    """Run `await work(store)` on a store of its own on `url` (beside a server, not in it)."""
+    async def main() -> T:
+        db = connect(url, pool_size=pool_size)
+        await db.open()
+        try:
+            return await work(ResourceStore(db, SearchParamRegistry.default()))
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
 
 
 @contextmanager

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.conftest import ThreadServer
+from tests.conftest import ThreadServer, run_on_store
 from tests.operations.conftest import fresh_database
 from tests.operations.test_export import ASYNC, LOINC, _create, _ids, _lines, _ref, _wait
 
@@ -25,9 +24,7 @@ from akson.config import Settings
 from akson.export_worker import ExportWorker
 from akson.fhir import dates
 from akson.fhir.outcome import FhirError
-from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import export as store_export
-from akson.store.database import connect
 from akson.store.repository import ResourceStore
 from akson.store.search_sql import Where
 
@@ -72,19 +69,6 @@ def _diagnostics(resp: httpx.Response) -> str:
 
 def _base(client: httpx.Client) -> str:
     return str(client.base_url).rstrip("/")
-
-
-def _run(url: str, work: Any) -> Any:
-    """Run `work(store)` on a store of its own on `url` (beside the server, not inside it)."""
-    async def main() -> Any:
-        db = connect(url, pool_size=2)
-        await db.open()
-        try:
-            return await work(ResourceStore(db, SearchParamRegistry.default()))
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
 
 
 @pytest.fixture
@@ -272,19 +256,19 @@ def test_only_the_requester_may_poll_download_or_cancel(client, server, family):
         async with store.session(write=False) as s:
             return await store_export.get_job(s, job_id, requester=requester)
 
-    job_id = _run(url, queue)
+    job_id = run_on_store(url, queue)
     deadline = time.monotonic() + 30
-    while (_run(url, lambda st: job(st, job_id, None))).status != "completed":  # server's worker
+    while (run_on_store(url, lambda st: job(st, job_id, None))).status != "completed":  # server's worker
         assert time.monotonic() < deadline, "the other requester's job did not complete"
         time.sleep(0.02)
-    assert _run(url, lambda st: job(st, job_id, "anonymous")) is None
-    theirs = _run(url, lambda st: job(st, job_id, "someone-else"))
+    assert run_on_store(url, lambda st: job(st, job_id, "anonymous")) is None
+    theirs = run_on_store(url, lambda st: job(st, job_id, "someone-else"))
     file_url = orjson.loads(theirs.manifest)["output"][0]["url"]
     status = f"/$export-status/{job_id}"
     for resp in (client.get(status), client.get(file_url), client.delete(status)):
         assert resp.status_code == 404 and "is not known" in _diagnostics(resp)
     # The DELETE did nothing: the job and its files are still the other requester's.
-    assert _run(url, lambda st: job(st, job_id, None)).status == "completed"
+    assert run_on_store(url, lambda st: job(st, job_id, None)).status == "completed"
     assert (Path(server.app.settings.export_dir) / job_id / "Patient-1.ndjson").exists()
     # This caller's own jobs are theirs to poll.
     assert _wait(client, _kickoff_get(client, "/$export", {"_type": "Group"}))["output"]
@@ -340,7 +324,7 @@ def test_expired_export_answers_404_and_the_worker_deletes_its_files(expiring):
         async with store.session(write=False) as s:
             return await store_export.get_job(s, job_id)
 
-    job = _run(srv.app.settings.database_url, sweep)
+    job = run_on_store(srv.app.settings.database_url, sweep)
     assert job is not None and job.status == "expired" and job.manifest is None
     assert not folder.exists()
     resp = client.get(status)
@@ -396,7 +380,7 @@ def quiet(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
                 ]:
                     await s.create(doc["resourceType"], doc, res_id=rid)
 
-        _run(url, load)
+        run_on_store(url, load)
         yield url
 
 
@@ -421,7 +405,7 @@ def _export_ids(url: str, folder: Path, params: dict[str, Any],
         assert job is not None
         return job
 
-    job = _run(url, work)
+    job = run_on_store(url, work)
     assert seen == ["gate-test"]  # the hook is asked once, with the recorded requester
     assert job.status == "completed", job.error
     out: dict[str, list[str]] = {}
@@ -473,7 +457,7 @@ def test_access_hook_refusal_fails_the_job_with_its_message(quiet, tmp_path):
         async with store.session(write=False) as s:
             return await store_export.get_job(s, job_id)
 
-    job = _run(quiet, work)
+    job = run_on_store(quiet, work)
     assert job is not None and job.status == "failed"
     assert job.error == "This client may not export data" and job.manifest is None
     assert not (tmp_path / job.id).exists()
@@ -489,10 +473,10 @@ def test_the_sweep_keeps_files_for_the_retention_time_then_deletes_them(quiet, t
         async with store.session(write=False) as s:
             return done, await store_export.get_job(s, job.id)
 
-    done, kept = _run(quiet, lambda st: sweep(st, job.finished + 9_000_000))
+    done, kept = run_on_store(quiet, lambda st: sweep(st, job.finished + 9_000_000))
     assert done == 0 and kept is not None and kept.status == "completed"
     assert (tmp_path / job.id / "Patient-1.ndjson").exists()
-    done, gone = _run(quiet, lambda st: sweep(st, job.finished + 11_000_000))
+    done, gone = run_on_store(quiet, lambda st: sweep(st, job.finished + 11_000_000))
     assert done >= 1 and gone is not None and gone.status == "expired" and gone.manifest is None
     assert not (tmp_path / job.id).exists()
     # An expired job cannot be cancelled back into another state.
@@ -500,7 +484,7 @@ def test_the_sweep_keeps_files_for_the_retention_time_then_deletes_them(quiet, t
         async with store.session(write=True) as s:
             return await store_export.cancel_job(s, job.id, dates.now_us())
 
-    assert _run(quiet, cancel) is False
+    assert run_on_store(quiet, cancel) is False
 
 
 def test_a_resource_that_cannot_be_subset_is_reported_in_the_error_files(quiet, tmp_path):

@@ -9,20 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
+from tests.conftest import run_on_store
 from tests.operations.conftest import fresh_database
 
 from akson.export_worker import ExportWorker
 from akson.fhir import dates, shaping
-from akson.fhir.searchparams import SearchParamRegistry
 from akson.store import export as store_export
 from akson.store.bulk import bulk_create
-from akson.store.database import connect
 from akson.store.repository import ResourceStore
 from akson.store.search_sql import Where
 
@@ -30,19 +29,6 @@ pytestmark = pytest.mark.slow
 
 N_OBSERVATIONS = 50_000
 N_PATIENTS = 100
-T = TypeVar("T")
-
-
-def _run(url: str, work: Callable[[ResourceStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        db = connect(url, pool_size=4)
-        await db.open()
-        try:
-            return await work(ResourceStore(db, SearchParamRegistry.default()))
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
 
 
 def _observation(i: int) -> dict:
@@ -67,7 +53,7 @@ def loaded(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
                     await bulk_create(s, [("Observation", f"o{i}", _observation(i))
                                           for i in range(start, start + 5000)], assume_new=True)
 
-        _run(url, load)
+        run_on_store(url, load, pool_size=4)
         yield url
 
 
@@ -117,7 +103,7 @@ def test_memory_stays_flat_and_throughput(loaded, backend, tmp_path, capsys):
         assert (await _job(store, traced)).status == "completed"
         return seconds, peak, len(job.manifest or ""), timed
 
-    seconds, peak, _, job_id = _run(loaded, work)
+    seconds, peak, _, job_id = run_on_store(loaded, work, pool_size=4)
     folder = tmp_path / "a" / job_id
     lines = _count_lines(folder)
     assert lines == {"Observation-1.ndjson": N_OBSERVATIONS}
@@ -162,7 +148,7 @@ def test_memory_stays_flat_when_subsetting_and_restricting(loaded, backend, tmp_
         assert job.status == "completed", job.error
         return peak, job_id
 
-    peak, job_id = _run(loaded, work)
+    peak, job_id = run_on_store(loaded, work, pool_size=4)
     path = tmp_path / job_id / "Observation-1.ndjson"
     lines = path.read_bytes().splitlines()
     assert len(lines) == N_OBSERVATIONS >= 20_000
@@ -187,7 +173,7 @@ def test_files_split_and_lines_are_the_stored_resources(loaded, tmp_path):
             sample = {rid: await s.read("Observation", rid) for rid in ("o0", "o19999", "o49999")}
         return job_id, {"manifest": orjson.loads(job.manifest or "{}"), "sample": sample}
 
-    job_id, got = _run(loaded, work)
+    job_id, got = run_on_store(loaded, work, pool_size=4)
     folder = tmp_path / job_id
     assert _count_lines(folder) == {"Observation-1.ndjson": 20_000, "Observation-2.ndjson": 20_000,
                                     "Observation-3.ndjson": 10_000, "Patient-1.ndjson": N_PATIENTS}
@@ -229,7 +215,7 @@ def test_cancel_while_running_stops_and_removes_files(loaded, tmp_path):
         assert job.progress is not None and "50000" not in job.progress
         return ran, job_id
 
-    ran, job_id = _run(loaded, work)
+    ran, job_id = run_on_store(loaded, work, pool_size=4)
     assert ran
     assert not (tmp_path / job_id).exists()
 
@@ -265,4 +251,4 @@ def test_stopped_server_requeues_and_a_stale_job_is_taken_over(loaded, tmp_path)
         lines = (tmp_path / job_id / "Observation-1.ndjson").read_bytes().splitlines()
         assert len(lines) == len({orjson.loads(line)["id"] for line in lines}) == N_OBSERVATIONS
 
-    _run(loaded, work)
+    run_on_store(loaded, work, pool_size=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 LOINC = "http://loinc.org"
@@ -108,3 +109,23 @@ def data(server) -> Iterator[DataSet]:
             resp = c.put(f"/{res['resourceType']}/{res['id']}", json={**res, "meta": meta})
             assert resp.status_code in (200, 201), resp.text
     yield ds
+
+
+def walk_pages(client: httpx.Client, path: str, params: dict) -> tuple[list[str], list[str]]:
+    """Every id of a search forward by `next`, and again backwards by `previous` from the
+    last page."""
+    forward: list[list[str]] = []
+    url: str | None = path
+    bundle: dict = {}
+    while url:
+        assert len(forward) < 30, "paging does not end"
+        bundle = client.get(url, params=params if not forward else None).json()
+        forward.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "next"), None)
+    back: list[list[str]] = [forward[-1]]
+    url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
+    while url:
+        bundle = client.get(url).json()
+        back.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
+    return [i for p in forward for i in p], [i for p in reversed(back) for i in p]

@@ -12,26 +12,7 @@ import pytest
 
 from akson.store import repository
 from akson.store.repository import Session
-from tests.search.conftest import LOINC
-
-
-def _walk(client: httpx.Client, params: dict) -> tuple[list[str], list[str]]:
-    """Every id forward by `next`, and again backwards by `previous` from the last page."""
-    forward: list[list[str]] = []
-    url: str | None = "/Observation"
-    bundle: dict = {}
-    while url:
-        assert len(forward) < 30, "paging does not end"
-        bundle = client.get(url, params=params if not forward else None).json()
-        forward.append([e["resource"]["id"] for e in bundle.get("entry", [])])
-        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "next"), None)
-    back: list[list[str]] = [forward[-1]]
-    url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
-    while url:
-        bundle = client.get(url).json()
-        back.append([e["resource"]["id"] for e in bundle.get("entry", [])])
-        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
-    return [i for p in forward for i in p], [i for p in reversed(back) for i in p]
+from tests.search.conftest import LOINC, walk_pages
 
 
 @pytest.fixture
@@ -67,10 +48,10 @@ def test_chain_pages_forward_and_back(client: httpx.Client, family: tuple[str, l
         monkeypatch.setattr(repository, "FEW_IN_RANGE", 2)
     name, ours = family
     for count in ("1", "2", "50"):
-        forward, back = _walk(client, {"subject:Patient.name": name, "_count": count})
+        forward, back = walk_pages(client, "/Observation", {"subject:Patient.name": name, "_count": count})
         assert forward == ours and back == ours
     final = [i for i in ours if client.get(f"/Observation/{i}").json()["status"] == "final"]
-    forward, back = _walk(client, {"subject:Patient.name": name, "status": "final",
+    forward, back = walk_pages(client, "/Observation", {"subject:Patient.name": name, "status": "final",
                                    "_count": "2"})
     assert forward == final and back == final
 
@@ -91,5 +72,5 @@ def test_the_chain_leads_on_postgresql(client: httpx.Client, family: tuple[str, 
     assert ("CTE t" in plan()) == (backend == "postgresql")
     monkeypatch.setattr(Session, "_chain_page_sql", lambda self, *args: None)
     assert "CTE t" not in plan() and "sp_chain" not in plan()
-    forward, _ = _walk(client, {"subject:Patient.name": name, "_count": "3"})
+    forward, _ = walk_pages(client, "/Observation", {"subject:Patient.name": name, "_count": "3"})
     assert forward == ours

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from akson.store import search_sql
+from tests.search.conftest import walk_pages
 
 #: A year of its own for each data set, per database, each before the last: no open period of
 #: an earlier set (nor of the session's other, more recent data) reaches into it. From 1971 down
@@ -57,25 +58,6 @@ def visits(client: httpx.Client, backend: str) -> Visits:
     return Visits(client, next(_YEARS[backend]))
 
 
-def _pages(client: httpx.Client, params: dict) -> tuple[list[str], list[str]]:
-    """Every id forward by `next`, and again backwards by `previous` from the last page."""
-    forward: list[list[str]] = []
-    url: str | None = "/Encounter"
-    bundle: dict = {}
-    while url:
-        assert len(forward) < 30, "paging does not end"
-        bundle = client.get(url, params=params if not forward else None).json()
-        forward.append([e["resource"]["id"] for e in bundle.get("entry", [])])
-        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "next"), None)
-    back: list[list[str]] = [forward[-1]]
-    url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
-    while url:
-        bundle = client.get(url).json()
-        back.append([e["resource"]["id"] for e in bundle.get("entry", [])])
-        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "previous"), None)
-    return [i for p in forward for i in p], [i for p in reversed(back) for i in p]
-
-
 MARCH = ["inside", "across_start", "whole_year", "open", "last_evening", "inside_late"]
 CASES = [
     (["ge{y}-03-01", "lt{y}-04-01"], MARCH),
@@ -91,12 +73,12 @@ def test_a_walked_date_range(client: httpx.Client, visits: Visits, dates: list[s
     """With the walk and without it: the same matches in pk (creation) order, one page or
     pages of two, forward and back."""
     params = {"date": [d.format(y=visits.year) for d in dates]}
-    whole, _ = _pages(client, {**params, "_count": "50"})
+    whole, _ = walk_pages(client, "/Encounter", {**params, "_count": "50"})
     assert visits.names(whole) == expected
-    forward, back = _pages(client, {**params, "_count": "2"})
+    forward, back = walk_pages(client, "/Encounter", {**params, "_count": "2"})
     assert forward == back == whole
     monkeypatch.setattr(search_sql, "DATE_WALKS", ())
-    assert _pages(client, {**params, "_count": "2"}) == (whole, whole)
+    assert walk_pages(client, "/Encounter", {**params, "_count": "2"}) == (whole, whole)
 
 
 def test_the_walk_leads_a_range_alone_on_postgresql(client: httpx.Client, visits: Visits,
@@ -120,8 +102,8 @@ def test_the_walk_leads_a_range_alone_on_postgresql(client: httpx.Client, visits
     assert not walked({"date": [f"ge{y}-03-01", f"lt{y}-04-01"], "status": "finished"})
     assert not walked({"date": [f"ge{y - 10}-03-01", f"lt{y}-04-01"]})  # past MAX_BUCKETS
     # Beside another clause the result is the general plan's.
-    both, _ = _pages(client, {"date": [f"ge{y}-03-01", f"lt{y}-04-01"], "status": "finished",
-                              "_count": "2"})
+    both, _ = walk_pages(client, "/Encounter", {
+        "date": [f"ge{y}-03-01", f"lt{y}-04-01"], "status": "finished", "_count": "2"})
     assert visits.names(both) == MARCH
 
 

@@ -6,7 +6,6 @@ the target's policy and falls back when a prefix matches too many values."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -20,10 +19,9 @@ from akson.fhir.search import SearchQuery, parse
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.importer import run_import
 from akson.store import chain_rows, reindex
-from akson.store.database import connect
 from akson.store.repository import ResourceStore, Session
 from akson.store.search_sql import Where, chain_rows_lead
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, run_on_store
 
 NAME = "Observation.subject:Patient.name"
 LABEL = ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY")
@@ -57,17 +55,6 @@ def _obs(subject: str) -> dict:
     return {"resourceType": "Observation", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
             "subject": {"reference": subject}}
-
-
-def _run(url: str, work: Any) -> Any:
-    async def go() -> Any:
-        db = connect(url, pool_size=2)
-        await db.open()
-        try:
-            return await work(ResourceStore(db, SearchParamRegistry.default()))
-        finally:
-            await db.close()
-    return asyncio.run(go())
 
 
 async def _kept(store: ResourceStore) -> list[tuple[Any, ...]]:
@@ -138,12 +125,12 @@ def test_chain_rows_follow_every_write(db_url: str, tmp_path: Path) -> None:
                                       codes=None)
         assert await _kept(store) == before
 
-    _run(db_url, work)
+    run_on_store(db_url, work)
     path = tmp_path / "load.ndjson"  # a bulk import: the referrers before their target
     lines = [_obs("Patient/p3"), _obs("Patient/p3"), _patient("p3", "Haugen", "Åse")]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     assert run_import(Settings(database_url=db_url), [str(path)], progress=False).loaded == 3
-    kept = _run(db_url, _kept)
+    kept = run_on_store(db_url, _kept)
     assert sum(1 for row in kept if row[1] == "haugen") == 2
 
 
@@ -215,7 +202,7 @@ def test_a_chained_search_pages_from_the_rows(db_url: str, monkeypatch: pytest.M
             assert sorted(await pages(s, "jac", 2)) == sorted(
                 jacobsen + expected["e"])
 
-    _run(db_url, work)
+    run_on_store(db_url, work)
 
 
 def test_a_policy_reading_more_than_the_targets_pk_takes_the_general_chain() -> None:

@@ -5,7 +5,6 @@ reads it and subtracts a label rule's resources; a large live count gets its key
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,9 @@ from akson.fhir.search import parse
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.importer import run_import
 from akson.store import reindex, token_counts
-from akson.store.database import connect
 from akson.store.repository import ResourceStore
 from akson.store.search_sql import Where
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, run_on_store
 
 LOINC = "http://loinc.org"
 KEY: token_counts.Key = ("Observation", "code", LOINC, "8302-2")
@@ -41,17 +39,6 @@ def _obs(code: str = "8302-2", label: bool = False) -> dict:
     if label:
         obs["meta"] = {"security": [{"system": LABEL[0], "code": LABEL[1]}]}
     return obs
-
-
-def _run(url: str, work: Any) -> Any:
-    async def go() -> Any:
-        db = connect(url, pool_size=2)
-        await db.open()
-        try:
-            return await work(ResourceStore(db, SearchParamRegistry.default()))
-        finally:
-            await db.close()
-    return asyncio.run(go())
 
 
 async def _counts(store: ResourceStore) -> tuple[int | None, int]:
@@ -100,11 +87,11 @@ def test_a_promoted_count_follows_every_write(db_url: str, tmp_path: Path) -> No
             assert rows is not None and rows[0] == 1
         assert await _counts(store) == (6, 6)
 
-    _run(db_url, work)
+    run_on_store(db_url, work)
     path = tmp_path / "obs.ndjson"  # a bulk import copies its rows in
     path.write_text("".join(json.dumps(_obs()) + "\n" for _ in range(5)))
     assert run_import(Settings(database_url=db_url), [str(path)], progress=False).loaded == 5
-    assert _run(db_url, _counts) == (11, 11)
+    assert run_on_store(db_url, _counts) == (11, 11)
 
 
 def test_total_accurate_reads_the_maintained_count_less_labelled_resources(
@@ -135,7 +122,7 @@ def test_total_accurate_reads_the_maintained_count_less_labelled_resources(
         other.add("r.pk > %s", 0)
         assert await total(store, other) == 6
 
-    _run(db_url, work)
+    run_on_store(db_url, work)
 
 
 def test_a_large_live_count_gets_its_key_promoted(db_url: str,
@@ -160,7 +147,7 @@ def test_a_large_live_count_gets_its_key_promoted(db_url: str,
         async with store.session(write=False) as s:
             assert (await s.search(query)).total == 3
 
-    _run(db_url, work)
+    run_on_store(db_url, work)
 
 
 def test_the_operator_promotes_the_common_codes_at_once(db_url: str, tmp_path: Path,
@@ -176,12 +163,12 @@ def test_the_operator_promotes_the_common_codes_at_once(db_url: str, tmp_path: P
             for code in ("8302-2", "8302-2", "8302-2", "rare"):
                 await s.create("Observation", _obs(code))
 
-    _run(db_url, write)
+    run_on_store(db_url, write)
     monkeypatch.setenv("AKSON_DATABASE_URL", db_url)
     result = CliRunner().invoke(main, ["db", "counts", "--at-least", "2"])
     assert result.exit_code == 0, result.output
     assert "for 2 more codes" in result.output  # `code` and `combo-code` both index 8302-2
-    assert _run(db_url, _counts) == (3, 3)
+    assert run_on_store(db_url, _counts) == (3, 3)
     assert "for 0 more codes" in CliRunner().invoke(main, ["db", "counts", "--at-least", "2"]).output
     monkeypatch.setenv("AKSON_DATABASE_URL", f"sqlite:///{tmp_path / 'lite.db'}")
     result = CliRunner().invoke(main, ["db", "counts"])

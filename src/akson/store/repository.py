@@ -422,20 +422,21 @@ class Session:
         few: tuple[str, list[Any], bool] | None = None  # few leading rows (_few_page_sql)
         few_bound = FEW_IN_RANGE  # from this count of leading rows on, `few` is not the answer
         page: Callable[[], tuple[str, list[Any]]]
-        # A code in a date range by its pairs, or a walked date range (the last item: the
-        # rows are the whole answer).
-        paired: tuple[str, list[Any], bool] | None = None
+        # A code in a date range by its pairs, or a date range alone, walked by bucket (the
+        # last item: the rows are the whole answer).
+        bucketed: tuple[str, list[Any], bool] | None = None
         if drv is not None and not query.sort:
             led = drv
             page = lambda: self._driven_page_sql(query, led, rest, backwards)  # noqa: E731
             walk = self._token_walk_sql(query, drv, rest, backwards)
-            paired = self._paired_page_sql(query, drv, ready, rest, backwards, compiled)
+            bucketed = self._paired_page_sql(query, drv, ready, rest, backwards, compiled)
         else:
             index_page = self._index_page_sql(query, where, backwards)
             found = index_page or self._page_sql(query, base_sql, params, backwards)
             page = lambda: found  # noqa: E731
-            paired = self._date_walk_page_sql(query, backwards, compiled) if index_page else None
-            few = self._few_page_sql(query, backwards, compiled) if index_page else None
+            bucketed = self._date_walk_page_sql(query, backwards, compiled) if index_page else None
+            few = self._few_page_sql(query, backwards, compiled) if index_page and not bucketed \
+                else None
             if few is None and index_page:
                 few = self._chain_rows_page_sql(query, backwards, compiled,
                                                 chain_rows_lead(query, scope=scope))
@@ -447,7 +448,7 @@ class Session:
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
         if query.explain:
-            plan_sql, plan_params = (paired[:2] if paired else None) or walk or page()
+            plan_sql, plan_params = (bucketed[:2] if bucketed else None) or walk or page()
             return Page([], None, None, None, plan=await self._explain(plan_sql, plan_params))
         total = await self._total(query, base_sql, params, counted, maintained)
         token_walk = walk is not None and drv is not None and not query.sort
@@ -459,11 +460,11 @@ class Session:
         alone = (token_walk and len(query.clauses) == 1) or (few is not None and few[2])
         rows: list[Any] = []
         whole = False  # did a walk see every index row it could use?
-        if paired is not None and paired[2]:  # a date range walked by bucket
-            rows, whole = await self.tx.fetchall(*paired[:2], prepare=False), True
-        elif paired is not None:  # or read in range, the answer if they were few
+        if bucketed is not None and bucketed[2]:  # a date range walked by bucket
+            rows, whole = await self.tx.fetchall(*bucketed[:2], prepare=False), True
+        elif bucketed is not None:  # or read in range, the answer if they were few
             rows, whole = self._walked(
-                await self.tx.fetchall(*paired[:2], prepare=False), FEW_IN_RANGE)
+                await self.tx.fetchall(*bucketed[:2], prepare=False), FEW_IN_RANGE)
         if not whole and walk is not None:
             rows = await self.tx.fetchall(*walk, prepare=None if alone else False)
             if token_walk and drv is not None:
@@ -680,10 +681,7 @@ class Session:
             few = self._few_page_sql(query, backwards, compiled,
                                      ([drv.clause], *pair_date_rows(res_type, drv, pair.name, hull)))
             return None if few is None else (few[0], few[1], False)
-        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT u.res_pk AS pk "
-               f"FROM ({walk[0]}) u) r WHERE {rest.render()} ORDER BY r.pk {order} LIMIT %s) m "
-               f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
-        return sql, [*walk[1], *rest.params, query.count + 1], True
+        return _walked_page(query, walk, rest, order)
 
     def _date_walk_page_sql(self, query: SearchQuery, backwards: bool,
                             compiled: Callable[[SearchQuery], Where]
@@ -705,10 +703,7 @@ class Session:
         rest = compiled(replace(query, clauses=[]))  # the policy's predicates
         if not _reads_pk_only(rest):
             return None
-        sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT u.res_pk AS pk "
-               f"FROM ({rows}) u) r WHERE {rest.render()} ORDER BY r.pk {order} LIMIT %s) m "
-               f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
-        return sql, [*params, *rest.params, query.count + 1], True
+        return _walked_page(query, (rows, params), rest, order)
 
     def _few_page_sql(self, query: SearchQuery, backwards: bool,
                       compiled: Callable[[SearchQuery], Where],
@@ -976,6 +971,16 @@ class Session:
 def _cursor(query: SearchQuery) -> list[Any]:
     """The parameter of `_after`'s condition, if the query has a cursor."""
     return [abs(query.cursor)] if query.cursor is not None else []
+
+
+def _walked_page(query: SearchQuery, walk: tuple[str, list[Any]], rest: Where, order: str
+                 ) -> tuple[str, list[Any], bool]:
+    """A page of the pks a walk gives in pk order (`SELECT res_pk …`, merged by bucket), the
+    first count + 1 of them meeting `rest` (predicates on `r.pk`): the whole answer."""
+    sql = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT u.res_pk AS pk "
+           f"FROM ({walk[0]}) u) r WHERE {rest.render()} ORDER BY r.pk {order} LIMIT %s) m "
+           f"JOIN resource r ON r.pk = m.pk ORDER BY r.pk {order}")
+    return sql, [*walk[1], *rest.params, query.count + 1], True
 
 
 def _after(query: SearchQuery, backwards: bool, column: str = "r.pk") -> str:
