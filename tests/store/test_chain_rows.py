@@ -6,6 +6,7 @@ the target's policy and falls back when a prefix matches too many values."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -132,6 +133,83 @@ def test_chain_rows_follow_every_write(db_url: str, tmp_path: Path) -> None:
     assert run_import(Settings(database_url=db_url), [str(path)], progress=False).loaded == 3
     kept = run_on_store(db_url, _kept)
     assert sum(1 for row in kept if row[1] == "haugen") == 2
+
+
+async def _blocked(store: ResourceStore) -> None:
+    """Return once some transaction waits for a chain's advisory lock (polled, bounded)."""
+    for _ in range(500):
+        async with store.session(write=False) as s:
+            row = await s.tx.fetchone("SELECT count(*) FROM pg_locks WHERE locktype = "
+                                      "'advisory' AND NOT granted")
+        if row is not None and row[0]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no transaction waited for the chain lock")
+
+
+@pytest.mark.parametrize("first", ["referrer", "target"])
+def test_a_referrer_and_its_target_written_at_once(db_url: str, first: str) -> None:
+    """Two transactions: one adds an Observation of Patient p1, the other renames p1. Each
+    writes before the other commits; whichever holds its lock first, the other waits for its
+    commit and then reads its rows, so none go missing and none stay stale."""
+    async def work(store: ResourceStore) -> None:
+        async with store.session(write=True) as s:
+            await s.update("Patient", "p1", _patient("p1", "Jacobsen"))
+        written, release = asyncio.Event(), asyncio.Event()
+        obs_ids: list[str] = []
+
+        async def referrer(hold: bool) -> None:
+            async with store.session(write=True) as s:
+                obs_ids.append((await s.create("Observation", _obs("Patient/p1"))).res_id)
+                await s.tx.fetchone("SELECT 1")  # sends the held write: its triggers run
+                if hold:
+                    written.set()
+                    await release.wait()
+
+        async def target(hold: bool) -> None:
+            async with store.session(write=True) as s:
+                await s.update("Patient", "p1", _patient("p1", "Berg", "Ola"))
+                await s.tx.fetchone("SELECT 1")
+                if hold:
+                    written.set()
+                    await release.wait()
+
+        held, other = (referrer, target) if first == "referrer" else (target, referrer)
+        holding = asyncio.create_task(held(True))
+        await written.wait()
+        waiting = asyncio.create_task(other(False))
+        await _blocked(store)
+        release.set()
+        await asyncio.gather(holding, waiting)
+        assert await _values(store, obs_ids[0]) == {"berg", "ola"}
+        await _kept(store)
+
+    run_on_store(db_url, work, pool_size=3)  # two writers and the one watching them
+
+
+def test_removing_a_parameter_removes_its_chain_rows_without_a_lock_per_target(
+        db_url: str) -> None:
+    """A removed parameter's rows go in one statement (a `remove` job): its chain rows too,
+    and no advisory lock is left per target (the lock table holds a few thousand)."""
+    async def work(store: ResourceStore) -> None:
+        async with store.session(write=True) as s:
+            for i in range(30):
+                await s.update("Patient", f"p{i}", _patient(f"p{i}", "Jacobsen"))
+                await s.create("Observation", _obs(f"Patient/p{i}"))
+        assert len(await _kept(store)) == 60
+        async with store.session(write=True) as s:
+            await reindex.remove_rows(s, "subject", ["Observation"])
+            held = await s.tx.fetchone("SELECT count(*) FROM pg_locks WHERE locktype = "
+                                       "'advisory' AND pid = pg_backend_pid()")
+            assert held is not None and held[0] == 0
+        assert await _kept(store) == []
+        async with store.session(write=True) as s:  # and a write afterwards locks again
+            await s.update("Patient", "p0", _patient("p0", "Berg"))
+            held = await s.tx.fetchone("SELECT count(*) FROM pg_locks WHERE locktype = "
+                                       "'advisory' AND pid = pg_backend_pid()")
+            assert held is not None and held[0] > 0
+
+    run_on_store(db_url, work)
 
 
 def _query(registry: SearchParamRegistry, name: str, count: int,

@@ -35,6 +35,20 @@ _CHAINS = (("Observation.subject:Patient.name", "Observation", "subject", "Patie
 _DEF = ("(VALUES " + ", ".join("(" + ", ".join(f"'{v}'" for v in c) + ")" for c in _CHAINS)
         + ") AS d (chain, res_type, param, target_type, target_param)")
 
+#: Advisory locks (first key: this migration's number; second: a hash of the target): a
+#: referrer's rows share their target's lock, a target's rows take it alone, each before reading
+#: the other side (a fresh snapshot per statement), so a referrer and its target written at once
+#: by two transactions see each other's rows. A mass removal of a parameter's rows (one
+#: statement, a lock per target) turns them off: `SET LOCAL akson.chain_locks = 'off'`.
+_LOCK_NS = 24
+_LOCKING = "IF current_setting('akson.chain_locks', true) IS DISTINCT FROM 'off' THEN {} END IF;"
+_LOCK_REFERRER = _LOCKING.format(
+    f"PERFORM pg_advisory_xact_lock_shared({_LOCK_NS}, "
+    "hashtext({row}.target_type || '/' || {row}.target_id));")
+_LOCK_TARGET = _LOCKING.format(
+    f"PERFORM pg_advisory_xact_lock({_LOCK_NS}, hashtext({{row}}.res_type || '/' || "
+    "coalesce((SELECT res_id FROM resource WHERE pk = {row}.res_pk), '')));")
+
 _ABSENT = ("NOT EXISTS (SELECT 1 FROM sp_chain c WHERE c.res_pk = x.res_pk AND c.chain = x.chain "
            "AND c.target_pk = x.target_pk AND c.value_norm = x.value_norm)")
 
@@ -90,10 +104,10 @@ def _when(row: str, table: str) -> str:
 
 
 _TRIGGERS = (  # (table, event, function body); row triggers for a chain's rows only
-    ("sp_reference", "insert", _REFERENCES_ADDED),
-    ("sp_reference", "delete", _REFERENCES_REMOVED),
-    ("sp_string", "insert", _STRINGS_ADDED),
-    ("sp_string", "delete", _STRINGS_REMOVED),
+    ("sp_reference", "insert", _LOCK_REFERRER.format(row="NEW") + _REFERENCES_ADDED),
+    ("sp_reference", "delete", _LOCK_REFERRER.format(row="OLD") + _REFERENCES_REMOVED),
+    ("sp_string", "insert", _LOCK_TARGET.format(row="NEW") + _STRINGS_ADDED),
+    ("sp_string", "delete", _LOCK_TARGET.format(row="OLD") + _STRINGS_REMOVED),
     ("sp_reference", "truncate", "TRUNCATE sp_chain;"),
     ("sp_string", "truncate", "TRUNCATE sp_chain;"),
 )
