@@ -227,3 +227,20 @@ def test_hostile_strings_in_resources_never_500(client, family):
         assert found.status_code in (200, 400)
         if found.status_code == 200:
             assert [e["resource"]["id"] for e in found.json()["entry"]] == [rid]
+
+
+@pytest.mark.parametrize("lost", ["DeadlockDetected", "SerializationFailure", "UniqueViolation"])
+def test_a_write_that_lost_to_a_concurrent_one_is_503_with_retry_after(lost: str) -> None:
+    """The database broke a deadlock (two writers locking the same rows or chain targets in
+    opposite orders) or another writer got there first: the transaction was rolled back whole,
+    so the client is told to retry, not given a 500."""
+    import psycopg
+
+    from akson.api.errors import error_response
+
+    resp = error_response(getattr(psycopg.errors, lost)("deadlock detected"))
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert isinstance(resp.body, dict)
+    issue = resp.body["issue"][0]
+    assert issue["code"] == "transient" and "Retry" in issue["diagnostics"]
+    assert "deadlock" not in issue["diagnostics"]  # the database's words stay in the server
