@@ -7,7 +7,7 @@ Observation with its subject's name values, it is one index range per distinct m
 in pk order, read only as far as a page needs (ADR 0020).
 
 `sp_chain` holds, for each declared `Chain`, one row (chain, value_norm, res_pk, target_pk) per
-referrer, live target and target value. Statement triggers on `sp_reference` and `sp_string`
+referrer, live target and target value. Row triggers on `sp_reference` and `sp_string`
 keep it equal to what those tables imply (migration 0024), so every write path — a write, a
 transaction, a bulk COPY, a reindex, a purge — maintains it without knowing of it, and a
 search sees in its snapshot exactly the rows its `sp_string` and `sp_reference` imply.

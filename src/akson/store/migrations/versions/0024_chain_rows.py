@@ -5,20 +5,20 @@ Revises: 0023
 
 ADR 0020, akson.store.chain_rows. `sp_chain` holds (chain, value_norm, res_pk, target_pk) for
 every declared chain: a referrer's `sp_reference` row of the chain's parameter to a live
-target, and each of that target's `sp_string` rows of the chain's target parameter. Four
-statement triggers keep it so:
+target, and each of that target's `sp_string` rows of the chain's target parameter. Four row
+triggers keep it so, each with a WHEN that passes only a chain's rows:
 
-- `sp_reference` rows added: their referrers' rows, for targets that exist;
-- `sp_string` rows added: their targets' rows, for referrers that exist (a target written
+- a `sp_reference` row added: its referrer's rows, for a target that exists;
+- a `sp_string` row added: its target's rows, for referrers that exist (a target written
   after its referrers, as a bulk load or a transaction may);
-- `sp_reference` rows removed: the referrer's rows of targets it no longer refers to;
-- `sp_string` rows removed: the target's rows of values it no longer has.
+- a `sp_reference` row removed: the referrer's rows of a target it no longer refers to;
+- a `sp_string` row removed: the target's rows of a value it no longer has.
 
 A write replaces a resource's index rows by a DELETE and an INSERT in one statement, and
 PostgreSQL fires their triggers in an order this migration does not choose; so a removal keeps
-rows the statement's other half put back, and an addition skips rows already there. Emptying
-either table wholesale empties `sp_chain`. SQLite has no `sp_chain` (its searches take the
-general chain).
+rows the statement's other half put back, and an addition skips rows already there. Each
+trigger first takes an advisory lock on its target (see _LOCK_NS). Emptying either table
+wholesale empties `sp_chain`. SQLite has no `sp_chain` (its searches take the general chain).
 """
 
 from alembic import op
