@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from tests.registry.support import DATA, run_with_store
+from tests.conftest import run_on_store
+from tests.registry.support import DATA
 from tests.registry.synth import ORGNR, tenor
 
 from akson.fhir.naming import FNR_SYSTEM, KOMMUNENR_SYSTEM, ORGNR_SYSTEM
@@ -40,7 +41,7 @@ def apply(url: str, register: str, record: dict, *, synthetic: bool = True) -> A
             return await apply_record_counted(s, register, record,
                                               allow_synthetic_ids=synthetic)
 
-    return run_with_store(url, go)
+    return run_on_store(url, go, pool_size=4)
 
 
 def read_patient(url: str, nin: str) -> tuple[Any, list[Any]]:
@@ -51,7 +52,7 @@ def read_patient(url: str, nin: str) -> tuple[Any, list[Any]]:
                 s, "RelatedPerson", [("patient", f"Patient/{pat.res_id}")])] if pat else []
             return pat, rels
 
-    return run_with_store(url, go)
+    return run_on_store(url, go, pool_size=4)
 
 
 def test_change_makes_a_version_and_equal_record_does_not(reg_url: str) -> None:
@@ -82,7 +83,7 @@ def test_elements_the_journal_added_survive_a_register_update(reg_url: str) -> N
             doc["telecom"] = [{"system": "phone", "value": "+4799999999"}]
             await s.update("Patient", pat.res_id, doc)
 
-    run_with_store(reg_url, add_phone)
+    run_on_store(reg_url, add_phone, pool_size=4)
     apply(reg_url, "freg", person(nin=nin, family=[], name={"given": "Ny", "family": "Navn"}))
     pat, _ = read_patient(reg_url, nin)
     doc = orjson.loads(pat.content)
@@ -135,7 +136,7 @@ def test_concurrent_writers_create_one_patient(reg_url: str) -> None:
             return [p.res_id async for p in lookup.search_all(
                 s, "Patient", [("identifier", f"{FNR_SYSTEM}|{nin}")])]
 
-    assert len(run_with_store(reg_url, go)) == 1
+    assert len(run_on_store(reg_url, go, pool_size=4)) == 1
 
 
 def test_municipalities_load_once_and_meet_enhet(reg_url: str) -> None:
@@ -143,9 +144,9 @@ def test_municipalities_load_once_and_meet_enhet(reg_url: str) -> None:
         async with store.session(write=True) as s:
             return await load_municipalities(s)
 
-    first = run_with_store(reg_url, load)
+    first = run_on_store(reg_url, load, pool_size=4)
     assert first.created == 357
-    assert run_with_store(reg_url, load).created == 0
+    assert run_on_store(reg_url, load, pool_size=4).created == 0
     # Enhetsregisteret's Oslo kommune becomes the municipality-list resource, not a second one.
     apply(reg_url, "enhet", parse_record("enhet", orjson.dumps({
         "orgnr": ORGNR[4], "name": "Oslo kommune", "kind": "kommune", "municipality": "0301"})))
@@ -155,7 +156,7 @@ def test_municipalities_load_once_and_meet_enhet(reg_url: str) -> None:
             return [o async for o in lookup.search_all(
                 s, "Organization", [("identifier", f"{KOMMUNENR_SYSTEM}|0301")])]
 
-    found = run_with_store(reg_url, oslo)
+    found = run_on_store(reg_url, oslo, pool_size=4)
     assert [o.res_id for o in found] == ["kommune-0301"]
     doc = orjson.loads(found[0].content)
     assert {"system": ORGNR_SYSTEM, "value": ORGNR[4]} in doc["identifier"]

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.registry.support import DATA, run_with_store
+from tests.conftest import run_on_store
+from tests.registry.support import DATA
 
 from akson.config import Settings
 from akson.fhir.naming import HER_ID_SYSTEM, KOMMUNENR_SYSTEM, ORGNR_SYSTEM
@@ -65,7 +66,7 @@ def loaded(reg_url: str) -> tuple[str, dict[str, ImportSummary], dict]:
         summaries = await _import_all(store)
         return summaries, await _snapshot(store)
 
-    summaries, snapshot = run_with_store(reg_url, go)
+    summaries, snapshot = run_on_store(reg_url, go, pool_size=4)
     return reg_url, summaries, snapshot
 
 
@@ -121,7 +122,7 @@ def test_reimport_changes_nothing(loaded: tuple) -> None:
     async def go(store: ResourceStore) -> tuple[dict[str, ImportSummary], dict]:
         return await _import_all(store), await _snapshot(store)
 
-    summaries, after = run_with_store(url, go)
+    summaries, after = run_on_store(url, go, pool_size=4)
     assert after == before  # same ids, same versions, same content
     for register, summary in summaries.items():
         assert summary.counts.created == summary.counts.updated == 0, register
@@ -150,7 +151,7 @@ def run(url: str, fn: Any) -> Any:
         async with store.session(write=False) as s:
             return await fn(s)
 
-    return run_with_store(url, go)
+    return run_on_store(url, go, pool_size=4)
 
 
 def test_lookups_by_natural_key(loaded: tuple) -> None:

@@ -435,15 +435,15 @@ class Session:
             found = index_page or self._page_sql(query, base_sql, params, backwards)
             page = lambda: found  # noqa: E731
             bucketed = self._date_walk_page_sql(query, backwards, compiled) if index_page else None
-            few = self._few_page_sql(query, backwards, compiled) if index_page and not bucketed \
-                else None
-            if few is None and index_page:
-                few = self._chain_rows_page_sql(query, backwards, compiled,
-                                                chain_rows_lead(query, scope=scope))
-                few_bound = chain_rows.MAX_VALUES if few is not None else FEW_IN_RANGE
-            if few is None and index_page:
-                few = self._chain_page_sql(query, backwards, compiled, chain_lead(
-                    query, base_url=base_url, valuesets=valuesets, scope=scope, pairs=ready))
+            if index_page and bucketed is None:
+                few = self._few_page_sql(query, backwards, compiled)
+                if few is None:
+                    few = self._chain_rows_page_sql(query, backwards, compiled,
+                                                    chain_rows_lead(query, scope=scope))
+                    few_bound = FEW_IN_RANGE if few is None else chain_rows.MAX_VALUES
+                if few is None:
+                    few = self._chain_page_sql(query, backwards, compiled, chain_lead(
+                        query, base_url=base_url, valuesets=valuesets, scope=scope, pairs=ready))
             walk = few[:2] if few else self._newest_walk_sql(query, where, backwards)
             if walk is None and self._has_leads(query):
                 walk = self._has_walk_sql(query, compiled(query, probe_has=True), backwards)
@@ -731,10 +731,18 @@ class Session:
         page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT r.pk FROM (SELECT DISTINCT "
                 f"c.res_pk AS pk FROM c ORDER BY 1 {order} OFFSET 0) r WHERE {rest.render()}"
                 f"{after} ORDER BY 1 {order} LIMIT %s) m JOIN resource r ON r.pk = m.pk")
-        sql = (f"WITH c AS MATERIALIZED ({rows} LIMIT %s) SELECT w.*, k.n FROM (SELECT count(*) AS n "
-               f"FROM c) k LEFT JOIN LATERAL ({page}) w ON k.n < %s ORDER BY w.pk {order}")
+        sql = _counted(f"WITH c AS MATERIALIZED ({rows} LIMIT %s)", "c", page, order)
         return sql, [*rows_params, FEW_IN_RANGE, *rest.params, *cursor, query.count + 1,
                      FEW_IN_RANGE], not others
+
+    def _chain_rest(self, query: SearchQuery, lead: ChainLead | ChainRowsLead | None,
+                    compiled: Callable[[SearchQuery], Where]) -> Where | None:
+        """The predicates besides a leading chain, when a chain can lead (PostgreSQL) and they
+        read only `r.pk`, so each candidate's pk can be probed from its index row."""
+        if lead is None or self.dialect != "postgresql":
+            return None
+        rest = compiled(replace(query, clauses=[c for c in query.clauses if c is not lead.clause]))
+        return rest if _reads_pk_only(rest) else None
 
     def _chain_page_sql(self, query: SearchQuery, backwards: bool,
                         compiled: Callable[[SearchQuery], Where], lead: ChainLead | None
@@ -745,25 +753,18 @@ class Session:
         index in pk order, at most a page of them (a fenced LATERAL), and the page is the first
         of their union. The planner instead read every referrer of every target and looked up
         each one's `resource` row: 2,400 Observations of 890 patients, 21 ms at a million."""
-        if lead is None or self.dialect != "postgresql":
-            return None
-        rest = compiled(replace(query, clauses=[c for c in query.clauses if c is not lead.clause]))
-        if not _reads_pk_only(rest):
+        rest = self._chain_rest(query, lead, compiled)
+        if lead is None or rest is None:
             return None
         order = "DESC" if backwards else "ASC"
         probe = with_pk_from(rest.render(), "r", "s.res_pk")
-        cursor = _cursor(query)
         referrers = (f"SELECT s.res_pk FROM sp_reference s WHERE s.target_id = t.res_id AND "
                      f"{lead.key} AND {probe}{_after(query, backwards, 's.res_pk')} "
                      f"ORDER BY s.res_pk {order} LIMIT %s")
-        page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT DISTINCT x.res_pk FROM t "
-                f"CROSS JOIN LATERAL ({referrers}) x ORDER BY x.res_pk {order} LIMIT %s) m "
-                "JOIN resource r ON r.pk = m.res_pk")
-        sql = (f"WITH t AS MATERIALIZED ({lead.targets} LIMIT %s) SELECT w.*, k.n FROM (SELECT "
-               f"count(*) AS n FROM t) k LEFT JOIN LATERAL ({page}) w ON k.n < %s "
-               f"ORDER BY w.pk {order}")
-        return sql, [*lead.target_params, FEW_IN_RANGE, *lead.key_params, *rest.params, *cursor,
-                     query.count + 1, query.count + 1, FEW_IN_RANGE], False
+        sql = _counted(f"WITH t AS MATERIALIZED ({lead.targets} LIMIT %s)", "t",
+                       _firsts_page("t", referrers, order), order)
+        return sql, [*lead.target_params, FEW_IN_RANGE, *lead.key_params, *rest.params,
+                     *_cursor(query), query.count + 1, query.count + 1, FEW_IN_RANGE], False
 
     def _chain_rows_page_sql(self, query: SearchQuery, backwards: bool,
                              compiled: Callable[[SearchQuery], Where],
@@ -775,10 +776,8 @@ class Session:
         follows the distinct values (one for a surname) and the page, not the targets (974
         Patients named Jacobsen at a million resources). Its last column counts the values:
         from MAX_VALUES on, the rows are not the answer."""
-        if lead is None or self.dialect != "postgresql":
-            return None
-        rest = compiled(replace(query, clauses=[c for c in query.clauses if c is not lead.clause]))
-        if not _reads_pk_only(rest):
+        rest = self._chain_rest(query, lead, compiled)
+        if lead is None or rest is None:
             return None
         order = "DESC" if backwards else "ASC"
         below = " AND c.value_norm < %s" if lead.high is not None else ""
@@ -788,14 +787,10 @@ class Session:
         rows = (f"SELECT c.res_pk FROM sp_chain c WHERE c.chain = %s AND c.value_norm = v.value "
                 f"AND {lead.target_policy} AND {with_pk_from(rest.render(), 'r', 'c.res_pk')}"
                 f"{_after(query, backwards, 'c.res_pk')} ORDER BY c.res_pk {order} LIMIT %s")
-        page = (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT DISTINCT x.res_pk FROM vs v "
-                f"CROSS JOIN LATERAL ({rows}) x ORDER BY x.res_pk {order} LIMIT %s) m "
-                "JOIN resource r ON r.pk = m.res_pk")
-        sql = (f"WITH RECURSIVE v(value) AS ({first.format('>= %s')} UNION ALL SELECT "
-               f"({first.format('> v.value')}) FROM v WHERE v.value IS NOT NULL), "
-               "vs AS MATERIALIZED (SELECT value FROM v WHERE value IS NOT NULL LIMIT %s) "
-               f"SELECT w.*, k.n FROM (SELECT count(*) AS n FROM vs) k LEFT JOIN LATERAL "
-               f"({page}) w ON k.n < %s ORDER BY w.pk {order}")
+        sql = _counted(f"WITH RECURSIVE v(value) AS ({first.format('>= %s')} UNION ALL SELECT "
+                       f"({first.format('> v.value')}) FROM v WHERE v.value IS NOT NULL), "
+                       "vs AS MATERIALIZED (SELECT value FROM v WHERE value IS NOT NULL LIMIT %s)",
+                       "vs", _firsts_page("vs v", rows, order), order)
         return sql, [lead.chain, lead.low, *bound, lead.chain, *bound,
                      chain_rows.MAX_VALUES, lead.chain, *lead.target_params, *rest.params,
                      *_cursor(query), query.count + 1, query.count + 1,
@@ -971,6 +966,22 @@ class Session:
 def _cursor(query: SearchQuery) -> list[Any]:
     """The parameter of `_after`'s condition, if the query has a cursor."""
     return [abs(query.cursor)] if query.cursor is not None else []
+
+
+def _counted(ctes: str, keys: str, page: str, order: str) -> str:
+    """`page` (each row with the count of `keys` beside it), run only while the CTE `keys`
+    holds fewer rows than the last parameter; the one row with a NULL page says how many
+    there were. Leading rows too many to be worth it cost only their count."""
+    return (f"{ctes} SELECT w.*, k.n FROM (SELECT count(*) AS n FROM {keys}) k LEFT JOIN "
+            f"LATERAL ({page}) w ON k.n < %s ORDER BY w.pk {order}")
+
+
+def _firsts_page(keys: str, rows: str, order: str) -> str:
+    """A page of the first count + 1 pks of the union of `rows` (`SELECT res_pk …` in pk
+    order, at most a page, correlated with each row of `keys`): the first page of all."""
+    return (f"SELECT {_PAGE_COLS}, r.patient_id FROM (SELECT DISTINCT x.res_pk FROM {keys} "
+            f"CROSS JOIN LATERAL ({rows}) x ORDER BY x.res_pk {order} LIMIT %s) m "
+            "JOIN resource r ON r.pk = m.res_pk")
 
 
 def _walked_page(query: SearchQuery, walk: tuple[str, list[Any]], rest: Where, order: str

@@ -136,10 +136,9 @@ def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]
     index-only range scans bounded at both ends: short rows from `low ≥ X − SHORT_SPAN` in
     `ix_sp_date_lookup`, long ones from `ix_sp_date_long` (migration 0016). With `low < Y`
     alone, a month of 2026 read every Encounter date row since 1914 (ADR 0011)."""
-    ors = [_ors(_Ctx("", {}, None), c) for c in group]
-    sql = ("SELECT res_pk FROM sp_date WHERE res_type = %s AND param = %s AND "
-           + " AND ".join(f"({' OR '.join(frags)})" for frags, _ in ors))
-    params = [res_type, group[0].name, *(p for _, params in ors for p in params)]
+    met, met_params = _meets_all(group)
+    sql = f"SELECT res_pk FROM sp_date WHERE res_type = %s AND param = %s AND {met}"
+    params = [res_type, group[0].name, *met_params]
     ends = [_ends_after(c) for c in group]
     start = max((e for e in ends if e is not None), default=None)
     if start is None:
@@ -147,6 +146,13 @@ def same_row_sql(res_type: str, group: Sequence[Clause]) -> tuple[str, list[Any]
     return (f"{sql} AND low >= %s AND high - low <= {SHORT_SPAN} "
             f"UNION ALL {sql} AND high - low > {SHORT_SPAN}",
             [*params, start - SHORT_SPAN, *params])
+
+
+def _meets_all(group: Sequence[Clause]) -> tuple[str, list[Any]]:
+    """One date index row meeting every clause of a `same_row_ranges` group, on its columns."""
+    ors = [_ors(_Ctx("", {}, None), c) for c in group]
+    return (" AND ".join(f"({' OR '.join(frags)})" for frags, _ in ors),
+            [p for _, params in ors for p in params])
 
 
 def leading_rows(query: SearchQuery) -> tuple[list[Clause], str, list[Any]] | None:
@@ -283,6 +289,17 @@ def _chain(where: Where, ctx: _Ctx, a: str, res_type: str, clause: Clause) -> No
               f"AND ({' OR '.join(ors)}))", *params)
 
 
+def _one_chain(query: SearchQuery) -> tuple[Clause, str, str, Clause] | None:
+    """The search's chain clause, its reference parameter's code, its target type and its
+    inner clause, when it has exactly one chain clause, to one target type."""
+    chains = [c for c in query.clauses if c.type == "chain"]
+    chain = chains[0].chain if len(chains) == 1 else None
+    if chain is None or len(chain.targets) != 1:
+        return None
+    target, inner = chain.targets[0]
+    return chains[0], chain.param.code, target, inner
+
+
 @dataclass
 class ChainLead:
     """A search's one chain clause of one target type as the rows that can lead its page
@@ -301,11 +318,10 @@ def chain_lead(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets |
                ) -> ChainLead | None:
     """The `ChainLead` of a search with exactly one chain clause, to one target type (None
     otherwise). Its targets are compiled as `compile_where` compiles them, policy included."""
-    chains = [c for c in query.clauses if c.type == "chain"]
-    chain = chains[0].chain if len(chains) == 1 else None
-    if chain is None or len(chain.targets) != 1:
+    one = _one_chain(query)
+    if one is None:
         return None
-    clause, (target, inner) = chains[0], chain.targets[0]
+    clause, param, target, inner = one
     ctx = _Ctx(base_url, valuesets or {}, scope, False, pairs)
     t = ctx.alias("t")
     sub = Where()
@@ -315,7 +331,7 @@ def chain_lead(query: SearchQuery, *, base_url: str = "", valuesets: ValueSets |
                      f"SELECT {t}.res_id FROM resource {t} WHERE {t}.res_type = %s AND NOT "
                      f"{t}.deleted AND {sub.render()}", [target, *sub.params],
                      "s.target_type = %s AND s.res_type = %s AND s.param = %s",
-                     [target, query.resource_type, chain.param.code])
+                     [target, query.resource_type, param])
 
 
 @dataclass(frozen=True)
@@ -336,12 +352,11 @@ def chain_rows_lead(query: SearchQuery, *, scope: Scope | None = None) -> ChainR
     """The `ChainRowsLead` of a search with exactly one chain clause, to one target type,
     that akson.store.chain_rows declares, matching one string by its default (prefix) form,
     when the target's policy reads only its pk (a label rule's does). None otherwise."""
-    chains = [c for c in query.clauses if c.type == "chain"]
-    chain = chains[0].chain if len(chains) == 1 else None
-    if chain is None or len(chain.targets) != 1 or not query.resource_type:
+    one = _one_chain(query)
+    if one is None or not query.resource_type:
         return None
-    target, inner = chain.targets[0]
-    declared = chain_rows.find(query.resource_type, chain.param.code, target, inner.name)
+    clause, param, target, inner = one
+    declared = chain_rows.find(query.resource_type, param, target, inner.name)
     norm = text.normalize(inner.values[0].raw) if len(inner.values) == 1 else ""
     if declared is None or inner.type != "string" or inner.modifier or not norm:
         return None
@@ -352,7 +367,7 @@ def chain_rows_lead(query: SearchQuery, *, scope: Scope | None = None) -> ChainR
     rendered = policy.render()
     if not reads_pk_only(rendered, t):
         return None
-    return ChainRowsLead(chains[0], declared.name, norm, _successor(norm),
+    return ChainRowsLead(clause, declared.name, norm, _successor(norm),
                          with_pk_from(rendered, t, "c.target_pk"), policy.params)
 
 
@@ -502,6 +517,16 @@ def pair_date_rows(res_type: str, drv: Driver, pair_name: str, hull: Hull
 MAX_BUCKETS = 40
 
 
+def _buckets(hull: Hull, bucket_of: Callable[[int], int]) -> range | None:
+    """The buckets a walk of `hull` reads: a row no longer than SHORT_SPAN that meets it starts
+    at most SHORT_SPAN before its `start` and at most at its `end`. None when the hull is not
+    bounded at both ends or they are more than MAX_BUCKETS."""
+    if hull.start is None or hull.end is None or hull.end < hull.start - SHORT_SPAN:
+        return None
+    first, last = bucket_of(hull.start - SHORT_SPAN), bucket_of(hull.end)
+    return range(first, last + 1) if last - first < MAX_BUCKETS else None
+
+
 def pair_date_walk(res_type: str, drv: Driver, pair_name: str, hull: Hull, after: str,
                    after_params: list[Any], order: str) -> tuple[str, list[Any]] | None:
     """`SELECT res_pk` of the same rows as `pair_date_rows` in pk order (`order`), after the
@@ -510,10 +535,8 @@ def pair_date_walk(res_type: str, drv: Driver, pair_name: str, hull: Hull, after
     index range per bucket, each already in pk order, merged — so a page reads its first
     matches and stops, however many the range holds (a common code in a recent year: 8,000
     rows at a million resources). Long hulls, few, come from the partial index."""
-    if hull.start is None or hull.end is None or hull.end < hull.start - SHORT_SPAN:
-        return None
-    first, last = (hull.start - SHORT_SPAN) // pairs.BUCKET, hull.end // pairs.BUCKET
-    if last - first + 1 > MAX_BUCKETS:
+    buckets = _buckets(hull, lambda us: us // pairs.BUCKET)  # as akson.fhir.pairs files them
+    if buckets is None:
         return None
     key, head = _pair_key(res_type, drv, pair_name)
 
@@ -522,7 +545,7 @@ def pair_date_walk(res_type: str, drv: Driver, pair_name: str, hull: Hull, after
                 f"{after} ORDER BY res_pk {order})")
 
     sqls, params = [], list[Any]()
-    for bucket in range(first, last + 1):
+    for bucket in buckets:
         sqls.append(branch("v_value = %s"))
         params += [*head, float(bucket), *hull.params, *after_params]
     sqls.append(branch(f"v_high - v_low > {SHORT_SPAN}"))
@@ -550,15 +573,10 @@ def date_walk(query: SearchQuery, after: str, after_params: list[Any], order: st
     group = next((g for g in same_row_ranges(query) if (res_type, g[0].name) in DATE_WALKS), None)
     if group is None or res_type is None:
         return None
-    hull = hull_of(group)
-    if hull.start is None or hull.end is None or hull.end < hull.start - SHORT_SPAN:
+    buckets = _buckets(hull_of(group), _truncated)
+    if buckets is None:
         return None
-    first, last = _truncated(hull.start - SHORT_SPAN), _truncated(hull.end)
-    if last - first + 1 > MAX_BUCKETS:
-        return None
-    ors = [_ors(_Ctx("", {}, None), c) for c in group]
-    exact = " AND ".join(f"({' OR '.join(frags)})" for frags, _ in ors)
-    exact_params = [p for _, params in ors for p in params]
+    exact, exact_params = _meets_all(group)
     # Literals, as the partial indexes' predicates are (from DATE_WALKS, not from the query).
     key = f"res_type = '{res_type}' AND param = '{group[0].name}'"
 
@@ -567,7 +585,7 @@ def date_walk(query: SearchQuery, after: str, after_params: list[Any], order: st
                 f"ORDER BY res_pk {order})")
 
     sqls, params = [], list[Any]()
-    for bucket in range(first, last + 1):
+    for bucket in buckets:
         sqls.append(branch(f"high - low <= {SHORT_SPAN} AND low / {pairs.BUCKET} = %s"))
         params += [bucket, *exact_params, *after_params]
     sqls.append(branch(f"high - low > {SHORT_SPAN}"))
