@@ -23,6 +23,7 @@ import orjson
 from akson.fhir import dates
 from akson.fhir.identifiers import make_fnr
 from akson.fhir.indexing import canonical_quantity
+from akson.fhir.pairs import BUCKET
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.results.model import (
     CATEGORY_SYSTEM,
@@ -32,7 +33,7 @@ from akson.results.model import (
     UCUM_SYSTEM,
     resource_id,
 )
-from akson.store.bulk import CopyReady, copy_ready, prepare
+from akson.store.bulk import CopyReady, bytea_field, copy_ready, prepare
 from names import FEMALE_GIVEN, MALE_GIVEN, SURNAMES
 
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
@@ -302,7 +303,8 @@ class Generator:
         pid = resource["subject"]["reference"][8:]
         p = str(pk)
         blocks = {
-            "resource": f"{p}\t{rtype}\t{res_id}\t1\t{now}\tf\t{pid}\t\\\\x{content.hex()}\n".encode(),
+            "resource": f"{p}\t{rtype}\t{res_id}\t1\t{now}\tf\t{pid}\t".encode()
+            + bytea_field(content) + b"\n",
             "resource_version":
                 f"{p}\t{rtype}\t{res_id}\t1\t{now}\tf\tPOST\t\\N\n".encode(),
         }
@@ -324,6 +326,11 @@ class Generator:
                 c = f"\t{NLK_SYSTEM}\t{a.code}\t{qsys}\t{qcode}\t{v!r}\t\\N\t\\N\t\\N\n"
                 comp += (f"{p}\t{rtype}\tcode-value-quantity{c}"
                          f"{p}\t{rtype}\tcombo-code-value-quantity{c}")
+            # paired rows (akson.fhir.pairs): the code with its date's bucket, and with the patient
+            comp += (f"{p}\t{rtype}\tcode+date\t{NLK_SYSTEM}\t{a.code}\t\\N\t\\N\t"
+                     f"{float(low // BUCKET)!r}\t{low}\t{low + 999_999}\t\\N\n"
+                     f"{p}\t{rtype}\tcode+patient\t{NLK_SYSTEM}\t{a.code}\tPatient\t{pid}\t"
+                     "\\N\t\\N\t\\N\t\\N\n")
             blocks["sp_token"] = "".join(p + t for t in tpl.tokens).encode()
             blocks["sp_token_text"] = "".join(p + t for t in tpl.texts).encode()
             blocks["sp_quantity"] = qty.encode()

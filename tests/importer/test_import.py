@@ -90,6 +90,51 @@ def test_a_transaction_bundle_is_all_or_nothing(settings: Settings, tmp_path: Pa
     assert len(summary.rejected) == 1 and summary.rejected[0][0].endswith("b-bad.json")
 
 
+def _versions(settings: Settings, res_type: str, res_id: str) -> list[str]:
+    """The `name` of each stored version, oldest first."""
+    async def go() -> list[str]:
+        db = connect(settings.database_url, pool_size=1)
+        await db.open()
+        try:
+            async with ResourceStore(db, SearchParamRegistry.default()).session(write=False) as s:
+                out = []
+                while (stored := await s.vread(res_type, res_id, len(out) + 1)) is not None:
+                    out.append(json.loads(stored.content)["name"])  # type: ignore[arg-type]
+                return out
+        finally:
+            await db.close()
+    return asyncio.run(go())
+
+
+def test_chunks_written_side_by_side_keep_the_order_of_the_lines(settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """On PostgreSQL two chunks are written at once; an id in both is still versioned in the
+    order of the lines, and every line of every chunk is stored."""
+    def org(res_id: str, name: str) -> dict:
+        return {"resourceType": "Organization", "id": res_id, "name": name}
+    lines = [org("a", "a1"), org("b", "b1"), org("a", "a2"), org("c", "c1"), org("a", "a3"),
+             org("b", "b2"), org("d", "d1"), org("e", "e1"), org("a", "a4"), org("f", "f1")]
+    path = _ndjson(tmp_path / "org.ndjson", lines)
+    summary = run_import(settings, [str(path)], progress=False, chunk=2)
+    assert (summary.loaded, summary.rejected, summary.chunks) == (10, [], 5)
+    assert _versions(settings, "Organization", "a") == ["a1", "a2", "a3", "a4"]
+    assert _versions(settings, "Organization", "b") == ["b1", "b2"]
+    assert all(_versions(settings, "Organization", i) == [f"{i}1"] for i in "cdef")
+
+
+def test_a_changed_resource_with_backslashes_becomes_its_next_version(settings: Settings,
+                                                                       tmp_path: Path) -> None:
+    """A repeated id is stored as a new version from the chunk's COPY lines, which hold the
+    JSON with its backslashes escaped twice (for bytea, then for COPY)."""
+    note = "C:\\mappe\\fil \"sitat\" \\N \\x00 Søreng"
+    first = {"resourceType": "Organization", "id": "o", "name": "Første"}
+    second = {**first, "name": note, "alias": ["\\\\", "tab\tslutt"]}
+    path = _ndjson(tmp_path / "org.ndjson", [first, second])
+    assert run_import(settings, [str(path)], progress=False).loaded == 2
+    version, body = _read(settings, "Organization", "o")  # type: ignore[misc]
+    assert (version, body["name"], body["alias"]) == (2, note, second["alias"])
+
+
 def test_text_with_tabs_newlines_and_backslashes_survives(settings: Settings, tmp_path: Path) -> None:
     """COPY text format escapes these (PostgreSQL); what is read back is what was sent."""
     note = "Linje 1\n\tinnrykk \\ skråstrek \\N ikke null\r\nslutt"

@@ -135,6 +135,22 @@ def test_chain_rows_follow_every_write(db_url: str, tmp_path: Path) -> None:
     assert sum(1 for row in kept if row[1] == "haugen") == 2
 
 
+def test_chunks_written_at_once_with_crossing_chains(db_url: str, tmp_path: Path) -> None:
+    """Side-by-side import chunks each holding one Patient and an Observation of the other
+    chunk's Patient take the chain locks in opposite orders; a chunk that loses the deadlock is
+    written again, and every row is there."""
+    lines = []
+    for i in range(20):
+        lines += [_patient(f"x{i}", "Xu"), _obs(f"Patient/y{i}"),
+                  _patient(f"y{i}", "Yang"), _obs(f"Patient/x{i}")]
+    path = tmp_path / "crossing.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = run_import(Settings(database_url=db_url), [str(path)], progress=False, chunk=2)
+    assert (summary.loaded, summary.rejected) == (80, [])
+    kept = run_on_store(db_url, _kept)
+    assert sum(1 for row in kept if row[1] == "xu") == sum(1 for row in kept if row[1] == "yang") == 20
+
+
 async def _blocked(store: ResourceStore) -> None:
     """Return once some transaction waits for a chain's advisory lock (polled, bounded)."""
     for _ in range(500):

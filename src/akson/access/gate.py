@@ -34,7 +34,7 @@ from akson.store import export as store_export
 from akson.store import purge as store_purge
 from akson.store.audit_log import head_moved
 from akson.store.bulk import (
-    CopyReady,
+    CopyChunk,
     Prepared,
     bulk_create,
     bulk_create_copy_ready,
@@ -640,7 +640,7 @@ class GuardedSession:
                               patients)
         return stored
 
-    async def import_chunk(self, items: Sequence[Prepared] | Sequence[CopyReady]) -> int:
+    async def import_chunk(self, items: Sequence[Prepared] | CopyChunk) -> int:
         """A chunk prepared by `akson import` (validated and indexed in worker processes).
 
         Only a client that reaches every record and may create and update every type in the
@@ -649,18 +649,18 @@ class GuardedSession:
         the results service or a citizen may write (`policy.bulk_refusal`). An id stored
         already becomes an update through `update`, with all its checks and its own record.
         Returns how many were stored."""
-        types = {i.res_type for i in items}
+        keys = items.keys if isinstance(items, CopyChunk) else [(i.res_type, i.res_id) for i in items]
+        types = {t for t, _ in keys}
         if not (self._write and self.reaches_all and all(
                 self.plan.permits(t, "c") and self.plan.permits(t, "u")
                 and pol.may_write_type(self.principal, t) for t in types)):
             raise await self._deny("create", None)
-        if items and isinstance(items[0], CopyReady):
-            count = await bulk_create_copy_ready(
-                self._s, items, new_version=self.update)  # type: ignore[arg-type]
+        if isinstance(items, CopyChunk):
+            count = await bulk_create_copy_ready(self._s, items, new_version=self.update)
+            patients = sorted({p for p in items.patients if p})
         else:
-            count = len(await bulk_create_prepared(
-                self._s, items, new_version=self.update))  # type: ignore[arg-type]
-        patients = sorted({i.patient_id for i in items if i.patient_id})
+            count = len(await bulk_create_prepared(self._s, items, new_version=self.update))
+            patients = sorted({i.patient_id for i in items if i.patient_id})
         await self._audit("create", "allowed", None, (), patients)
         return count
 

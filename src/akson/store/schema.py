@@ -108,7 +108,9 @@ sp_reference = sa.Table(
     sa.Column("url", BinaryText),
     # res_pk last: a target's referrers in pk order from the index alone (0022).
     sa.Index("ix_sp_reference_target", "target_id", "target_type", "res_type", "param", "res_pk"),
-    sa.Index("ix_sp_reference_url", "url"),
+    # Only absolute references have a url (0026).
+    sa.Index("ix_sp_reference_url", "url", postgresql_where=sa.text("url IS NOT NULL"),
+             sqlite_where=sa.text("url IS NOT NULL")),
     sa.Index("ix_sp_reference_res", "res_pk"),
 )
 sp_quantity = _index_table(
