@@ -49,6 +49,7 @@ from akson.store.bulk import (
     Prepared,
     allocate_pks,
     copy_ready,
+    keys_of,
     prepare,
 )
 from akson.store.database import connect, is_retryable
@@ -242,9 +243,7 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
     args = (custom, ctx.settings.allow_synthetic_ids, ctx.settings.max_json_depth)
 
     async def hand_over(result: _Result) -> None:
-        prepared = result[1]
-        keys = set(prepared.keys if isinstance(prepared, CopyChunk) else
-                   [(p.res_type, p.res_id) for p in prepared])
+        keys = set(keys_of(result[1]))
         while writing and (len(writing) >= writers or any(keys & k for _, k in writing)):
             task, _ = writing.popleft()
             await task
@@ -296,7 +295,7 @@ async def _write(ctx: FhirContext, result: _Result, summary: Summary, bar: Any) 
                 if not (is_retryable(exc) and attempt + 1 < ATTEMPTS):
                     raise
         summary.chunks += 1
-        summary.loaded += len(prepared.keys if isinstance(prepared, CopyChunk) else prepared)
+        summary.loaded += len(keys_of(prepared))
         if summary.chunks & (summary.chunks - 1) == 0 and ctx.store.db.dialect == "postgresql":
             # Chunks 1, 2, 4, 8, …: fresh statistics while the table grows. With the counts of
             # an emptier table PostgreSQL checks each chunk's ids by scanning `resource` instead

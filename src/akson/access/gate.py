@@ -39,6 +39,7 @@ from akson.store.bulk import (
     bulk_create,
     bulk_create_copy_ready,
     bulk_create_prepared,
+    keys_of,
 )
 from akson.store.database import Tx
 from akson.store.include import Included, fetch_included
@@ -649,8 +650,7 @@ class GuardedSession:
         the results service or a citizen may write (`policy.bulk_refusal`). An id stored
         already becomes an update through `update`, with all its checks and its own record.
         Returns how many were stored."""
-        keys = items.keys if isinstance(items, CopyChunk) else [(i.res_type, i.res_id) for i in items]
-        types = {t for t, _ in keys}
+        types = {t for t, _ in keys_of(items)}
         if not (self._write and self.reaches_all and all(
                 self.plan.permits(t, "c") and self.plan.permits(t, "u")
                 and pol.may_write_type(self.principal, t) for t in types)):
