@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from akson.store.bulk import bytea_field
+from akson.store.bulk import CopyChunk, CopyReady, bytea_field
 from akson.store.repository import ResourceStore
 from tests.conftest import fresh_database, run_on_store
 
@@ -38,3 +38,14 @@ def test_bytea_fields_read_back_as_written(db_url: str) -> None:
 
     assert run_on_store(db_url, work) == CASES
     assert [bytea_field(v).startswith(b"\\\\x") for v in CASES] == [False, False, False, True, True]
+
+
+@pytest.mark.parametrize("content", CASES)
+def test_a_chunk_gives_back_each_resources_content(content: bytes) -> None:
+    """What an id stored already becomes its next version from (`CopyChunk.content`)."""
+    ready = [CopyReady("Basic", f"b{i}", content, {
+        "resource": b"%d\tBasic\tb%d\t1\t0\tf\t\\N\t%s\n" % (i, i, bytea_field(content))})
+        for i in range(3)]
+    chunk = CopyChunk.of(ready)
+    assert [chunk.content(i) for i in range(3)] == [content] * 3
+    assert chunk.only([1])["resource"] == ready[1].blocks["resource"]
