@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from akson.config import Settings
-from akson.fhir.searchparams import SearchParamRegistry
 from akson.importer import run_import
 from akson.store.database import connect
 from akson.store.repository import ResourceStore
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, run_on_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,16 +27,11 @@ def _ndjson(path: Path, resources: list[dict | str]) -> Path:
 
 
 def _read(settings: Settings, res_type: str, res_id: str) -> tuple[int, dict] | None:
-    async def go() -> tuple[int, dict] | None:
-        db = connect(settings.database_url, pool_size=1)
-        await db.open()
-        try:
-            async with ResourceStore(db, SearchParamRegistry.default()).session(write=False) as s:
-                stored = await s.read(res_type, res_id)
-                return None if stored is None else (stored.version, json.loads(stored.content))
-        finally:
-            await db.close()
-    return asyncio.run(go())
+    async def go(store: ResourceStore) -> tuple[int, dict] | None:
+        async with store.session(write=False) as s:
+            stored = await s.read(res_type, res_id)
+            return None if stored is None else (stored.version, json.loads(stored.content))
+    return run_on_store(settings.database_url, go, pool_size=1)
 
 
 def test_ndjson_loads_and_names_each_bad_line(settings: Settings, tmp_path: Path) -> None:
@@ -92,18 +86,13 @@ def test_a_transaction_bundle_is_all_or_nothing(settings: Settings, tmp_path: Pa
 
 def _versions(settings: Settings, res_type: str, res_id: str) -> list[str]:
     """The `name` of each stored version, oldest first."""
-    async def go() -> list[str]:
-        db = connect(settings.database_url, pool_size=1)
-        await db.open()
-        try:
-            async with ResourceStore(db, SearchParamRegistry.default()).session(write=False) as s:
-                out = []
-                while (stored := await s.vread(res_type, res_id, len(out) + 1)) is not None:
-                    out.append(json.loads(stored.content)["name"])  # type: ignore[arg-type]
-                return out
-        finally:
-            await db.close()
-    return asyncio.run(go())
+    async def go(store: ResourceStore) -> list[str]:
+        async with store.session(write=False) as s:
+            out = []
+            while (stored := await s.vread(res_type, res_id, len(out) + 1)) is not None:
+                out.append(json.loads(stored.content)["name"])  # type: ignore[arg-type]
+            return out
+    return run_on_store(settings.database_url, go, pool_size=1)
 
 
 def test_chunks_written_side_by_side_keep_the_order_of_the_lines(settings: Settings,

@@ -218,7 +218,7 @@ def _text(v: Any) -> str:
     if cls is bool:
         return "t" if v else "f"
     if cls is bytes:
-        return "\\\\x" + v.hex()
+        return bytea_field(v).decode()
     if cls is float:
         return repr(v)
     return str(v)
@@ -256,20 +256,20 @@ class CopyChunk:
 
     def only(self, keep: Sequence[int]) -> dict[str, bytes]:
         """The blocks with the lines of the resources at `keep` (ascending) alone."""
-        out = {}
-        for table, block in self.blocks.items():
-            ends = self.ends[table]
-            out[table] = b"".join([block[ends[i - 1] if i else 0:ends[i]] for i in keep])
-        return out
+        return {table: b"".join([self._lines(table, i) for i in keep]) for table in self.blocks}
 
     def content(self, i: int) -> bytes:
         """Resource i's stored JSON, read back from its line (the last field, see `bytea_field`)."""
-        ends = self.ends["resource"]
-        line = self.blocks["resource"][ends[i - 1] if i else 0:ends[i]]
+        line = self._lines("resource", i)
         field = line[line.rindex(b"\t") + 1:].rstrip(b"\n")
         if field.startswith(b"\\\\x"):
             return bytes.fromhex(field[3:].decode())
         return field.replace(b"\\\\\\\\", b"\\")
+
+
+    def _lines(self, table: str, i: int) -> bytes:
+        ends = self.ends[table]
+        return self.blocks[table][ends[i - 1] if i else 0:ends[i]]
 
 
 def keys_of(items: Sequence[Prepared] | CopyChunk) -> list[tuple[str, str]]:

@@ -569,16 +569,17 @@ def date_walk(query: SearchQuery, after: str, after_params: list[Any], order: st
     branch per bucket the range can reach, each already in pk order, merged, and one for the
     few long rows. None when there is no such range, or it is not bounded at both ends or
     reaches more than MAX_BUCKETS buckets."""
-    res_type = query.resource_type
-    group = next((g for g in same_row_ranges(query) if (res_type, g[0].name) in DATE_WALKS), None)
-    if group is None or res_type is None:
+    found = next(((g, w) for g in same_row_ranges(query) for w in DATE_WALKS
+                  if w == (query.resource_type, g[0].name)), None)
+    if found is None:
         return None
+    group, (res_type, param) = found
     buckets = _buckets(hull_of(group), _truncated)
     if buckets is None:
         return None
     exact, exact_params = _meets_all(group)
     # Literals, as the partial indexes' predicates are (from DATE_WALKS, not from the query).
-    key = f"res_type = '{res_type}' AND param = '{group[0].name}'"
+    key = f"res_type = '{res_type}' AND param = '{param}'"
 
     def branch(part: str) -> str:
         return (f"(SELECT res_pk FROM sp_date WHERE {key} AND {part} AND {exact}{after} "
