@@ -40,7 +40,7 @@ from akson.fhir import dates, jsonio
 from akson.fhir.outcome import FhirError
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.fhir.validation import validate
-from akson.store import reindex
+from akson.store import first_load, reindex
 from akson.store.audit_log import AuditLog
 from akson.store.bulk import (
     COPY_TABLES,
@@ -233,6 +233,10 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
     matters: a later line with the same id is a newer version, so a chunk that shares an id
     with one being written waits for it. A failure stops the import; the chunks committed
     before it (and one written beside it) stay.
+
+    Into an empty store (a first load) the lookup indexes are built after the copy, `WRITERS`
+    at a time, as the chain rows are added (akson.store.first_load, ADR 0023) — also when
+    the load fails.
     """
     workers = max(1, min(4, (os.cpu_count() or 2)))
     copy = ctx.store.db.dialect == "postgresql"
@@ -249,6 +253,8 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
             await task
         writing.append((asyncio.create_task(_write(ctx, result, summary, bar)), keys))
 
+    url = ctx.settings.database_url
+    first = copy and await asyncio.to_thread(first_load.begin, url)
     try:
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                  initargs=args) as pool:
@@ -269,6 +275,12 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
         # After a failure, let the chunk written beside it end (commit or roll back) before the
         # connections close.
         await asyncio.gather(*(task for task, _ in writing), return_exceptions=True)
+        if first:
+            bar.set_description("import: building indexes")
+            # The chain fill runs beside the builds: alone it leaves a core idle.
+            await asyncio.gather(asyncio.to_thread(first_load.restore_chain_rows, url),
+                                 *(asyncio.to_thread(first_load.build_indexes, url)
+                                   for _ in range(WRITERS)))
 
 
 #: How many chunks are written at once on PostgreSQL (see `_ndjson`).

@@ -25,7 +25,10 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 #: Number literals orjson might not keep exactly: integers beyond 64 bits (read as floats), -0,
 #: and decimals or exponents (kept only if Python's shortest repr gives the same text back).
 _INEXACT = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+#: Every byte but brackets and quotes (for `bytes.translate` to delete), and a string literal
+#: once only those are left.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"')
+_QUOTED = re.compile(rb'"[^"]*"')
 _EMPTY_PAIR = re.compile(rb"\{\}|\[\]")
 
 
@@ -68,7 +71,7 @@ def loads(body: bytes, *, max_depth: int = 64) -> Any:
         raise FhirError(400, "Strings may not contain control characters (U+0000 to U+001F other "
                         "than tab, line feed and carriage return)", "invalid")
     if body.count(b"{") + body.count(b"[") > max_depth:  # fewer cannot nest deeper
-        _check_nesting(_STRING.sub(b'""', body), max_depth)
+        _check_nesting(_brackets(body), max_depth)
     # Compact JSON that orjson writes back byte for byte lost nothing (a bulk-data line as a
     # rule): no need to look for numbers it might change. orjson's own depth limit (1,024)
     # bounds its recursion.
@@ -89,14 +92,22 @@ def loads(body: bytes, *, max_depth: int = 64) -> Any:
     return tree
 
 
-def _check_nesting(bare: bytes, max_depth: int) -> None:
+def _brackets(body: bytes) -> bytes:
+    """The body's brackets outside strings, in order, from passes at C speed (a tenth of the
+    time a string-literal regex over a 10 kB resource took)."""
+    if b"\\" in body:
+        # An escape is a backslash and one character: only `\\` and `\"` can hide a quote.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return _QUOTED.sub(b"", body.translate(None, _NOT_STRUCTURE))
+
+
+def _check_nesting(brackets: bytes, max_depth: int) -> None:
     """Refuse bodies nested deeper than `max_depth`, before parsing, at C speed.
 
     Each pass removes the innermost empty `{}`/`[]` pairs, so a body nested d deep empties in d
     passes; more than `max_depth` passes means too deep. Unbalanced brackets are left for the
     parser to report.
     """
-    brackets = _NOT_BRACKET.sub(b"", bare)
     for _ in range(max_depth):
         if not brackets:
             return

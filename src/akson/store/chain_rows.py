@@ -48,3 +48,24 @@ def find(res_type: str, param: str, target_type: str, target_param: str) -> Chai
     """The declared chain for these, if there is one."""
     wanted = Chain(res_type, param, target_type, target_param)
     return wanted if wanted in CHAINS else None
+
+
+#: The triggers (table, name) that add a chain's rows as its index rows are added (migration
+#: 0024); a first bulk load turns them off and fills the rows at its end (akson.store.first_load).
+INSERT_TRIGGERS = (("sp_reference", "sp_reference_chained_insert"),
+                   ("sp_string", "sp_string_chained_insert"))
+
+_DECLARED = ("(VALUES " + ", ".join(
+    f"('{c.name}', '{c.res_type}', '{c.param}', '{c.target_type}', '{c.target_param}')"
+    for c in CHAINS) + ") AS d (chain, res_type, param, target_type, target_param)")
+
+#: Every chain row `sp_reference` and `sp_string` imply: what the insert triggers would have
+#: added to an empty `sp_chain` (while they are off, nothing else adds rows).
+FILL = (
+    "INSERT INTO sp_chain (chain, value_norm, res_pk, target_pk) "
+    "SELECT x.chain, x.value_norm, x.res_pk, x.target_pk FROM (SELECT DISTINCT d.chain, "
+    "n.value_norm, s.res_pk, t.pk AS target_pk FROM sp_reference s JOIN " + _DECLARED + " ON "
+    "s.res_type = d.res_type AND s.param = d.param AND s.target_type = d.target_type "
+    "JOIN resource t ON t.res_type = s.target_type AND t.res_id = s.target_id AND NOT t.deleted "
+    "JOIN sp_string n ON n.res_pk = t.pk AND n.param = d.target_param) x"
+)
