@@ -69,6 +69,13 @@ def date_range(value: str) -> tuple[int, int]:
     """
     if not isinstance(value, str):
         raise _bad(str(value), "not a string")
+    return _date_range(value)
+
+
+@lru_cache(maxsize=8192)
+def _date_range(value: str) -> tuple[int, int]:
+    """`date_range` of a string, remembered: a bulk load meets the same instants again and
+    again (every vital sign of one encounter carries its time)."""
     m = _DATE_RE.fullmatch(value)
     if m is None:
         raise _bad(value, "expected YYYY[-MM[-DD[Thh:mm[:ss[.fff]][Z|±hh:mm]]]]")

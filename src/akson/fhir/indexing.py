@@ -14,6 +14,7 @@ import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from akson.fhir import ucum
@@ -91,6 +92,13 @@ def split_reference(ref: str) -> tuple[str | None, str | None, str | None] | Non
     """
     if not ref or ref[0] == "#":
         return None
+    return _split(ref)
+
+
+@lru_cache(maxsize=8192)
+def _split(ref: str) -> tuple[str | None, str | None, str | None]:
+    """`split_reference` of a literal reference, remembered: a patient's resources refer to
+    the same Patient and Encounter again and again."""
     m = _REF_RE.fullmatch(ref)
     if m is None:
         return None, None, ref

@@ -192,7 +192,9 @@ def bytea_field(v: bytes) -> bytes:
     none raw) goes in bytea's escape format, half the bytes of hex for the database to read
     (a quarter less time to copy in): each backslash doubled for bytea, then again for COPY.
     Anything else goes in hex."""
-    if not _NOT_ESCAPE_FORMAT.search(v) and (v.isascii() or _utf8(v)):
+    # Four byte searches: a regex character class took ten times as long on a 1 kB resource.
+    if not (b"\t" in v or b"\n" in v or b"\r" in v or b"\x00" in v) and (
+            v.isascii() or _utf8(v)):
         return v.replace(b"\\", b"\\\\\\\\")
     return b"\\\\x" + v.hex().encode()
 
@@ -204,8 +206,6 @@ def _utf8(v: bytes) -> bool:
         return False
     return True
 
-
-_NOT_ESCAPE_FORMAT = re.compile(rb"[\t\n\r\x00]")
 
 
 def _text(v: Any) -> str:
