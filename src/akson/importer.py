@@ -116,9 +116,8 @@ async def _run(settings: Settings, files: list[Path], progress: bool, chunk: int
                 await _json(ctx, path, summary)
                 bar.update(path.stat().st_size)
         ndjson = [p for p in files if p.suffix == ".ndjson"]
-        if ndjson:
-            await _ndjson(ctx, ndjson, custom, summary, bar, chunk)
-        if summary.loaded:
+        analysed = bool(ndjson) and await _ndjson(ctx, ndjson, custom, summary, bar, chunk)
+        if summary.loaded and not analysed:
             await _analyze(ctx)
     finally:
         bar.close()
@@ -223,7 +222,7 @@ def _chunks(paths: list[Path], size: int) -> Iterator[_Lines]:
 
 
 async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summary: Summary,
-                  bar: Any, size: int) -> None:
+                  bar: Any, size: int) -> bool:
     """Prepare chunks in worker processes, a few ahead; write them as they are ready.
 
     On PostgreSQL the workers also format the COPY lines (primary keys are drawn from the
@@ -234,9 +233,9 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
     with one being written waits for it. A failure stops the import; the chunks committed
     before it (and one written beside it) stay.
 
-    Into an empty store (a first load) the lookup indexes are built after the copy, `WRITERS`
-    at a time, as the chain rows are added (akson.store.first_load, ADR 0023) — also when
-    the load fails.
+    Into an empty store (a first load) the lookup indexes are built and the tables analysed
+    after the copy, `WRITERS` at a time, as the chain rows are added (akson.store.first_load,
+    ADR 0023) — also when the load fails. True if so (the tables then have fresh statistics).
     """
     workers = max(1, min(4, (os.cpu_count() or 2)))
     copy = ctx.store.db.dialect == "postgresql"
@@ -279,8 +278,9 @@ async def _ndjson(ctx: FhirContext, paths: list[Path], custom: list[dict], summa
             bar.set_description("import: building indexes")
             # The chain fill runs beside the builds: alone it leaves a core idle.
             await asyncio.gather(asyncio.to_thread(first_load.restore_chain_rows, url),
-                                 *(asyncio.to_thread(first_load.build_indexes, url)
+                                 *(asyncio.to_thread(first_load.build, url)
                                    for _ in range(WRITERS)))
+    return first
 
 
 #: How many chunks are written at once on PostgreSQL (see `_ndjson`).

@@ -1,4 +1,4 @@
-"""What a first bulk load put off: lookup indexes and chain-row triggers (PostgreSQL).
+"""What a first bulk load put off: lookup indexes, chain-row triggers, statistics (PostgreSQL).
 
 Revision ID: 0027
 Revises: 0026
@@ -22,7 +22,7 @@ def upgrade() -> None:
         return
     op.execute("CREATE TABLE first_load_pending (name varchar(200) PRIMARY KEY, "
                "table_name varchar(64) NOT NULL, "
-               "kind varchar(16) NOT NULL CHECK (kind IN ('index', 'trigger')), "
+               "kind varchar(16) NOT NULL CHECK (kind IN ('index', 'trigger', 'analyze')), "
                "definition text)")
 
 
