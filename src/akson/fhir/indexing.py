@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from akson.fhir import ucum
+from akson.fhir import ucum, unions
 from akson.fhir.dates import MAX_US, MIN_US, date_range
 from akson.fhir.jsonio import ExactDecimal
 from akson.fhir.outcome import FhirError
@@ -367,11 +367,12 @@ def _plan(registry: SearchParamRegistry, resource_type: str) -> _Plan:
         return cached[1]
     version = registry.version
     plan = []
+    copied = {u for us in unions.copied_from(registry, resource_type).values() for u in us}
     for code, p in registry.for_type(resource_type).items():
         builder = _BUILDERS.get(p.type)
         fn = p.extractor(resource_type)
-        if builder is None or fn is None or code in _COLUMN_PARAMS:
-            continue  # composite and special parameters are not indexed (yet)
+        if builder is None or fn is None or code in _COLUMN_PARAMS or code in copied:
+            continue  # composite and special parameters are not indexed (yet); unions copied
         plan.append((code, fn, builder))
     result = tuple(plan)
     per_type[resource_type] = (version, result)
@@ -400,6 +401,12 @@ def extract(resource: dict, registry: SearchParamRegistry | None = None,
             seen[code] = values
         if values:
             builder(code, values, rows)
+    by_source = unions.copied_from(reg, rtype)
+    if by_source:
+        for name in _ROW_LISTS:
+            found = getattr(rows, name)
+            if found:
+                found += unions.copies(found, by_source)
     rows.dedupe()
     return rows
 

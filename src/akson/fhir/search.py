@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from akson.fhir import dates, shaping
+from akson.fhir import dates, shaping, unions
 from akson.fhir.indexing import IndexRows, canonical_quantity, extract
 from akson.fhir.outcome import FhirError, Issue
 from akson.fhir.pairs import pair_rows
@@ -539,6 +539,10 @@ def extra_index_rows(resource: dict, registry: SearchParamRegistry,
             for element in values:
                 if element.__class__ is dict:
                     out.composites.extend(_composite_rows(code, element, comps))
+    by_source = unions.copied_from(registry, rtype)
+    if by_source:
+        out.texts += unions.copies(out.texts, by_source)
+        out.composites += unions.copies(out.composites, by_source)
     out.texts = list(dict.fromkeys(out.texts))
     out.ref_identifiers = list(dict.fromkeys(out.ref_identifiers))
     out.composites = list(dict.fromkeys(out.composites))
@@ -553,9 +557,10 @@ def _extra_plan(registry: SearchParamRegistry, rtype: str) -> list[tuple[str, st
     if plan is not None:
         return plan
     plan = []
+    copied = {u for us in unions.copied_from(registry, rtype).values() for u in us}
     for code, p in registry.for_type(rtype).items():
         fn = p.extractor(rtype)
-        if fn is None or code.startswith("_") and p.type != "token":
+        if fn is None or code.startswith("_") and p.type != "token" or code in copied:
             continue
         if p.type in ("token", "reference"):
             plan.append((p.type, code, fn, None))
