@@ -209,7 +209,6 @@ def _utf8(v: bytes) -> bool:
     return True
 
 
-
 def _text(v: Any) -> str:
     """A value that is not a str, as COPY text."""
     if v is None:
