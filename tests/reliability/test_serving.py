@@ -71,9 +71,14 @@ def served() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         until(lambda: answering(port, 2), "both workers answer")
         yield proc, port
     finally:
+        # SIGTERM, so the supervisor stops its workers: killed, it left them serving.
         if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             proc.kill()
-        proc.wait(timeout=30)
+            proc.wait(timeout=30)
 
 
 def pool_at_once(port: int) -> list[http.client.HTTPConnection]:

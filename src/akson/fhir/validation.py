@@ -499,7 +499,10 @@ def _check_identifier(
 def _schema_issues(
     node: dict[str, Any], node_type: str, rtype: str, base: tuple[PathPart, ...]
 ) -> Iterator[Issue]:
-    for err in _validator(node_type).iter_errors(node):
+    validator = _validator(node_type)
+    if validator.is_valid(node):  # most are: 5 µs against 8 µs for collecting no errors
+        return
+    for err in validator.iter_errors(node):
         yield from _to_issues(err, rtype, (*base, *err.instance_path), node)
 
 
