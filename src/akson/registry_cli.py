@@ -13,6 +13,7 @@ from akson.config import Settings
 from akson.fhir.searchparams import SearchParamRegistry
 from akson.registry.loader import Counts, ImportSummary, import_file, load_municipalities
 from akson.registry.records import REGISTERS
+from akson.registry_sync_cli import sync
 from akson.store.database import connect
 from akson.store.migrate import upgrade
 from akson.store.repository import ResourceStore
@@ -83,3 +84,6 @@ def municipalities_cmd() -> None:
     """Store one Organization per municipality (kommune-<number>) where none exists yet."""
     counts = run_load_municipalities(Settings.from_env())
     click.echo(f"Municipalities: {counts.created} created, {counts.unchanged} already there.")
+
+
+registry.add_command(sync)
