@@ -367,7 +367,7 @@ def _plan(registry: SearchParamRegistry, resource_type: str) -> _Plan:
         return cached[1]
     version = registry.version
     plan = []
-    copied = {u for us in unions.copied_from(registry, resource_type).values() for u in us}
+    copied = unions.copied(registry, resource_type)
     for code, p in registry.for_type(resource_type).items():
         builder = _BUILDERS.get(p.type)
         fn = p.extractor(resource_type)

@@ -557,7 +557,7 @@ def _extra_plan(registry: SearchParamRegistry, rtype: str) -> list[tuple[str, st
     if plan is not None:
         return plan
     plan = []
-    copied = {u for us in unions.copied_from(registry, rtype).values() for u in us}
+    copied = unions.copied(registry, rtype)
     for code, p in registry.for_type(rtype).items():
         fn = p.extractor(rtype)
         if fn is None or code.startswith("_") and p.type != "token" or code in copied:

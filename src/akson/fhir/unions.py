@@ -53,6 +53,11 @@ def copied_from(registry: SearchParamRegistry, res_type: str) -> dict[str, tuple
     return found
 
 
+def copied(registry: SearchParamRegistry, res_type: str) -> set[str]:
+    """The union parameters of `res_type` whose rows are copied (and so not extracted)."""
+    return {union for unions in copied_from(registry, res_type).values() for union in unions}
+
+
 def copies(rows: Iterable[tuple[Any, ...]], by_source: Mapping[str, tuple[str, ...]]
            ) -> list[tuple[Any, ...]]:
     """The rows (parameter code first) of the union parameters, from their sources' rows."""

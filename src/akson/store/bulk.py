@@ -267,7 +267,6 @@ class CopyChunk:
             return bytes.fromhex(field[3:].decode())
         return field.replace(b"\\\\\\\\", b"\\")
 
-
     def _lines(self, table: str, i: int) -> bytes:
         ends = self.ends[table]
         return self.blocks[table][ends[i - 1] if i else 0:ends[i]]
